@@ -1,0 +1,41 @@
+// The `moessm` program: dispatches to the registered subcommands (cmd_*.cpp).
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "cli/command.h"
+#include "core/check.h"
+
+namespace {
+void print_help() {
+  std::printf(
+      "moessm: train, evaluate and serve state-space language models with Mixture-of-Experts\n\n"
+      "usage: moessm <command> [options]      (moessm <command> --help for its options)\n\n"
+      "commands:\n");
+  for (const auto& c : moessm::cli::command_registry())
+    std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : moessm::cli::command_registry()) {
+    if (c.name != argv[1]) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const moessm::Error& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+  print_help();
+  return 2;
+}

@@ -1,0 +1,77 @@
+// A small JSON value, parser and writer (no third-party dependency).
+// Objects keep insertion order (so written configs read like the input). Numbers keep whether
+// they were written as integers. Parse errors name the source (a file path or "<string>"), the
+// line and column, and what was expected.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moessm {
+
+class Json {
+ public:
+  enum class Kind { Null, Bool, Number, String, Array, Object };
+  using Array = std::vector<Json>;
+  using Object = std::vector<std::pair<std::string, Json>>;
+
+  Json() = default;                            // null
+  Json(std::nullptr_t) {}
+  Json(bool b) : kind_(Kind::Bool), b_(b) {}
+  Json(int v) : kind_(Kind::Number), num_(v), is_int_(true), int_(v) {}
+  Json(int64_t v) : kind_(Kind::Number), num_(static_cast<double>(v)), is_int_(true), int_(v) {}
+  Json(uint64_t v) : Json(static_cast<int64_t>(v)) {}
+  Json(double v) : kind_(Kind::Number), num_(v) {}
+  Json(const char* s) : kind_(Kind::String), str_(s) {}
+  Json(std::string s) : kind_(Kind::String), str_(std::move(s)) {}
+  static Json array(Array a = {});
+  static Json object(Object o = {});
+
+  Kind kind() const { return kind_; }
+  bool is_null() const { return kind_ == Kind::Null; }
+  bool is_bool() const { return kind_ == Kind::Bool; }
+  bool is_number() const { return kind_ == Kind::Number; }
+  bool is_integer() const;   // a number with an exact integer value
+  bool is_string() const { return kind_ == Kind::String; }
+  bool is_array() const { return kind_ == Kind::Array; }
+  bool is_object() const { return kind_ == Kind::Object; }
+  const char* kind_name() const;  // "null", "bool", "number", "string", "array", "object"
+
+  // Typed access; a wrong kind throws moessm::Error naming `what` (e.g. "config.json: d_model").
+  bool as_bool(const std::string& what = "value") const;
+  double as_number(const std::string& what = "value") const;
+  int64_t as_int(const std::string& what = "value") const;  // must be an exact integer
+  const std::string& as_string(const std::string& what = "value") const;
+  const Array& as_array(const std::string& what = "value") const;
+  const Object& as_object(const std::string& what = "value") const;
+  Array& as_array_mut();
+  Object& as_object_mut();
+
+  // Object helpers.
+  bool has(const std::string& key) const;
+  const Json* get(const std::string& key) const;     // nullptr when absent or not an object
+  const Json& at(const std::string& key, const std::string& what = "object") const;  // throws if absent
+  Json& set(const std::string& key, Json value);     // insert or replace; returns the stored value
+  void push_back(Json value);                         // arrays
+  size_t size() const;                                // array / object length
+
+  std::string dump(int indent = -1) const;  // indent < 0: compact; numbers round-trip exactly
+
+  static Json parse(const std::string& text, const std::string& source = "<string>");
+  static Json parse_file(const std::string& path);  // errors name the path
+
+ private:
+  Kind kind_ = Kind::Null;
+  bool b_ = false;
+  double num_ = 0;
+  bool is_int_ = false;
+  int64_t int_ = 0;
+  std::string str_;
+  std::shared_ptr<Array> arr_;
+  std::shared_ptr<Object> obj_;
+};
+
+}  // namespace moessm

@@ -1,0 +1,19 @@
+// File helpers with errors that name the path. Every file moessm writes for keeps (checkpoints,
+// configs, tokenizers, shards, state snapshots) goes through write_file_atomic: the bytes go to a
+// temporary file in the same directory, are flushed and fsync'ed, then renamed over the target,
+// so a crash leaves either the old file or the new one, never a torn one.
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace moessm {
+
+std::string read_file(const std::string& path);          // whole file; clear error if unreadable
+bool file_exists(const std::string& path);
+bool is_directory(const std::string& path);
+void make_dirs(const std::string& path);                 // mkdir -p; error names the path
+void write_file_atomic(const std::string& path, const void* data, size_t n);
+void write_file_atomic(const std::string& path, const std::string& text);
+std::string path_join(const std::string& a, const std::string& b);
+
+}  // namespace moessm

@@ -1,0 +1,27 @@
+// causal_conv1d: depthwise causal convolution over time, optionally followed by SiLU.
+//   pre[b,t,c] = bias[c] + Σ_{j<Kc} w[c,j] · x[b, t-Kc+1+j, c]
+//   out = silu(pre) when `silu`, else pre
+// x[b, t<0, c] comes from state_in[b, c, Kc-1 + t] (the last Kc-1 inputs of the previous
+// segment, oldest first), or 0 when state_in is nullptr. state_out (optional) receives the last
+// Kc-1 inputs of this segment (taking state_in into account when T < Kc-1); it may alias state_in
+// (the recurrent decode step).
+// Shapes: x/out/dx [B,T,Di] with token strides; w [Di,Kc]; bias [Di]; state [B,Di,Kc-1].
+// Backward recomputes the pre-activation from x; dw and dbias accumulate; dx assigns.
+#pragma once
+#include "ops/op_common.h"
+
+namespace moessm {
+namespace cpu {
+
+template <typename T>
+void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t x_ld,
+                           const T* state_in, const T* w, const T* bias, idx_t B, idx_t T_,
+                           idx_t Di, idx_t Kc, bool silu);
+
+template <typename T>
+void causal_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, const T* dout, idx_t dout_ld,
+                            const T* x, idx_t x_ld, const T* state_in, const T* w, const T* bias,
+                            idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu);
+
+}  // namespace cpu
+}  // namespace moessm

@@ -1,0 +1,32 @@
+// matmul: the linear layer.  out[M, N] = in[M, K] · weight[N, K]ᵀ (+ bias[N]).
+// Weights are [out_features, in_features] as in PyTorch checkpoints.
+// CPU: through OpenBLAS when built with it (MOESSM_HAVE_BLAS), else a blocked GEMM; both exact
+// in the sense of plain fp accumulation. `gemm` is the row-major primitive underneath.
+#pragma once
+#include "ops/op_common.h"
+
+namespace moessm {
+namespace cpu {
+
+// Row-major C[M,N] = alpha · op(A) · op(B) + beta · C with op = transpose when trans_* is set.
+// A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b).
+template <typename T>
+void gemm(bool trans_a, bool trans_b, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_t lda,
+          const T* Bm, idx_t ldb, T beta, T* C, idx_t ldc);
+
+// out = in · weightᵀ + bias; accumulate=true adds into out instead of assigning.
+template <typename T>
+void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight,
+                    const T* bias, idx_t M, idx_t N, idx_t K, bool accumulate = false);
+
+// din = dout · weight (assign, or += when din_accumulate); dweight += doutᵀ · in;
+// dbias += Σ_rows dout. Any of din / dweight / dbias may be nullptr.
+template <typename T>
+void matmul_backward(T* din, idx_t din_ld, T* dweight, T* dbias, const T* dout, idx_t dout_ld,
+                     const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N, idx_t K,
+                     bool din_accumulate = false);
+
+const char* matmul_backend_name();  // "openblas" or "builtin"; logged once at start-up
+
+}  // namespace cpu
+}  // namespace moessm
