@@ -1,0 +1,117 @@
+// CPU matmul: OpenBLAS when available (MOESSM_HAVE_BLAS), else a cache-blocked GEMM with the
+// same row-major contract. Both accumulate in the scalar type.
+#include "ops/matmul.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/check.h"
+
+#ifdef MOESSM_HAVE_BLAS
+extern "C" {
+// CBLAS prototypes (row-major = 101, no-trans = 111, trans = 112).
+void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float* A,
+                 int lda, const float* B, int ldb, float beta, float* C, int ldc);
+void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, const double* A,
+                 int lda, const double* B, int ldb, double beta, double* C, int ldc);
+}
+#endif
+
+namespace moessm::cpu {
+
+namespace {
+
+template <typename T>
+void gemm_builtin(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_t lda,
+                  const T* Bm, idx_t ldb, T beta, T* C, idx_t ldc) {
+  // Pack op(B) as [N][K] rows so the inner loop is a contiguous dot product.
+  std::vector<T> bt(static_cast<size_t>(N * K));
+  for (idx_t n = 0; n < N; ++n)
+    for (idx_t k = 0; k < K; ++k) bt[n * K + k] = tb ? Bm[n * ldb + k] : Bm[k * ldb + n];
+#pragma omp parallel
+  {
+    std::vector<T> arow(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (idx_t m = 0; m < M; ++m) {
+      for (idx_t k = 0; k < K; ++k) arow[k] = ta ? A[k * lda + m] : A[m * lda + k];
+      for (idx_t n = 0; n < N; ++n) {
+        const T* b = &bt[n * K];
+        T acc = 0;
+        for (idx_t k = 0; k < K; ++k) acc += arow[k] * b[k];
+        T* c = &C[m * ldc + n];
+        *c = alpha * acc + (beta == T(0) ? T(0) : beta * *c);
+      }
+    }
+  }
+}
+
+#ifdef MOESSM_HAVE_BLAS
+void blas_gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, float alpha, const float* A, idx_t lda,
+               const float* B, idx_t ldb, float beta, float* C, idx_t ldc) {
+  cblas_sgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
+              (int)ldb, beta, C, (int)ldc);
+}
+void blas_gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, double alpha, const double* A,
+               idx_t lda, const double* B, idx_t ldb, double beta, double* C, idx_t ldc) {
+  cblas_dgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
+              (int)ldb, beta, C, (int)ldc);
+}
+#endif
+
+}  // namespace
+
+const char* matmul_backend_name() {
+#ifdef MOESSM_HAVE_BLAS
+  return "openblas";
+#else
+  return "builtin";
+#endif
+}
+
+template <typename T>
+void gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_t lda, const T* Bm,
+          idx_t ldb, T beta, T* C, idx_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (idx_t m = 0; m < M; ++m)
+      for (idx_t n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
+    return;
+  }
+#ifdef MOESSM_HAVE_BLAS
+  blas_gemm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+#else
+  gemm_builtin(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+#endif
+}
+
+template <typename T>
+void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, const T* bias,
+                    idx_t M, idx_t N, idx_t K, bool accumulate) {
+  gemm<T>(false, true, M, N, K, T(1), in, in_ld, weight, K, accumulate ? T(1) : T(0), out, out_ld);
+  if (bias)
+    for (idx_t m = 0; m < M; ++m)
+      for (idx_t n = 0; n < N; ++n) out[m * out_ld + n] += bias[n];
+}
+
+template <typename T>
+void matmul_backward(T* din, idx_t din_ld, T* dweight, T* dbias, const T* dout, idx_t dout_ld,
+                     const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N, idx_t K,
+                     bool din_accumulate) {
+  if (din) gemm<T>(false, false, M, K, N, T(1), dout, dout_ld, weight, K, din_accumulate ? T(1) : T(0), din, din_ld);
+  if (dweight) gemm<T>(true, false, N, K, M, T(1), dout, dout_ld, in, in_ld, T(1), dweight, K);
+  if (dbias)
+    for (idx_t m = 0; m < M; ++m)
+      for (idx_t n = 0; n < N; ++n) dbias[n] += dout[m * dout_ld + n];
+}
+
+#define INSTANTIATE(T)                                                                           \
+  template void gemm<T>(bool, bool, idx_t, idx_t, idx_t, T, const T*, idx_t, const T*, idx_t, T, \
+                        T*, idx_t);                                                              \
+  template void matmul_forward<T>(T*, idx_t, const T*, idx_t, const T*, const T*, idx_t, idx_t,  \
+                                  idx_t, bool);                                                  \
+  template void matmul_backward<T>(T*, idx_t, T*, T*, const T*, idx_t, const T*, idx_t, const T*, \
+                                   idx_t, idx_t, idx_t, bool);
+INSTANTIATE(float)
+INSTANTIATE(double)
+
+}  // namespace moessm::cpu

@@ -1,0 +1,185 @@
+// CPU selective scan, forward and backward (contract in ops/selective_scan.h).
+// Forward: one pass over time per (b, c), state h[N] local; the state entering each chunk is
+// saved. Backward: for each batch row, chunks are processed last to first; inside a chunk every
+// channel recomputes its states from the saved boundary state, then walks back in time carrying
+// dh. dB / dC need a sum over channels: each channel writes its contributions for the chunk to a
+// scratch [Di, L, N] which is then reduced over c in index order (deterministic for any thread
+// count).
+#include "ops/selective_scan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/check.h"
+#include "ops/activations.h"
+
+namespace moessm {
+
+template <typename T>
+void ScanParams<T>::validate() const {
+  CHECK(B > 0 && T_ > 0 && Di > 0 && N > 0, "selective_scan: sizes B=", B, " T=", T_, " Di=", Di,
+        " N=", N, " must be positive");
+  CHECK(N <= 256, "selective_scan: d_state N=", N, " exceeds the supported maximum 256");
+  CHECK(u && delta && Bm && Cm && A && out, "selective_scan: u, delta, B, C, A and out are required");
+  CHECK(u_ld >= Di && delta_ld >= Di && out_ld >= Di, "selective_scan: token strides must be >= Di=", Di);
+  CHECK(B_ld >= N && C_ld >= N, "selective_scan: B/C token strides must be >= N=", N);
+  CHECK(!z || z_ld >= Di, "selective_scan: z token stride must be >= Di=", Di);
+}
+
+namespace cpu {
+
+namespace {
+constexpr int kMaxN = 256;
+}
+
+template <typename T>
+void selective_scan_forward(const ScanParams<T>& p) {
+  p.validate();
+  const idx_t Bn = p.B, T_ = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T_);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (idx_t b = 0; b < Bn; ++b)
+    for (idx_t c = 0; c < Di; ++c) {
+      T h[kMaxN];
+      for (idx_t n = 0; n < N; ++n) h[n] = p.h0 ? p.h0[(b * Di + c) * N + n] : T(0);
+      const T* Ac = p.A + c * N;
+      const T bias = p.delta_bias ? p.delta_bias[c] : T(0);
+      const T Dc = p.D ? p.D[c] : T(0);
+      for (idx_t t = 0; t < T_; ++t) {
+        if (t % kScanChunk == 0 && p.chunk_states) {
+          T* s = p.chunk_states + ((b * nch + t / kScanChunk) * Di + c) * N;
+          for (idx_t n = 0; n < N; ++n) s[n] = h[n];
+        }
+        const idx_t bt = b * T_ + t;
+        const T u = p.u[bt * p.u_ld + c];
+        const T dt = softplus_of(p.delta[bt * p.delta_ld + c] + bias);
+        const T* Bt = p.Bm + bt * p.B_ld;
+        const T* Ct = p.Cm + bt * p.C_ld;
+        T y = Dc * u;
+        for (idx_t n = 0; n < N; ++n) {
+          h[n] = std::exp(dt * Ac[n]) * h[n] + dt * Bt[n] * u;
+          y += Ct[n] * h[n];
+        }
+        if (p.z) y *= silu_of(p.z[bt * p.z_ld + c]);
+        p.out[bt * p.out_ld + c] = y;
+      }
+      if (p.h_last)
+        for (idx_t n = 0; n < N; ++n) p.h_last[(b * Di + c) * N + n] = h[n];
+    }
+}
+
+template <typename T>
+void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
+  p.validate();
+  CHECK(p.chunk_states, "selective_scan_backward: chunk_states from the forward pass are required");
+  CHECK(g.dout && g.du && g.ddelta && g.dB && g.dC && g.dA, "selective_scan_backward: dout, du, ddelta, dB, dC and dA are required");
+  CHECK(!p.z || g.dz, "selective_scan_backward: dz is required when z is given");
+  const idx_t Bn = p.B, T_ = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T_);
+  const idx_t L = kScanChunk;
+  std::vector<T> dBpart(static_cast<size_t>(Di * L * N)), dCpart(static_cast<size_t>(Di * L * N));
+  std::vector<T> dh_all(static_cast<size_t>(Di * N));
+  // Per-channel accumulators for dA / dD / ddelta_bias, summed over b and t by the channel owner.
+  std::vector<T> dA_acc(static_cast<size_t>(Di * N), T(0)), dD_acc(Di, T(0)), dbias_acc(Di, T(0));
+
+  for (idx_t b = 0; b < Bn; ++b) {
+    for (idx_t i = 0; i < Di * N; ++i) dh_all[i] = g.dh_last ? g.dh_last[b * Di * N + i] : T(0);
+    for (idx_t k = nch - 1; k >= 0; --k) {
+      const idx_t t0 = k * L, t1 = std::min(T_, t0 + L), len = t1 - t0;
+#pragma omp parallel for schedule(static)
+      for (idx_t c = 0; c < Di; ++c) {
+        T hs[(kScanChunk + 1) * 16];  // states h[t0-1 .. t1-1] for N <= 16; heap otherwise
+        std::vector<T> heap;
+        T* H = hs;
+        if (N > 16) {
+          heap.resize(static_cast<size_t>((L + 1) * N));
+          H = heap.data();
+        }
+        const T* Ac = p.A + c * N;
+        const T bias = p.delta_bias ? p.delta_bias[c] : T(0);
+        const T Dc = p.D ? p.D[c] : T(0);
+        const T* s0 = p.chunk_states + ((b * nch + k) * Di + c) * N;
+        for (idx_t n = 0; n < N; ++n) H[n] = s0[n];
+        for (idx_t i = 0; i < len; ++i) {
+          const idx_t bt = b * T_ + t0 + i;
+          const T u = p.u[bt * p.u_ld + c];
+          const T dt = softplus_of(p.delta[bt * p.delta_ld + c] + bias);
+          const T* Bt = p.Bm + bt * p.B_ld;
+          for (idx_t n = 0; n < N; ++n)
+            H[(i + 1) * N + n] = std::exp(dt * Ac[n]) * H[i * N + n] + dt * Bt[n] * u;
+        }
+        T* dh = &dh_all[c * N];
+        for (idx_t i = len - 1; i >= 0; --i) {
+          const idx_t bt = b * T_ + t0 + i;
+          const T u = p.u[bt * p.u_ld + c];
+          const T v = p.delta[bt * p.delta_ld + c] + bias;
+          const T dt = softplus_of(v);
+          const T* Bt = p.Bm + bt * p.B_ld;
+          const T* Ct = p.Cm + bt * p.C_ld;
+          const T* h = &H[(i + 1) * N];
+          const T* hprev = &H[i * N];
+          T dy = g.dout[bt * g.dout_ld + c];
+          if (p.z) {
+            const T zv = p.z[bt * p.z_ld + c];
+            T y = Dc * u;
+            for (idx_t n = 0; n < N; ++n) y += Ct[n] * h[n];
+            g.dz[bt * g.dz_ld + c] = dy * y * silu_grad_of(zv);
+            dy *= silu_of(zv);
+          }
+          T du = dy * Dc;
+          dD_acc[c] += dy * u;
+          T ddt = 0;
+          T* dBc = &dBpart[(c * L + i) * N];
+          T* dCc = &dCpart[(c * L + i) * N];
+          for (idx_t n = 0; n < N; ++n) {
+            dCc[n] = dy * h[n];
+            const T dhn = dh[n] + dy * Ct[n];
+            const T a = std::exp(dt * Ac[n]);
+            const T da = dhn * hprev[n];
+            ddt += da * a * Ac[n] + dhn * Bt[n] * u;
+            dA_acc[c * N + n] += da * a * dt;
+            dBc[n] = dhn * dt * u;
+            du += dhn * dt * Bt[n];
+            dh[n] = dhn * a;
+          }
+          const T dv = ddt * softplus_grad_of(v);
+          g.ddelta[bt * g.ddelta_ld + c] = dv;
+          dbias_acc[c] += dv;
+          g.du[bt * g.du_ld + c] = du;
+        }
+      }
+      // Ordered reduction over channels for this chunk's dB, dC.
+#pragma omp parallel for schedule(static)
+      for (idx_t i = 0; i < len; ++i) {
+        const idx_t bt = b * T_ + t0 + i;
+        for (idx_t n = 0; n < N; ++n) {
+          T sb = 0, sc = 0;
+          for (idx_t c = 0; c < Di; ++c) {
+            sb += dBpart[(c * L + i) * N + n];
+            sc += dCpart[(c * L + i) * N + n];
+          }
+          g.dB[bt * g.dB_ld + n] = sb;
+          g.dC[bt * g.dC_ld + n] = sc;
+        }
+      }
+    }
+    if (g.dh0)
+      for (idx_t i = 0; i < Di * N; ++i) g.dh0[b * Di * N + i] = dh_all[i];
+  }
+  for (idx_t i = 0; i < Di * N; ++i) g.dA[i] += dA_acc[i];
+  if (g.dD)
+    for (idx_t c = 0; c < Di; ++c) g.dD[c] += dD_acc[c];
+  if (g.ddelta_bias)
+    for (idx_t c = 0; c < Di; ++c) g.ddelta_bias[c] += dbias_acc[c];
+}
+
+template void selective_scan_forward<float>(const ScanParams<float>&);
+template void selective_scan_forward<double>(const ScanParams<double>&);
+template void selective_scan_backward<float>(const ScanGrads<float>&, const ScanParams<float>&);
+template void selective_scan_backward<double>(const ScanGrads<double>&, const ScanParams<double>&);
+
+}  // namespace cpu
+
+template struct ScanParams<float>;
+template struct ScanParams<double>;
+
+}  // namespace moessm
