@@ -2,11 +2,17 @@
 // Objects keep insertion order (so written configs read like the input). Numbers keep whether
 // they were written as integers. Parse errors name the source (a file path or "<string>"), the
 // line and column, and what was expected.
+// Json has value semantics: a copy is a deep copy (nothing is shared between copies).
+// Integers that fit int64 are kept exactly; other numbers are doubles. dump() writes integers
+// as integers and doubles in the shortest form that parses back to the same double (a double
+// with an integral value keeps a ".0" so it stays a double); it refuses NaN and infinities,
+// which JSON cannot represent.
 #pragma once
 #include <cstdint>
-#include <map>
-#include <memory>
+#include <map>     // kept: users may rely on it through this header
+#include <memory>  // kept: as above
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -23,7 +29,10 @@ class Json {
   Json(bool b) : kind_(Kind::Bool), b_(b) {}
   Json(int v) : kind_(Kind::Number), num_(v), is_int_(true), int_(v) {}
   Json(int64_t v) : kind_(Kind::Number), num_(static_cast<double>(v)), is_int_(true), int_(v) {}
-  Json(uint64_t v) : Json(static_cast<int64_t>(v)) {}
+  Json(uint64_t v);  // values above INT64_MAX become (inexact) doubles, never wrap around
+  // Any other integer type (unsigned, long long, size_t where it is not uint64_t, ...).
+  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  Json(T v) : Json(static_cast<std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>(v)) {}
   Json(double v) : kind_(Kind::Number), num_(v) {}
   Json(const char* s) : kind_(Kind::String), str_(s) {}
   Json(std::string s) : kind_(Kind::String), str_(std::move(s)) {}
@@ -47,8 +56,8 @@ class Json {
   const std::string& as_string(const std::string& what = "value") const;
   const Array& as_array(const std::string& what = "value") const;
   const Object& as_object(const std::string& what = "value") const;
-  Array& as_array_mut();
-  Object& as_object_mut();
+  Array& as_array_mut();    // a null becomes an empty array first; other kinds throw
+  Object& as_object_mut();  // a null becomes an empty object first; other kinds throw
 
   // Object helpers.
   bool has(const std::string& key) const;
@@ -56,9 +65,14 @@ class Json {
   const Json& at(const std::string& key, const std::string& what = "object") const;  // throws if absent
   Json& set(const std::string& key, Json value);     // insert or replace; returns the stored value
   void push_back(Json value);                         // arrays
-  size_t size() const;                                // array / object length
+  size_t size() const;                                // array / object length (other kinds throw)
 
   std::string dump(int indent = -1) const;  // indent < 0: compact; numbers round-trip exactly
+
+  // Structural equality: same kind and contents, object keys in the same order. Numbers compare
+  // by exact value (Json(3) == Json(3.0)).
+  bool operator==(const Json& o) const;
+  bool operator!=(const Json& o) const { return !(*this == o); }
 
   static Json parse(const std::string& text, const std::string& source = "<string>");
   static Json parse_file(const std::string& path);  // errors name the path
@@ -70,8 +84,8 @@ class Json {
   bool is_int_ = false;
   int64_t int_ = 0;
   std::string str_;
-  std::shared_ptr<Array> arr_;
-  std::shared_ptr<Object> obj_;
+  Array arr_;   // std::vector of an incomplete type is allowed as a member since C++17
+  Object obj_;
 };
 
 }  // namespace moessm

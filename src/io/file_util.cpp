@@ -1,0 +1,114 @@
+// File helpers (see file_util.h). POSIX only. write_file_atomic writes PATH.tmp.<pid> in the
+// target's directory, fsyncs it, renames it over PATH and then fsyncs the directory so the
+// rename itself survives a crash; on any failure the temporary file is removed and the old
+// PATH is left untouched. Every error names the path and the system's reason (strerror).
+#include "io/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace moessm {
+
+namespace {
+
+std::string dir_of(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+  std::string out;
+  struct stat st;
+  if (::fstat(::fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    size_t n = std::fread(buf, 1, sizeof buf, f);
+    out.append(buf, n);
+    if (n < sizeof buf) break;
+  }
+  bool bad = std::ferror(f) != 0;
+  int err = errno;
+  std::fclose(f);
+  if (bad) FAIL("cannot read '", path, "': ", std::strerror(err));
+  return out;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void make_dirs(const std::string& path) {
+  CHECK(!path.empty(), "make_dirs: empty path");
+  // Create every prefix ending before a '/', then the whole path.
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) == 0) continue;
+    int err = errno;
+    if (err == EEXIST) {
+      if (!is_directory(prefix))
+        FAIL("cannot create directory '", path, "': '", prefix, "' exists and is not a directory");
+      continue;
+    }
+    FAIL("cannot create directory '", path, "' (at '", prefix, "'): ", std::strerror(err));
+  }
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t n) {
+  CHECK(!path.empty(), "write_file_atomic: empty path");
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) FAIL("cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
+  const auto give_up = [&](const char* step) {
+    int err = errno;
+    if (f) std::fclose(f);
+    ::unlink(tmp.c_str());
+    FAIL("cannot write '", path, "': ", step, " failed: ", std::strerror(err));
+  };
+  if (n > 0 && std::fwrite(data, 1, n, f) != n) give_up("write");
+  if (std::fflush(f) != 0) give_up("flush");
+  if (::fsync(::fileno(f)) != 0) give_up("fsync");
+  int rc = std::fclose(f);
+  f = nullptr;
+  if (rc != 0) give_up("close");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) give_up("rename");
+  // Make the rename durable. Best effort: some file systems refuse fsync on directories.
+  int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+
+std::string path_join(const std::string& a, const std::string& b) {
+  if (a.empty() || (!b.empty() && b[0] == '/')) return b;
+  if (b.empty()) return a;
+  if (a.back() == '/') return a + b;
+  return a + "/" + b;
+}
+
+}  // namespace moessm
