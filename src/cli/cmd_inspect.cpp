@@ -1,0 +1,81 @@
+// `moessm init`, `moessm logits`, `moessm grads`: create a checkpoint, dump logits as .npy and
+// parameter gradients as safetensors, for comparisons with PyTorch / transformers.
+#include <cstdio>
+#include <vector>
+
+#include "cli/command.h"
+#include "core/check.h"
+#include "io/file_util.h"
+#include "io/npy.h"
+#include "model/accounting.h"
+#include "model/checkpoint.h"
+#include "model/token_ids.h"
+#include "ops/matmul.h"
+
+namespace moessm::cli {
+namespace {
+
+int cmd_init(int argc, char** argv) {
+  Args a("init", "Write a freshly initialised checkpoint (config.json + model.safetensors).");
+  a.option("config", "model config JSON (see configs/)", "", true)
+      .option("out", "output checkpoint directory", "", true)
+      .option("seed", "initialisation seed", "0");
+  if (!a.parse(argc, argv)) return 0;
+  ModelConfig cfg = ModelConfig::from_file(a.str("config"));
+  LanguageModel<float> model(cfg);
+  model.init(static_cast<uint64_t>(a.integer("seed")));
+  save_model(a.str("out"), model);
+  std::printf("%s", describe_counts(model.counts()).c_str());
+  std::printf("wrote %s (%d layers, d_model %lld, vocab %lld padded to %lld)\n", a.str("out").c_str(),
+              model.n_layers(), (long long)cfg.d_model, (long long)cfg.vocab_size, (long long)model.vocab());
+  return 0;
+}
+
+int cmd_logits(int argc, char** argv) {
+  Args a("logits", "Run the model on token ids and write float32 logits [B, T, V] as .npy.");
+  a.option("model", "checkpoint directory", "", true)
+      .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .option("out", "output .npy path", "", true);
+  if (!a.parse(argc, argv)) return 0;
+  auto model = load_model<float>(a.str("model"));
+  TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
+  const idx_t V = model->vocab();
+  std::vector<float> logits(static_cast<size_t>(tb.B * tb.T * V));
+  model->prepare(tb.B, tb.T, false);
+  model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, nullptr, nullptr);
+  write_npy_f32(a.str("out"), logits.data(), {tb.B, tb.T, V});
+  std::printf("wrote %s [%lld, %lld, %lld]\n", a.str("out").c_str(), (long long)tb.B, (long long)tb.T, (long long)V);
+  return 0;
+}
+
+int cmd_grads(int argc, char** argv) {
+  Args a("grads",
+         "Mean next-token cross-entropy over each line of ids (targets = ids shifted by one);\n"
+         "writes every parameter's gradient (fp32, checkpoint names) and the loss as\n"
+         "__metadata__[\"loss\"].");
+  a.option("model", "checkpoint directory", "", true)
+      .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .option("out", "output .safetensors path", "", true);
+  if (!a.parse(argc, argv)) return 0;
+  auto model = load_model<float>(a.str("model"));
+  TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
+  CHECK(tb.T >= 2, a.str("ids"), ": sequences need at least 2 ids to have a next-token target");
+  std::vector<int32_t> targets(tb.ids.size());
+  for (int64_t b = 0; b < tb.B; ++b)
+    for (int64_t t = 0; t < tb.T; ++t)
+      targets[b * tb.T + t] = t + 1 < tb.T ? tb.ids[b * tb.T + t + 1] : -1;
+  model->prepare(tb.B, tb.T, true);
+  model->zero_grads();
+  LossResult r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", r.total());
+  save_tensors(a.str("out"), model->table(), model->grads.data(), {{"loss", buf}});
+  std::printf("loss %s (%lld targets); wrote %s\n", buf, (long long)r.count, a.str("out").c_str());
+  return 0;
+}
+
+}  // namespace
+REGISTER_COMMAND("init", "write a freshly initialised checkpoint", cmd_init);
+REGISTER_COMMAND("logits", "dump logits [B,T,V] for token ids as .npy", cmd_logits);
+REGISTER_COMMAND("grads", "dump parameter gradients of the next-token loss as safetensors", cmd_grads);
+}  // namespace moessm::cli

@@ -1,0 +1,35 @@
+// Model checkpoints: a directory with config.json (HF MambaConfig fields + "moessm") and
+// model.safetensors (every table tensor in F32 under its checkpoint name, the tied head not
+// duplicated, metadata {"format": "pt"}). Both files are written atomically. Loading checks that
+// every tensor is present with the expected shape and that no unknown tensor is present; errors
+// name the file and the tensor.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+
+#include "model/config.h"
+#include "model/language_model.h"
+
+namespace moessm {
+
+ModelConfig load_model_config(const std::string& dir);  // <dir>/config.json
+
+template <typename T>
+void save_model(const std::string& dir, const LanguageModel<T>& model,
+                const std::map<std::string, std::string>& metadata = {});
+
+// Loads a model from a checkpoint directory (config + weights).
+template <typename T>
+std::unique_ptr<LanguageModel<T>> load_model(const std::string& dir);
+
+// Loads weights from a safetensors file into an existing model (shapes must match).
+template <typename T>
+void load_weights(LanguageModel<T>& model, const std::string& safetensors_path);
+
+// Writes `values` (a buffer laid out like the model's table, e.g. gradients) as F32 safetensors.
+template <typename T>
+void save_tensors(const std::string& path, const ParamTable& table, const T* values,
+                  const std::map<std::string, std::string>& metadata);
+
+}  // namespace moessm
