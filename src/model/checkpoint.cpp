@@ -9,10 +9,20 @@
 
 namespace moessm {
 
-ModelConfig load_model_config(const std::string& dir) {
+std::string resolve_model_dir(const std::string& dir) {
   CHECK(is_directory(dir), "model directory '", dir, "' does not exist or is not a directory");
+  if (file_exists(path_join(dir, "config.json"))) return dir;
+  // A training run directory: use its latest checkpoint.
+  for (const char* sub : {"checkpoint", "checkpoint.old"}) {
+    const std::string d = path_join(dir, sub);
+    if (file_exists(path_join(d, "config.json")) && file_exists(path_join(d, "model.safetensors"))) return d;
+  }
+  FAIL("model directory '", dir, "' has no config.json (nor a checkpoint/ of a training run)");
+}
+
+ModelConfig load_model_config(const std::string& dir_in) {
+  const std::string dir = resolve_model_dir(dir_in);
   const std::string path = path_join(dir, "config.json");
-  CHECK(file_exists(path), "model directory '", dir, "' has no config.json");
   return ModelConfig::from_checkpoint_json(Json::parse_file(path), path);
 }
 
@@ -50,7 +60,8 @@ void load_weights(LanguageModel<T>& model, const std::string& path) {
 }
 
 template <typename T>
-std::unique_ptr<LanguageModel<T>> load_model(const std::string& dir) {
+std::unique_ptr<LanguageModel<T>> load_model(const std::string& dir_in) {
+  const std::string dir = resolve_model_dir(dir_in);
   auto model = std::make_unique<LanguageModel<T>>(load_model_config(dir));
   const std::string path = path_join(dir, "model.safetensors");
   CHECK(file_exists(path), "model directory '", dir, "' has no model.safetensors");

@@ -13,6 +13,8 @@
 
 namespace moessm {
 
+// A checkpoint directory, or a training run directory whose checkpoint/ is used.
+std::string resolve_model_dir(const std::string& dir);
 ModelConfig load_model_config(const std::string& dir);  // <dir>/config.json
 
 template <typename T>
