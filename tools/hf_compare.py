@@ -29,11 +29,13 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--grads", action="store_true", help="also compare parameter gradients")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu",
+                    help="torch device for the reference (cpu by default: CUDA convolutions may use TF32)")
     args = ap.parse_args()
 
     from transformers import MambaForCausalLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device
     model = MambaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32).to(device).eval()
     with open(os.path.join(args.model, "config.json")) as f:
         cfg = json.load(f)
