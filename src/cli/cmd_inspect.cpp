@@ -5,6 +5,7 @@
 
 #include "cli/command.h"
 #include "core/check.h"
+#include "infer/state_file.h"
 #include "io/file_util.h"
 #include "io/npy.h"
 #include "model/accounting.h"
@@ -35,14 +36,18 @@ int cmd_logits(int argc, char** argv) {
   Args a("logits", "Run the model on token ids and write float32 logits [B, T, V] as .npy.");
   a.option("model", "checkpoint directory", "", true)
       .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
-      .option("out", "output .npy path", "", true);
+      .option("out", "output .npy path", "", true)
+      .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   if (!a.parse(argc, argv)) return 0;
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   const idx_t V = model->vocab();
   std::vector<float> logits(static_cast<size_t>(tb.B * tb.T * V));
+  StateSnapshot<float> s0;
+  if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
   model->prepare(tb.B, tb.T, false);
-  model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, nullptr, nullptr);
+  model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, s0.state.empty() ? nullptr : s0.state.data(),
+                        nullptr);
   write_npy_f32(a.str("out"), logits.data(), {tb.B, tb.T, V});
   std::printf("wrote %s [%lld, %lld, %lld]\n", a.str("out").c_str(), (long long)tb.B, (long long)tb.T, (long long)V);
   return 0;
@@ -55,7 +60,8 @@ int cmd_grads(int argc, char** argv) {
          "__metadata__[\"loss\"].");
   a.option("model", "checkpoint directory", "", true)
       .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
-      .option("out", "output .safetensors path", "", true);
+      .option("out", "output .safetensors path", "", true)
+      .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   if (!a.parse(argc, argv)) return 0;
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
@@ -64,9 +70,12 @@ int cmd_grads(int argc, char** argv) {
   for (int64_t b = 0; b < tb.B; ++b)
     for (int64_t t = 0; t < tb.T; ++t)
       targets[b * tb.T + t] = t + 1 < tb.T ? tb.ids[b * tb.T + t + 1] : -1;
+  StateSnapshot<float> s0;
+  if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
   model->prepare(tb.B, tb.T, true);
   model->zero_grads();
-  LossResult r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true);
+  LossResult r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true,
+                             s0.state.empty() ? nullptr : s0.state.data());
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", r.total());
   save_tensors(a.str("out"), model->table(), model->grads.data(), {{"loss", buf}});
