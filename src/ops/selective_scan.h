@@ -1,6 +1,8 @@
 // selective_scan: the Mamba-1 selective SSM over time, with Δ-bias + softplus, the D skip and
 // the SiLU(z) gate fused in (DESIGN.md §1):
 //   Δ[t,c]   = softplus(delta[t,c] + delta_bias[c])          (threshold 20: v > 20 → v)
+//              or, with delta_softplus = false, delta[t,c] + delta_bias[c] as given (the caller
+//              guarantees Δ > 0; Swimba's mix=post passes a mixture of softplus values)
 //   h[t,c,n] = exp(Δ[t,c]·A[c,n]) · h[t-1,c,n] + Δ[t,c]·Bm[t,n]·u[t,c]   h[-1] = h0 (or 0)
 //   y[t,c]   = Σ_n Cm[t,n]·h[t,c,n] + D[c]·u[t,c]
 //   out      = y ⊙ silu(z)   (z optional)
@@ -33,6 +35,7 @@ struct ScanParams {
   const T* D = nullptr;                            // optional
   const T* delta_bias = nullptr;                   // optional
   const T* h0 = nullptr;                           // optional initial state
+  bool delta_softplus = true;                      // apply softplus to delta + delta_bias
   // forward outputs
   T* out = nullptr;          idx_t out_ld = 0;
   T* h_last = nullptr;                             // optional final state (may alias h0)
@@ -64,3 +67,63 @@ template <typename T> void selective_scan_backward(const ScanGrads<T>& g, const 
 }  // namespace cpu
 
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+
+// Device scan arguments: the same fields and meaning as ScanParams / ScanGrads, with the token
+// streams (u, delta, Bm, Cm, z, out and du, ddelta, dB, dC, dz, dout) in Tin = float or
+// __nv_bfloat16 and everything else in fp32: A, D, delta_bias, h0, h_last, chunk_states,
+// dh_last, dh0 and the parameter gradients dA, dD, ddelta_bias (mamba_ssm's precision policy).
+// All pointers are device pointers. The state is carried in fp32 registers.
+// Supported: any B, T, Di >= 1 and 1 <= N <= 256 (a CHECK names the size beyond that).
+// Determinism: no float atomics; dB / dC are summed over channel blocks and dA / dD /
+// ddelta_bias over the batch by ordered reduction kernels, so two runs are bitwise equal.
+// Scratch for backward comes from the stream's workspace (ops/cuda/common.cuh).
+template <typename Tin>
+struct ScanParamsT {
+  idx_t B = 0, T_ = 0, Di = 0, N = 0;
+  const Tin* u = nullptr;      idx_t u_ld = 0;
+  const Tin* delta = nullptr;  idx_t delta_ld = 0;
+  const Tin* Bm = nullptr;     idx_t B_ld = 0;
+  const Tin* Cm = nullptr;     idx_t C_ld = 0;
+  const Tin* z = nullptr;      idx_t z_ld = 0;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  const float* h0 = nullptr;
+  bool delta_softplus = true;
+  Tin* out = nullptr;          idx_t out_ld = 0;
+  float* h_last = nullptr;
+  float* chunk_states = nullptr;                   // [B, scan_num_chunks(T), Di, N]
+  void validate() const;
+};
+template <typename Tin>
+struct ScanGradsT {
+  const Tin* dout = nullptr;   idx_t dout_ld = 0;
+  const float* dh_last = nullptr;
+  Tin* du = nullptr;           idx_t du_ld = 0;
+  Tin* ddelta = nullptr;       idx_t ddelta_ld = 0;
+  Tin* dB = nullptr;           idx_t dB_ld = 0;
+  Tin* dC = nullptr;           idx_t dC_ld = 0;
+  Tin* dz = nullptr;           idx_t dz_ld = 0;
+  float* dA = nullptr;
+  float* dD = nullptr;
+  float* ddelta_bias = nullptr;
+  float* dh0 = nullptr;
+};
+
+template <typename Tin> void selective_scan_forward(const ScanParamsT<Tin>& p, cudaStream_t stream);
+template <typename Tin>
+void selective_scan_backward(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t stream);
+// The fp32 twins of the CPU functions, taking the reference structs as they are.
+void selective_scan_forward(const ScanParams<float>& p, cudaStream_t stream);
+void selective_scan_backward(const ScanGrads<float>& g, const ScanParams<float>& p, cudaStream_t stream);
+
+// Kernel lab knob (benchmarks): states per thread, 0 = automatic choice (logged once).
+void selective_scan_set_states_per_thread(int npt);
+const char* selective_scan_config_name(idx_t B, idx_t Di, idx_t N);
+
+}  // namespace moessm::cuda
+#endif

@@ -31,6 +31,8 @@ namespace cpu {
 
 namespace {
 constexpr int kMaxN = 256;
+// Δ from the pre-activation v = delta + delta_bias (see ScanParams::delta_softplus).
+template <typename T> inline T delta_act(T v, bool softplus) { return softplus ? softplus_of(v) : v; }
 }
 
 template <typename T>
@@ -52,14 +54,17 @@ void selective_scan_forward(const ScanParams<T>& p) {
         }
         const idx_t bt = b * T_ + t;
         const T u = p.u[bt * p.u_ld + c];
-        const T dt = softplus_of(p.delta[bt * p.delta_ld + c] + bias);
+        const T dt = delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
         const T* Bt = p.Bm + bt * p.B_ld;
         const T* Ct = p.Cm + bt * p.C_ld;
-        T y = Dc * u;
+        const T du = dt * u;
+        T y = 0;
+#pragma omp simd reduction(+ : y)
         for (idx_t n = 0; n < N; ++n) {
-          h[n] = std::exp(dt * Ac[n]) * h[n] + dt * Bt[n] * u;
+          h[n] = exp_fast(dt * Ac[n]) * h[n] + du * Bt[n];
           y += Ct[n] * h[n];
         }
+        y += Dc * u;
         if (p.z) y *= silu_of(p.z[bt * p.z_ld + c]);
         p.out[bt * p.out_ld + c] = y;
       }
@@ -87,12 +92,16 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
       const idx_t t0 = k * L, t1 = std::min(T_, t0 + L), len = t1 - t0;
 #pragma omp parallel for schedule(static)
       for (idx_t c = 0; c < Di; ++c) {
-        T hs[(kScanChunk + 1) * 16];  // states h[t0-1 .. t1-1] for N <= 16; heap otherwise
+        // States h[t0-1 .. t1-1] and decays a[t0 .. t1-1] = exp(Δ·A) of this chunk: on the
+        // stack for N <= 16, else on the heap.
+        T hs[(kScanChunk + 1) * 16], as[kScanChunk * 16];
         std::vector<T> heap;
         T* H = hs;
+        T* Ad = as;
         if (N > 16) {
-          heap.resize(static_cast<size_t>((L + 1) * N));
+          heap.resize(static_cast<size_t>((2 * L + 1) * N));
           H = heap.data();
+          Ad = H + (L + 1) * N;
         }
         const T* Ac = p.A + c * N;
         const T bias = p.delta_bias ? p.delta_bias[c] : T(0);
@@ -102,17 +111,22 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
         for (idx_t i = 0; i < len; ++i) {
           const idx_t bt = b * T_ + t0 + i;
           const T u = p.u[bt * p.u_ld + c];
-          const T dt = softplus_of(p.delta[bt * p.delta_ld + c] + bias);
+          const T dt = delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
           const T* Bt = p.Bm + bt * p.B_ld;
-          for (idx_t n = 0; n < N; ++n)
-            H[(i + 1) * N + n] = std::exp(dt * Ac[n]) * H[i * N + n] + dt * Bt[n] * u;
+          const T du = dt * u;
+#pragma omp simd
+          for (idx_t n = 0; n < N; ++n) {
+            const T a = exp_fast(dt * Ac[n]);
+            Ad[i * N + n] = a;
+            H[(i + 1) * N + n] = a * H[i * N + n] + du * Bt[n];
+          }
         }
         T* dh = &dh_all[c * N];
         for (idx_t i = len - 1; i >= 0; --i) {
           const idx_t bt = b * T_ + t0 + i;
           const T u = p.u[bt * p.u_ld + c];
           const T v = p.delta[bt * p.delta_ld + c] + bias;
-          const T dt = softplus_of(v);
+          const T dt = delta_act(v, p.delta_softplus);
           const T* Bt = p.Bm + bt * p.B_ld;
           const T* Ct = p.Cm + bt * p.C_ld;
           const T* h = &H[(i + 1) * N];
@@ -130,18 +144,21 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
           T ddt = 0;
           T* dBc = &dBpart[(c * L + i) * N];
           T* dCc = &dCpart[(c * L + i) * N];
+          const T* a_t = &Ad[i * N];
+          T* dAc = &dA_acc[c * N];
+#pragma omp simd reduction(+ : ddt, du)
           for (idx_t n = 0; n < N; ++n) {
             dCc[n] = dy * h[n];
             const T dhn = dh[n] + dy * Ct[n];
-            const T a = std::exp(dt * Ac[n]);
+            const T a = a_t[n];
             const T da = dhn * hprev[n];
             ddt += da * a * Ac[n] + dhn * Bt[n] * u;
-            dA_acc[c * N + n] += da * a * dt;
+            dAc[n] += da * a * dt;
             dBc[n] = dhn * dt * u;
             du += dhn * dt * Bt[n];
             dh[n] = dhn * a;
           }
-          const T dv = ddt * softplus_grad_of(v);
+          const T dv = p.delta_softplus ? ddt * softplus_grad_of(v) : ddt;
           g.ddelta[bt * g.ddelta_ld + c] = dv;
           dbias_acc[c] += dv;
           g.du[bt * g.du_ld + c] = du;
