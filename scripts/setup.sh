@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what moessm needs from Debian's packages (only what is missing). Safe to re-run.
+# Needs root (or sudo) only when something is missing.
+set -euo pipefail
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in g++ cmake ninja-build libopenblas-dev libpcre2-dev libgtest-dev; do
+  have_pkg "$p" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "[setup] installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" > /dev/null
+else
+  echo "[setup] all Debian packages present"
+fi
