@@ -124,7 +124,7 @@ TEST(CausalConv1d, CarriedStateMakesSegmentsEqualTheWhole) {
   EXPECT_LT(max_rel_diff(parts.data(), whole.data(), whole.size()), 1e-14);
 }
 
-struct ScanCase { idx_t B, T, Di, N; bool gate, h0, dh_last; };
+struct ScanCase { idx_t B, T, Di, N; bool gate, h0, dh_last, saved_delta; };
 class ScanTest : public ::testing::TestWithParam<ScanCase> {};
 
 TEST_P(ScanTest, BackwardMatchesFiniteDifferences) {
@@ -146,6 +146,8 @@ TEST_P(ScanTest, BackwardMatchesFiniteDifferences) {
   p.A = A.data(); p.D = D.data(); p.delta_bias = dbias.data();
   if (sc.h0) p.h0 = h0.data();
   p.out = out.data(); p.out_ld = Di; p.h_last = hl.data(); p.chunk_states = cs.data();
+  Vec saved(B * T * Di);
+  if (sc.saved_delta) p.delta_saved = saved.data();  // backward then reads Δ instead of recomputing
   auto f = [&] {
     cpu::selective_scan_forward(p);
     return dot(out, R) + (sc.dh_last ? dot(hl, Rh) : 0.0);
@@ -201,10 +203,10 @@ TEST_P(ScanTest, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ScanTest,
-    ::testing::Values(ScanCase{1, 5, 3, 2, true, false, false},
-                      ScanCase{2, kScanChunk + 7, 3, 4, true, true, true},   // T not a multiple of the chunk
-                      ScanCase{1, 2 * kScanChunk, 2, 3, false, true, false},  // exact multiple
-                      ScanCase{2, 9, 2, 20, true, true, false}));            // N > 16 (heap path)
+    ::testing::Values(ScanCase{1, 5, 3, 2, true, false, false, false},
+                      ScanCase{2, kScanChunk + 7, 3, 4, true, true, true, true},   // T not a multiple of the chunk
+                      ScanCase{1, 2 * kScanChunk, 2, 3, false, true, false, false},  // exact multiple
+                      ScanCase{2, 9, 2, 20, true, true, false, true}));            // N > 16 (heap path)
 
 TEST(SelectiveScan, ChunkedPrefillEqualsOneGo) {
   Rng rng(5);

@@ -13,16 +13,27 @@
 namespace moessm {
 
 template <typename T>
-SsmCore<T>::SsmCore(const ModelConfig& c)
+SsmCore<T>::SsmCore(const ModelConfig& c, const SsmExpertDims& ex)
     : D(c.d_model), Di(c.d_inner()), N(c.d_state), R(c.resolved_dt_rank()), Kc(c.d_conv),
-      dt_min_(c.dt_min), dt_max_(c.dt_max), dt_floor_(c.dt_init_floor) {}
+      experts(ex), dt_min_(c.dt_min), dt_max_(c.dt_max), dt_floor_(c.dt_init_floor) {
+  CHECK(ex.conv1d >= 0 && ex.x_proj >= 0 && ex.dt_proj >= 0, "SsmCore: expert dimensions must be >= 0, found conv1d=",
+        ex.conv1d, " x_proj=", ex.x_proj, " dt_proj=", ex.dt_proj);
+}
+
+namespace {
+// The dense shape, with a leading expert dimension when e > 0.
+Shape slab(int64_t e, Shape s) {
+  if (e > 0) s.insert(s.begin(), e);
+  return s;
+}
+}  // namespace
 
 template <typename T>
 void SsmCore<T>::register_params(ParamTable& t, const std::string& p) {
-  conv_w = t.add(p + "conv1d.weight", {Di, 1, Kc}, false);
-  conv_b = t.add(p + "conv1d.bias", {Di}, true);
-  x_proj = t.add(p + "x_proj.weight", {R + 2 * N, Di}, false);
-  dt_proj_w = t.add(p + "dt_proj.weight", {Di, R}, false);
+  conv_w = t.add(p + "conv1d.weight", slab(experts.conv1d, {Di, 1, Kc}), false);
+  conv_b = t.add(p + "conv1d.bias", slab(experts.conv1d, {Di}), true);
+  x_proj = t.add(p + "x_proj.weight", slab(experts.x_proj, {R + 2 * N, Di}), false);
+  dt_proj_w = t.add(p + "dt_proj.weight", slab(experts.dt_proj, {Di, R}), false);
   dt_proj_b = t.add(p + "dt_proj.bias", {Di}, true);
   A_log = t.add(p + "A_log", {Di, N}, true);
   D_skip = t.add(p + "D", {Di}, true);
@@ -70,6 +81,7 @@ void SsmCore<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
   chunk_states_ = a.carve(B * scan_num_chunks(T_) * Di * N);
   A_ = a.carve(Di * N);
   if (training) {
+    delta_saved_ = a.carve(BT * Di);
     dxc_ = a.carve(BT * Di);
     dxdbl_ = a.carve(BT * (R + 2 * N));
     ddelta_ = a.carve(BT * Di);
@@ -87,10 +99,9 @@ void SsmCore<T>::forward(T* out, idx_t out_ld, const T* x, idx_t x_ld, const T* 
   const T* ssm_state_in = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
   T* conv_state_out = state_out;
   T* ssm_state_out = state_out ? state_out + B * Di * (Kc - 1) : nullptr;
-  cpu::causal_conv1d_forward(xc_, Di, conv_state_out, x, x_ld, conv_state_in, params + conv_w,
-                             params + conv_b, B, T_, Di, Kc, true);
-  cpu::matmul_forward(xdbl_, XW, xc_, Di, params + x_proj, (const T*)nullptr, BT, XW, Di);
-  cpu::matmul_forward(delta_, Di, xdbl_, XW, params + dt_proj_w, (const T*)nullptr, BT, Di, R);
+  conv_forward(xc_, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
+  x_proj_forward(xdbl_, xc_, params, BT);
+  dt_proj_forward(delta_, xdbl_, params, BT);
   for (idx_t i = 0; i < Di * N; ++i) A_[i] = -std::exp(params[A_log + i]);
   ScanParams<T> p;
   p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
@@ -104,6 +115,7 @@ void SsmCore<T>::forward(T* out, idx_t out_ld, const T* x, idx_t x_ld, const T* 
   p.out = out; p.out_ld = out_ld;
   p.h_last = ssm_state_out;
   p.chunk_states = chunk_states_;
+  p.delta_saved = training_ ? delta_saved_ : nullptr;
   cpu::selective_scan_forward(p);
 }
 
@@ -123,6 +135,7 @@ void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, cons
   p.A = A_; p.D = params + D_skip; p.delta_bias = params + dt_proj_b;
   p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
   p.chunk_states = chunk_states_;
+  p.delta_saved = delta_saved_;
   p.out = dxc_;  // not written by backward; validate() only wants a valid pointer
   p.out_ld = Di;
   for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
@@ -137,14 +150,52 @@ void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, cons
   cpu::selective_scan_backward(g, p);
   // A = -exp(A_log)  →  dA_log = dA · A
   for (idx_t i = 0; i < Di * N; ++i) grads[A_log + i] += dA_[i] * A_[i];
-  // delta = dt_low · dt_projᵀ  (dt_low = xdbl[:, :R])
-  cpu::matmul_backward(dxdbl_, XW, grads + dt_proj_w, (T*)nullptr, ddelta_, Di, xdbl_, XW,
-                       params + dt_proj_w, BT, Di, R);
+  dt_proj_backward(dxdbl_, grads, ddelta_, xdbl_, params, BT);
+  x_proj_backward(dxc_, grads, dxdbl_, xc_, params, BT);
+  conv_backward(dx, dx_ld, grads, dxc_, x, x_ld, state_in, params, B, T_);
+}
+
+template <typename T>
+void SsmCore<T>::conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld,
+                              const T* conv_state_in, const T* params, idx_t B, idx_t T_) {
+  CHECK(experts.conv1d == 0, "SsmCore: conv1d has ", experts.conv1d, " experts; the dense stage has none");
+  cpu::causal_conv1d_forward(xc, Di, conv_state_out, x, x_ld, conv_state_in, params + conv_w,
+                             params + conv_b, B, T_, Di, Kc, true);
+}
+
+template <typename T>
+void SsmCore<T>::conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
+                               const T* conv_state_in, const T* params, idx_t B, idx_t T_) {
+  cpu::causal_conv1d_backward(dx, dx_ld, grads + conv_w, grads + conv_b, dxc, Di, x, x_ld,
+                              conv_state_in, params + conv_w, params + conv_b, B, T_, Di, Kc, true);
+}
+
+template <typename T>
+void SsmCore<T>::x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT) {
+  CHECK(experts.x_proj == 0, "SsmCore: x_proj has ", experts.x_proj, " experts; the dense stage has none");
+  cpu::matmul_forward(xdbl, R + 2 * N, xc, Di, params + x_proj, (const T*)nullptr, BT, R + 2 * N, Di);
+}
+
+template <typename T>
+void SsmCore<T>::x_proj_backward(T* dxc, T* grads, const T* dxdbl, const T* xc, const T* params,
+                                 idx_t BT) {
   // xdbl = xc · x_projᵀ ; dxc += dxdbl · x_proj
-  cpu::matmul_backward(dxc_, Di, grads + x_proj, (T*)nullptr, dxdbl_, XW, xc_, Di,
-                       params + x_proj, BT, XW, Di, /*din_accumulate=*/true);
-  cpu::causal_conv1d_backward(dx, dx_ld, grads + conv_w, grads + conv_b, dxc_, Di, x, x_ld,
-                              state_in, params + conv_w, params + conv_b, B, T_, Di, Kc, true);
+  cpu::matmul_backward(dxc, Di, grads + x_proj, (T*)nullptr, dxdbl, R + 2 * N, xc, Di,
+                       params + x_proj, BT, R + 2 * N, Di, /*din_accumulate=*/true);
+}
+
+template <typename T>
+void SsmCore<T>::dt_proj_forward(T* delta, const T* xdbl, const T* params, idx_t BT) {
+  CHECK(experts.dt_proj == 0, "SsmCore: dt_proj has ", experts.dt_proj, " experts; the dense stage has none");
+  cpu::matmul_forward(delta, Di, xdbl, R + 2 * N, params + dt_proj_w, (const T*)nullptr, BT, Di, R);
+}
+
+template <typename T>
+void SsmCore<T>::dt_proj_backward(T* dxdbl, T* grads, const T* ddelta, const T* xdbl,
+                                  const T* params, idx_t BT) {
+  // delta = dt_low · dt_projᵀ  (dt_low = xdbl[:, :R])
+  cpu::matmul_backward(dxdbl, R + 2 * N, grads + dt_proj_w, (T*)nullptr, ddelta, Di, xdbl,
+                       R + 2 * N, params + dt_proj_w, BT, Di, R);
 }
 
 template <typename T>

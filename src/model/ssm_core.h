@@ -7,6 +7,10 @@
 // with token strides (normally the two halves of in_proj's [B,T,2Di] output).
 // Recurrent state per sequence: conv [Di, Kc-1] then ssm [Di, N]; a block for B sequences is
 // laid out [B, Di, Kc-1] followed by [B, Di, N].
+// Expert hook (RoM's experts_in ablation): SsmExpertDims gives conv1d (weight and bias),
+// x_proj.weight and dt_proj.weight an extra leading expert dimension E (same names; 0 = the
+// dense shapes, the default), and the three stages conv / x_proj / dt_proj are virtual so a
+// derived core can route them. The defaults are the dense ops and refuse expert slabs.
 #pragma once
 #include <string>
 
@@ -18,10 +22,16 @@
 
 namespace moessm {
 
+// Leading expert dimension of the small modules' weights (0 = dense shapes, no leading dim).
+struct SsmExpertDims {
+  int64_t conv1d = 0, x_proj = 0, dt_proj = 0;
+};
+
 template <typename T>
 class SsmCore {
  public:
-  explicit SsmCore(const ModelConfig& cfg);
+  explicit SsmCore(const ModelConfig& cfg, const SsmExpertDims& experts = SsmExpertDims());
+  virtual ~SsmCore() = default;
   void register_params(ParamTable& table, const std::string& prefix);
   void init_params(T* params, const ParamTable& table, uint64_t seed) const;
   idx_t state_size() const { return Di * (Kc - 1) + Di * N; }
@@ -36,8 +46,25 @@ class SsmCore {
   MixerCounts counts() const;  // conv, x_proj, dt_proj, scan
 
   const idx_t D, Di, N, R, Kc;
+  const SsmExpertDims experts;
   // parameter offsets
   size_t conv_w = 0, conv_b = 0, x_proj = 0, dt_proj_w = 0, dt_proj_b = 0, A_log = 0, D_skip = 0;
+
+ protected:
+  // The stages a derived core may route. Shapes: x [B,T,Di] (token stride x_ld), xc [B,T,Di],
+  // xdbl [B,T,R+2N], delta [B,T,Di] (xc, xdbl, delta contiguous). Backward: dx assigns; dxc
+  // ACCUMULATES (+=, it already holds the scan's gradient); dxdbl's dt_low columns [.., 0:R]
+  // assign (the B, C columns are left alone); parameter grads accumulate.
+  virtual void conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld,
+                            const T* conv_state_in, const T* params, idx_t B, idx_t T_);
+  virtual void conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
+                             const T* conv_state_in, const T* params, idx_t B, idx_t T_);
+  virtual void x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT);
+  virtual void x_proj_backward(T* dxc, T* grads, const T* dxdbl, const T* xc, const T* params,
+                               idx_t BT);
+  virtual void dt_proj_forward(T* delta, const T* xdbl, const T* params, idx_t BT);
+  virtual void dt_proj_backward(T* dxdbl, T* grads, const T* ddelta, const T* xdbl,
+                                const T* params, idx_t BT);
 
  private:
   const double dt_min_, dt_max_, dt_floor_;
@@ -46,7 +73,7 @@ class SsmCore {
   // activations [B,T,...]
   T *xc_ = nullptr, *xdbl_ = nullptr, *delta_ = nullptr, *chunk_states_ = nullptr, *A_ = nullptr;
   // backward scratch
-  T *dxc_ = nullptr, *dxdbl_ = nullptr, *ddelta_ = nullptr, *dA_ = nullptr;
+  T *delta_saved_ = nullptr, *dxc_ = nullptr, *dxdbl_ = nullptr, *ddelta_ = nullptr, *dA_ = nullptr;
 };
 
 }  // namespace moessm

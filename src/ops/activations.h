@@ -31,7 +31,7 @@ inline float exp_fast(float x) {
   return p * scale;
 }
 
-template <typename T> inline T sigmoid_of(T v) { return T(1) / (T(1) + std::exp(-v)); }
+template <typename T> inline T sigmoid_of(T v) { return T(1) / (T(1) + exp_fast(-v)); }
 template <typename T> inline T silu_of(T v) { return v * sigmoid_of(v); }
 template <typename T> inline T silu_grad_of(T v) {  // d silu / dv
   T s = sigmoid_of(v);

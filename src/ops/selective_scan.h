@@ -40,6 +40,9 @@ struct ScanParams {
   T* out = nullptr;          idx_t out_ld = 0;
   T* h_last = nullptr;                             // optional final state (may alias h0)
   T* chunk_states = nullptr;                       // required for backward
+  // optional [B,T,Di] (token stride Di): forward stores Δ here and backward reads it instead of
+  // recomputing the softplus (saves two of its three evaluations per element)
+  T* delta_saved = nullptr;
   void validate() const;                           // CHECKs sizes, strides and required pointers
 };
 

@@ -55,6 +55,7 @@ void selective_scan_forward(const ScanParams<T>& p) {
         const idx_t bt = b * T_ + t;
         const T u = p.u[bt * p.u_ld + c];
         const T dt = delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
+        if (p.delta_saved) p.delta_saved[bt * Di + c] = dt;
         const T* Bt = p.Bm + bt * p.B_ld;
         const T* Ct = p.Cm + bt * p.C_ld;
         const T du = dt * u;
@@ -111,7 +112,8 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
         for (idx_t i = 0; i < len; ++i) {
           const idx_t bt = b * T_ + t0 + i;
           const T u = p.u[bt * p.u_ld + c];
-          const T dt = delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
+          const T dt = p.delta_saved ? p.delta_saved[bt * Di + c]
+                                   : delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
           const T* Bt = p.Bm + bt * p.B_ld;
           const T du = dt * u;
 #pragma omp simd
@@ -126,7 +128,7 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
           const idx_t bt = b * T_ + t0 + i;
           const T u = p.u[bt * p.u_ld + c];
           const T v = p.delta[bt * p.delta_ld + c] + bias;
-          const T dt = delta_act(v, p.delta_softplus);
+          const T dt = p.delta_saved ? p.delta_saved[bt * Di + c] : delta_act(v, p.delta_softplus);
           const T* Bt = p.Bm + bt * p.B_ld;
           const T* Ct = p.Cm + bt * p.C_ld;
           const T* h = &H[(i + 1) * N];
@@ -164,18 +166,21 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
           g.du[bt * g.du_ld + c] = du;
         }
       }
-      // Ordered reduction over channels for this chunk's dB, dC.
+      // Ordered reduction over channels for this chunk's dB, dC (c ascending, n contiguous).
 #pragma omp parallel for schedule(static)
       for (idx_t i = 0; i < len; ++i) {
         const idx_t bt = b * T_ + t0 + i;
-        for (idx_t n = 0; n < N; ++n) {
-          T sb = 0, sc = 0;
-          for (idx_t c = 0; c < Di; ++c) {
-            sb += dBpart[(c * L + i) * N + n];
-            sc += dCpart[(c * L + i) * N + n];
+        T* sb = g.dB + bt * g.dB_ld;
+        T* sc = g.dC + bt * g.dC_ld;
+        for (idx_t n = 0; n < N; ++n) sb[n] = sc[n] = T(0);
+        for (idx_t c = 0; c < Di; ++c) {
+          const T* pb = &dBpart[(c * L + i) * N];
+          const T* pc = &dCpart[(c * L + i) * N];
+#pragma omp simd
+          for (idx_t n = 0; n < N; ++n) {
+            sb[n] += pb[n];
+            sc[n] += pc[n];
           }
-          g.dB[bt * g.dB_ld + n] = sb;
-          g.dC[bt * g.dC_ld + n] = sc;
         }
       }
     }
