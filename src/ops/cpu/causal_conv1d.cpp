@@ -1,6 +1,8 @@
 // CPU causal depthwise conv1d (+ optional SiLU); see ops/causal_conv1d.h for the contract.
-// Channels are independent, so work is split over (b, c); each output element is computed by
-// exactly one thread (deterministic). dw / dbias are reduced per channel in a fixed order.
+// Each sequence is first laid out as a padded window xp[Kc-1+T, Di] (carried state or zeros,
+// then x), so every tap is a contiguous, vectorisable loop over channels. Work is split over
+// batch rows; dw / dbias are summed per row and then over rows in order (deterministic for any
+// thread count).
 #include "ops/causal_conv1d.h"
 
 #include <vector>
@@ -11,12 +13,40 @@
 namespace moessm::cpu {
 
 namespace {
-// x value at time t (may be negative: read from the carried state).
+
+// xp[Kc-1+T, Di]: rows 0..Kc-2 from the state (or 0), rows Kc-1.. from x.
 template <typename T>
-inline T x_at(const T* x, idx_t x_ld, const T* state, idx_t Kc, idx_t t, idx_t c) {
-  if (t >= 0) return x[t * x_ld + c];
-  return state ? state[c * (Kc - 1) + (Kc - 1 + t)] : T(0);
+void padded_window(std::vector<T>& xp, const T* x, idx_t x_ld, const T* state, idx_t T_, idx_t Di,
+                   idx_t Kc) {
+  const idx_t S = Kc - 1;
+  xp.resize(static_cast<size_t>((S + T_) * Di));
+  for (idx_t j = 0; j < S; ++j)
+    for (idx_t c = 0; c < Di; ++c) xp[j * Di + c] = state ? state[c * S + j] : T(0);
+  for (idx_t t = 0; t < T_; ++t)
+    for (idx_t c = 0; c < Di; ++c) xp[(S + t) * Di + c] = x[t * x_ld + c];
 }
+
+// pre[t, c] = bias[c] + Σ_j wT[j, c] · xp[t + j, c]
+template <typename T>
+void pre_activation(T* pre, const T* xp, const T* wT, const T* bias, idx_t t, idx_t Di, idx_t Kc) {
+#pragma omp simd
+  for (idx_t c = 0; c < Di; ++c) pre[c] = bias ? bias[c] : T(0);
+  for (idx_t j = 0; j < Kc; ++j) {
+    const T* xr = xp + (t + j) * Di;
+    const T* wr = wT + j * Di;
+#pragma omp simd
+    for (idx_t c = 0; c < Di; ++c) pre[c] += wr[c] * xr[c];
+  }
+}
+
+template <typename T>
+std::vector<T> transpose_w(const T* w, idx_t Di, idx_t Kc) {
+  std::vector<T> wT(static_cast<size_t>(Kc * Di));
+  for (idx_t c = 0; c < Di; ++c)
+    for (idx_t j = 0; j < Kc; ++j) wT[j * Di + c] = w[c * Kc + j];
+  return wT;
+}
+
 }  // namespace
 
 template <typename T>
@@ -25,22 +55,26 @@ void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t
                            idx_t Di, idx_t Kc, bool silu) {
   CHECK(Kc >= 1 && Kc <= 16, "causal_conv1d: kernel width ", Kc, " outside the supported 1..16");
   const idx_t S = Kc - 1;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (idx_t b = 0; b < B; ++b)
-    for (idx_t c = 0; c < Di; ++c) {
-      const T* xb = x + b * T_ * x_ld;
-      const T* sb = state_in ? state_in + b * Di * S : nullptr;
+  const std::vector<T> wT = transpose_w(w, Di, Kc);
+#pragma omp parallel
+  {
+    std::vector<T> xp;
+#pragma omp for schedule(static)
+    for (idx_t b = 0; b < B; ++b) {
+      // Everything is read into xp before anything is written: state_out may alias state_in.
+      padded_window(xp, x + b * T_ * x_ld, x_ld, state_in ? state_in + b * Di * S : nullptr, T_, Di, Kc);
       T* ob = out + b * T_ * out_ld;
-      T tail[16];  // new state for this channel; read everything before writing (may alias)
-      for (idx_t j = 0; j < S; ++j) tail[j] = x_at(xb, x_ld, sb, Kc, T_ - S + j, c);
       for (idx_t t = 0; t < T_; ++t) {
-        T acc = bias ? bias[c] : T(0);
-        for (idx_t j = 0; j < Kc; ++j) acc += w[c * Kc + j] * x_at(xb, x_ld, sb, Kc, t - Kc + 1 + j, c);
-        ob[t * out_ld + c] = silu ? silu_of(acc) : acc;
+        T* o = ob + t * out_ld;
+        pre_activation(o, xp.data(), wT.data(), bias, t, Di, Kc);
+        if (silu)
+          for (idx_t c = 0; c < Di; ++c) o[c] = silu_of(o[c]);
       }
-      if (state_out)
-        for (idx_t j = 0; j < S; ++j) state_out[b * Di * S + c * S + j] = tail[j];
+      if (state_out)  // the last Kc-1 rows of the window
+        for (idx_t c = 0; c < Di; ++c)
+          for (idx_t j = 0; j < S; ++j) state_out[b * Di * S + c * S + j] = xp[(T_ + j) * Di + c];
     }
+  }
 }
 
 template <typename T>
@@ -49,38 +83,59 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, const T* dout, 
                             idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
   CHECK(Kc >= 1 && Kc <= 16, "causal_conv1d: kernel width ", Kc, " outside the supported 1..16");
   const idx_t S = Kc - 1;
-#pragma omp parallel for schedule(static)
-  for (idx_t c = 0; c < Di; ++c) {
-    T dw_acc[16] = {};
-    T db_acc = 0;
-    std::vector<T> dpre(static_cast<size_t>(T_));
+  const std::vector<T> wT = transpose_w(w, Di, Kc);
+  // Per batch row partial sums: [B][Kc+1][Di] (taps, then bias).
+  std::vector<T> part(static_cast<size_t>(B * (Kc + 1) * Di), T(0));
+#pragma omp parallel
+  {
+    std::vector<T> xp, dpre, pre(static_cast<size_t>(Di));
+#pragma omp for schedule(static)
     for (idx_t b = 0; b < B; ++b) {
-      const T* xb = x + b * T_ * x_ld;
-      const T* sb = state_in ? state_in + b * Di * S : nullptr;
+      padded_window(xp, x + b * T_ * x_ld, x_ld, state_in ? state_in + b * Di * S : nullptr, T_, Di, Kc);
+      dpre.assign(static_cast<size_t>(T_ * Di), T(0));
+      T* pb = &part[b * (Kc + 1) * Di];
       for (idx_t t = 0; t < T_; ++t) {
-        T g = dout[b * T_ * dout_ld + t * dout_ld + c];
+        const T* g = dout + (b * T_ + t) * dout_ld;
+        T* d = &dpre[t * Di];
         if (silu) {
-          T pre = bias ? bias[c] : T(0);
-          for (idx_t j = 0; j < Kc; ++j) pre += w[c * Kc + j] * x_at(xb, x_ld, sb, Kc, t - Kc + 1 + j, c);
-          g *= silu_grad_of(pre);
+          pre_activation(pre.data(), xp.data(), wT.data(), bias, t, Di, Kc);
+          for (idx_t c = 0; c < Di; ++c) d[c] = g[c] * silu_grad_of(pre[c]);
+        } else {
+          for (idx_t c = 0; c < Di; ++c) d[c] = g[c];
         }
-        dpre[t] = g;
-        db_acc += g;
-        for (idx_t j = 0; j < Kc; ++j) dw_acc[j] += g * x_at(xb, x_ld, sb, Kc, t - Kc + 1 + j, c);
+        for (idx_t j = 0; j < Kc; ++j) {
+          const T* xr = &xp[(t + j) * Di];
+          T* pj = pb + j * Di;
+#pragma omp simd
+          for (idx_t c = 0; c < Di; ++c) pj[c] += d[c] * xr[c];
+        }
+        T* pbias = pb + Kc * Di;
+#pragma omp simd
+        for (idx_t c = 0; c < Di; ++c) pbias[c] += d[c];
       }
       if (dx)
         for (idx_t t = 0; t < T_; ++t) {
-          T acc = 0;  // x[t] feeds outputs t .. t+Kc-1 through tap j = Kc-1-(s-t)
+          // x[t] feeds outputs s = t + (Kc-1-j) through tap j
+          T* o = dx + (b * T_ + t) * dx_ld;
+          for (idx_t c = 0; c < Di; ++c) o[c] = T(0);
           for (idx_t j = 0; j < Kc; ++j) {
-            idx_t s = t + (Kc - 1 - j);
-            if (s < T_) acc += w[c * Kc + j] * dpre[s];
+            const idx_t s = t + (Kc - 1 - j);
+            if (s >= T_) continue;
+            const T* d = &dpre[s * Di];
+            const T* wr = &wT[j * Di];
+#pragma omp simd
+            for (idx_t c = 0; c < Di; ++c) o[c] += wr[c] * d[c];
           }
-          dx[b * T_ * dx_ld + t * dx_ld + c] = acc;
         }
     }
+  }
+  for (idx_t b = 0; b < B; ++b) {
+    const T* pb = &part[b * (Kc + 1) * Di];
     if (dw)
-      for (idx_t j = 0; j < Kc; ++j) dw[c * Kc + j] += dw_acc[j];
-    if (dbias) dbias[c] += db_acc;
+      for (idx_t c = 0; c < Di; ++c)
+        for (idx_t j = 0; j < Kc; ++j) dw[c * Kc + j] += pb[j * Di + c];
+    if (dbias)
+      for (idx_t c = 0; c < Di; ++c) dbias[c] += pb[Kc * Di + c];
   }
 }
 
