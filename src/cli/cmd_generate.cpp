@@ -91,7 +91,8 @@ int cmd_generate(int argc, char** argv) {
       .option("prefill-chunk", "tokens per prefill forward pass; 0 = auto", "0")
       .option("ids-out", "write prompt+generated ids per slot (one line each, space-separated)")
       .option("state-out", "save the recurrent state after the prompt (safetensors)")
-      .option("state-in", "resume from a saved state (the prompt continues it)");
+      .option("state-in", "resume from a saved state (the prompt continues it)")
+      .flag("ignore-eot", "do not stop at the end-of-text id (fixed-length runs for benchmarks)");
   std::vector<char*> rest;
   const std::vector<std::string> prompt_texts =
       take_prompts(argc, argv, &rest,
@@ -134,7 +135,7 @@ int cmd_generate(int argc, char** argv) {
   opts.sampling.top_p = a.number("top-p");
   opts.max_new_tokens = a.integer("max-new-tokens");
   opts.seed = static_cast<uint64_t>(a.integer("seed"));
-  opts.eot_id = tok->eot_id();
+  opts.eot_id = a.on("ignore-eot") ? -1 : tok->eot_id();
   opts.vocab_limit = tok->vocab_size();
   Decoder<float> dec(*model, B, a.integer("prefill-chunk"));
   Generator<float> gen(dec, opts);
