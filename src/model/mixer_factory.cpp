@@ -2,6 +2,7 @@
 #include "core/check.h"
 #include "model/mamba_mixer.h"
 #include "model/mixer.h"
+#include "model/rom_mixer.h"
 
 namespace moessm {
 
@@ -19,6 +20,7 @@ MixerCounts& MixerCounts::operator+=(const MixerCounts& o) {
 template <typename T>
 std::unique_ptr<Mixer<T>> make_mixer(const ModelConfig& cfg, const MixerSpec& spec, int layer) {
   if (spec.type == "mamba") return std::make_unique<MambaMixer<T>>(cfg, spec);
+  if (spec.type == "rom") return std::make_unique<RomMixer<T>>(cfg, spec);
   FAIL("layer ", layer, ": mixer type '", spec.type, "' is not available in this build");
 }
 

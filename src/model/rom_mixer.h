@@ -1,0 +1,100 @@
+// RomMixer: Routing Mamba (DESIGN.md §2, arXiv 2506.18145). A Mamba-1 mixer whose large
+// projections are E experts chosen per token by a router on the layer input u:
+//   logits = u · router.weightᵀ (fp32 in use), p = softmax, S_t = top-K (ties → lower index),
+//   g = p on S_t (or p / Σ_{S_t} p with normalize_topk)
+//   x_t = Σ_{i∈S_t}          W_in[i][0:Di]   · u_t        conv projection: indicator sum
+//   z_t = Σ_{i∈S_t} a[t,i] · W_in[i][Di:2Di] · u_t        gate projection
+//   y   = SsmCore(x, z)   (conv1d → x_proj → dt_proj → scan ⊙ silu(z); ONE scan and state)
+//   o_t = Σ_{i∈S_t} b[t,i] · W_out[i] · y_t
+// weight_at: "gate" (a = g, b = 1, default), "out" (a = 1, b = g), "both" (a = b = g).
+// Tokens are grouped by expert (moe_permute) for the expert GEMMs (grouped_matmul) and put back
+// in sequence order before conv1d and the scan. Dropless: no capacity limit.
+//
+// Options (spec entries; anything else is an error naming it):
+//   n_experts (E, default 8), top_k (K, default 1, 1 <= K <= E), normalize_topk (false),
+//   weight_at ("gate"), shared_router (true), aux_coef (0.01), z_coef (0),
+//   experts_in (⊆ {conv_proj, gate_proj, out_proj, x_proj, dt_proj, conv1d}, default the first
+//   three; must contain the module(s) weight_at names, so every router weight reaches the loss).
+// Expertised small modules (x_proj, dt_proj.weight, conv1d weight and bias) follow the same
+// routing, indicator-combined like the conv projection; dt_proj.bias, A_log and D stay shared.
+//
+// Parameter names under the layer prefix (backbone.layers.{i}.mixer.):
+//   router.weight [E, D]                       shared_router = true
+//   router_<module>.weight [E, D]              shared_router = false, one per expertised module
+//   in_proj.weight [E, 2Di, D] (or dense [2Di, D]) when conv_proj and gate_proj are both
+//     expertised (or both dense); otherwise conv_proj.weight and gate_proj.weight, [E, Di, D] or
+//     [Di, D] each (rows as in_proj's halves)
+//   out_proj.weight [E, D, Di] (or [D, Di]);  x_proj.weight [E, R+2N, Di];
+//   dt_proj.weight [E, Di, R];  conv1d.weight [E, Di, 1, Kc], conv1d.bias [E, Di] when expertised.
+// forward() returns the load-balancing objective of the layer: the mean over its routers of
+// L_aux + L_z (router_topk.h), coefficients included; backward adds aux_grad × its gradient.
+// stats(): {"type": "rom", "aux_loss", "z_loss", "load": [f_i of the first router],
+//           "load_by_router": {name: [...]} (shared_router = false only)} of the last forward.
+// Recurrent state: SsmCore's (conv [Di, Kc-1] + ssm [Di, N] per sequence); each token is routed
+// on its own, so T = 1 steps need nothing else.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/mixer.h"
+#include "model/ssm_core.h"
+
+namespace moessm {
+
+// The modules experts_in may name, in this order (router_<name>.weight when not shared).
+enum RomModule { kRomConvProj = 0, kRomGateProj, kRomOutProj, kRomXProj, kRomDtProj, kRomConv1d, kRomModules };
+const char* rom_module_name(int m);
+
+struct RomOptions {
+  int64_t n_experts = 8, top_k = 1;
+  bool normalize_topk = false, shared_router = true;
+  std::string weight_at = "gate";
+  double aux_coef = 0.01, z_coef = 0.0;
+  bool expert[kRomModules] = {true, true, true, false, false, false};
+  static RomOptions parse(const Json& spec, const std::string& where);
+};
+
+template <typename T> struct RomRouter;
+template <typename T> struct RomLinear;
+template <typename T> class RomCore;
+
+template <typename T>
+class RomMixer : public Mixer<T> {
+ public:
+  RomMixer(const ModelConfig& cfg, const MixerSpec& spec);
+  ~RomMixer() override;
+  std::string type() const override { return "rom"; }
+  void register_params(ParamTable& table, const std::string& prefix) override;
+  void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
+  idx_t state_size() const override;
+  void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
+  double forward(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
+                 T* state_out) override;
+  void backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
+                const T* state_in, double aux_grad) override;
+  MixerCounts counts() const override;
+  Json stats() const override;
+  const RomOptions& options() const { return opt_; }
+
+ private:
+  RomOptions opt_;
+  const idx_t D, Di, E, K;
+  const int n_layer_;
+  std::string prefix_;
+  std::unique_ptr<RomCore<T>> core_;
+  std::vector<std::unique_ptr<RomRouter<T>>> routers_;
+  int router_of_[kRomModules];  // index into routers_, -1 for a dense module
+  // projections: conv (x), gate (z), out; each expertised (RomLinear) or dense (offset only)
+  std::unique_ptr<RomLinear<T>> lin_[3];
+  size_t dense_w_[3] = {0, 0, 0};
+  size_t in_proj_ = 0, out_proj_ = 0, conv_proj_ = 0, gate_proj_ = 0;  // table offsets
+  idx_t planned_BT_ = 0;
+  bool training_ = false;
+  T *x_ = nullptr, *z_ = nullptr, *y_ = nullptr;                     // [B,T,Di]
+  T *dx_ = nullptr, *dz_ = nullptr, *dy_ = nullptr, *dprobs_ = nullptr;
+  double last_aux_ = 0, last_z_ = 0;
+  idx_t last_BT_ = 0;
+};
+
+}  // namespace moessm
