@@ -51,7 +51,8 @@ std::vector<std::string> take_prompts(int argc, char** argv, std::vector<char*>*
 
 std::string resolve_tokenizer(const Args& a) {
   if (a.has("tokenizer")) return a.str("tokenizer");
-  const std::string inside = path_join(a.str("model"), "tokenizer.json");
+  // A training run directory resolves to its checkpoint/, which holds the data's tokenizer.
+  const std::string inside = path_join(resolve_model_dir(a.str("model")), "tokenizer.json");
   CHECK(file_exists(inside), "moessm generate: ", a.str("model"),
         " holds no tokenizer.json; pass --tokenizer FILE (a tokenizer.json) or --tokenizer byte");
   return inside;
