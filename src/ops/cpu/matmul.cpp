@@ -84,10 +84,35 @@ void gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_
 #endif
 }
 
+// Few rows (decode steps): every weight row is read once and dotted with all M inputs, which
+// stay in cache. BLAS would first copy (pack) the whole weight matrix, which for M = 1 costs
+// more than the product itself.
+constexpr idx_t kSmallM = 8;
+
+template <typename T>
+void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M,
+                    idx_t N, idx_t K, bool accumulate) {
+#pragma omp parallel for schedule(static) if (N * K > 32768)
+  for (idx_t n = 0; n < N; ++n) {
+    const T* w = weight + n * K;
+    for (idx_t m = 0; m < M; ++m) {
+      const T* x = in + m * in_ld;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (idx_t k = 0; k < K; ++k) acc += w[k] * x[k];
+      T* o = &out[m * out_ld + n];
+      *o = accumulate ? *o + acc : acc;
+    }
+  }
+}
+
 template <typename T>
 void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, const T* bias,
                     idx_t M, idx_t N, idx_t K, bool accumulate) {
-  gemm<T>(false, true, M, N, K, T(1), in, in_ld, weight, K, accumulate ? T(1) : T(0), out, out_ld);
+  if (M <= kSmallM)
+    matmul_small_m(out, out_ld, in, in_ld, weight, M, N, K, accumulate);
+  else
+    gemm<T>(false, true, M, N, K, T(1), in, in_ld, weight, K, accumulate ? T(1) : T(0), out, out_ld);
   if (bias)
     for (idx_t m = 0; m < M; ++m)
       for (idx_t n = 0; n < N; ++n) out[m * out_ld + n] += bias[n];
