@@ -1,6 +1,5 @@
 // Checkpoints and the inspection commands: round trips, and every kind of bad input gives an
 // error naming the file / tensor / field with a non-zero exit and no crash.
-#define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -10,6 +9,7 @@
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
+#include "expect_error.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -24,15 +24,6 @@ std::string make_checkpoint(const std::string& tag) {
   std::string out;
   EXPECT_EQ(run_cli("init --config " + cfg_path() + " --out " + dir + "/m --seed 3", &out), 0) << out;
   return dir + "/m";
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // Rewrites model.safetensors of `dir` through an edit of its tensors.

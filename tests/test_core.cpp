@@ -1,6 +1,5 @@
 // Core: Philox known-answer vector and stream reproducibility, dtype conversions, the parameter
 // table and its visitor, the two-pass arena, CHECK messages, tensor views.
-#define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
 #include <cmath>

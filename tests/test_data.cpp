@@ -2,7 +2,6 @@
 // (determinism, exact resume, target shift, ordered validation windows) and prepare (library and
 // CLI, including the error cases). Expected values are computed from the inputs, never pasted.
 // moessm's FAIL (core/check.h) and GoogleTest's FAIL share a name; these tests use ADD_FAILURE.
-#define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
 #include <algorithm>

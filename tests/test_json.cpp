@@ -3,7 +3,6 @@
 // accessors' error messages.
 #include "core/json.h"
 
-#define GTEST_DONT_DEFINE_FAIL 1  // core/check.h owns the name FAIL
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,30 +12,14 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "io/file_util.h"
+#include "expect_error.h"
 #include "testing.h"
 
 namespace moessm {
 namespace {
 
 // The message of the moessm::Error thrown by f (fails the test when nothing is thrown).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected moessm::Error";
-  return "";
-}
-
-#define EXPECT_ERROR_HAS(expr, ...)                                        \
-  do {                                                                     \
-    std::string msg_ = error_of([&] { (void)(expr); });                    \
-    for (const std::string& part : std::initializer_list<std::string>{__VA_ARGS__}) \
-      EXPECT_NE(msg_.find(part), std::string::npos) << "message: " << msg_ \
-                                                    << "\nmissing: " << part; \
-  } while (0)
+using testing::error_of;
 
 TEST(Json, ParsesScalarsAndContainers) {
   Json j = Json::parse(R"( {"a": 1, "b": [true, false, null], "c": "x", "d": -2.5e3, "e": {}} )");

@@ -3,7 +3,6 @@
 // clear errors for truncated or unsupported files.
 #include "io/npy.h"
 
-#define GTEST_DONT_DEFINE_FAIL 1  // core/check.h owns the name FAIL
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,29 +12,13 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "io/file_util.h"
+#include "expect_error.h"
 #include "testing.h"
 
 namespace moessm {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected moessm::Error";
-  return "";
-}
-
-#define EXPECT_ERROR_HAS(expr, ...)                                                 \
-  do {                                                                              \
-    std::string msg_ = error_of([&] { (void)(expr); });                             \
-    for (const std::string& part : std::initializer_list<std::string>{__VA_ARGS__}) \
-      EXPECT_NE(msg_.find(part), std::string::npos) << "message: " << msg_          \
-                                                    << "\nmissing: " << part;       \
-  } while (0)
+using testing::error_of;
 
 // A .npy file built by hand: magic, version, header length (u16 for 1.0, u32 otherwise), the
 // header text as given (no padding added), data.

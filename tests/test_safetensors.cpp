@@ -4,7 +4,6 @@
 // checking that the error names the file and the tensor.
 #include "io/safetensors.h"
 
-#define GTEST_DONT_DEFINE_FAIL 1  // core/check.h owns the name FAIL
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -15,29 +14,13 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "io/file_util.h"
+#include "expect_error.h"
 #include "testing.h"
 
 namespace moessm {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected moessm::Error";
-  return "";
-}
-
-#define EXPECT_ERROR_HAS(expr, ...)                                                 \
-  do {                                                                              \
-    std::string msg_ = error_of([&] { (void)(expr); });                             \
-    for (const std::string& part : std::initializer_list<std::string>{__VA_ARGS__}) \
-      EXPECT_NE(msg_.find(part), std::string::npos) << "message: " << msg_          \
-                                                    << "\nmissing: " << part;       \
-  } while (0)
+using testing::error_of;
 
 // A file in the published layout: u64 little-endian header length, header, data.
 std::string make_file(const std::string& header, const std::string& data) {

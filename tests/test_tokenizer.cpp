@@ -8,7 +8,6 @@
 // 0.2.0) with its ByteLevel regex using \p{White_Space}, the Oniguruma \s that HF's Rust
 // tokenizers uses (JavaScript's own \s differs on U+FEFF and U+0085).
 // moessm's FAIL (core/check.h) and GoogleTest's FAIL share a name; these tests use ADD_FAILURE.
-#define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
 #include <chrono>

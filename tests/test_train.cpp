@@ -1,6 +1,5 @@
 // Trainer: schedule values, weight-decay exclusion, bit-exact resume after an interruption,
 // divergence detection, bad options and data.
-#define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
 #include <cmath>
