@@ -61,6 +61,30 @@ TEST(Matmul, ForwardMatchesNaiveAndBackwardMatchesFiniteDifferences) {
   EXPECT_EQ(compare_gradients(db, nb, kTol, "dbias"), "");
 }
 
+TEST(Matmul, BuiltinGemmMatchesNaiveForEveryTransposeAndBeta) {
+  // The fallback used when no BLAS is found; checked here whatever this build links.
+  Rng rng(13);
+  const idx_t M = 9, N = 7, K = 11;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      Vec A = random_vector<double>(M * K, rng), Bm = random_vector<double>(K * N, rng),
+          C = random_vector<double>(M * N, rng), ref = C;
+      for (idx_t m = 0; m < M; ++m)
+        for (idx_t n = 0; n < N; ++n) {
+          double acc = 0;
+          for (idx_t k = 0; k < K; ++k)
+            acc += (ta ? A[k * M + m] : A[m * K + k]) * (tb ? Bm[n * K + k] : Bm[k * N + n]);
+          ref[m * N + n] = 2.0 * acc + 0.5 * ref[m * N + n];
+        }
+      cpu::gemm_builtin(ta, tb, M, N, K, 2.0, A.data(), ta ? M : K, Bm.data(), tb ? K : N, 0.5, C.data(), N);
+      EXPECT_LT(max_rel_diff(C.data(), ref.data(), C.size()), 1e-14) << ta << tb;
+      Vec G = C;
+      cpu::gemm(ta, tb, M, N, K, 2.0, A.data(), ta ? M : K, Bm.data(), tb ? K : N, 0.0, G.data(), N);
+      cpu::gemm_builtin(ta, tb, M, N, K, 2.0, A.data(), ta ? M : K, Bm.data(), tb ? K : N, 0.0, C.data(), N);
+      EXPECT_LT(max_rel_diff(C.data(), G.data(), C.size()), 1e-14) << "builtin vs " << cpu::matmul_backend_name();
+    }
+}
+
 TEST(Matmul, SmallRowCountPathMatchesBlasPath) {
   // M <= 8 takes the row-streaming path used by decode steps; compare with the GEMM path.
   Rng rng(12);

@@ -14,6 +14,11 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_t lda,
           const T* Bm, idx_t ldb, T beta, T* C, idx_t ldc);
 
+// The built-in blocked GEMM (same contract as gemm); what gemm uses when built without BLAS.
+template <typename T>
+void gemm_builtin(bool trans_a, bool trans_b, idx_t M, idx_t N, idx_t K, T alpha, const T* A,
+                  idx_t lda, const T* Bm, idx_t ldb, T beta, T* C, idx_t ldc);
+
 // out = in · weightᵀ + bias; accumulate=true adds into out instead of assigning.
 template <typename T>
 void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight,

@@ -19,8 +19,6 @@ void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, c
 
 namespace moessm::cpu {
 
-namespace {
-
 template <typename T>
 void gemm_builtin(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_t lda,
                   const T* Bm, idx_t ldb, T beta, T* C, idx_t ldc) {
@@ -44,6 +42,8 @@ void gemm_builtin(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T*
     }
   }
 }
+
+namespace {
 
 #ifdef MOESSM_HAVE_BLAS
 void blas_gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, float alpha, const float* A, idx_t lda,
@@ -130,6 +130,8 @@ void matmul_backward(T* din, idx_t din_ld, T* dweight, T* dbias, const T* dout, 
 }
 
 #define INSTANTIATE(T)                                                                           \
+  template void gemm_builtin<T>(bool, bool, idx_t, idx_t, idx_t, T, const T*, idx_t, const T*,   \
+                                idx_t, T, T*, idx_t);                                            \
   template void gemm<T>(bool, bool, idx_t, idx_t, idx_t, T, const T*, idx_t, const T*, idx_t, T, \
                         T*, idx_t);                                                              \
   template void matmul_forward<T>(T*, idx_t, const T*, idx_t, const T*, const T*, idx_t, idx_t,  \
