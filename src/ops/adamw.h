@@ -23,3 +23,26 @@ template <typename T> double grad_norm_squared(const T* g, idx_t n);
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+// fp32 master weights and moments; arithmetic in fp32 with the bias corrections computed in
+// double on the host. The second form also takes the clip scale from device memory (so
+// clipping needs no host sync) and refreshes an optional bf16 copy of the weights.
+void adamw_update(float* params, float* m, float* v, const float* grads, idx_t n, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                  double grad_scale, cudaStream_t stream);
+void adamw_update(float* params, __nv_bfloat16* params_bf16, float* m, float* v,
+                  const float* grads, idx_t n, double lr, double beta1, double beta2, double eps,
+                  double weight_decay, int64_t step, double grad_scale,
+                  const float* grad_scale_dev, cudaStream_t stream);
+// *norm_sq_dev = Σ g² in double: a fixed grid of per-block partials then one ordered sum
+// (deterministic, independent of the device). Device pointer out; no host sync.
+void grad_norm_squared(double* norm_sq_dev, const float* g, idx_t n, cudaStream_t stream);
+// *scale_dev = pre_scale · (max_norm > 0 && norm > max_norm ? max_norm / norm : 1), with
+// norm = pre_scale · sqrt(*norm_sq_dev) (pre_scale: e.g. 1/accumulation steps), as the trainer.
+void clip_scale(float* scale_dev, const double* norm_sq_dev, double max_norm, double pre_scale,
+                cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

@@ -25,3 +25,21 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, const T* dout, 
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+// T = float or __nv_bfloat16 for x / out / state / dx / dout; w, bias, dw, dbias fp32 (master
+// weights). Kc <= 8 on CUDA (a CHECK names larger widths). dw / dbias are reduced over (b, time
+// segment) partials in a fixed order (deterministic); dx assigns.
+template <typename T>
+void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t x_ld,
+                           const T* state_in, const float* w, const float* bias, idx_t B, idx_t T_,
+                           idx_t Di, idx_t Kc, bool silu, cudaStream_t stream);
+template <typename T>
+void causal_conv1d_backward(T* dx, idx_t dx_ld, float* dw, float* dbias, const T* dout,
+                            idx_t dout_ld, const T* x, idx_t x_ld, const T* state_in,
+                            const float* w, const float* bias, idx_t B, idx_t T_, idx_t Di,
+                            idx_t Kc, bool silu, cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

@@ -18,3 +18,25 @@ void cross_entropy_backward(T* dlogits, const T* dloss, const T* logits, const T
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+// logits / dlogits in T = float or __nv_bfloat16; loss, lse, dloss fp32. One block per row
+// walks the vocabulary in chunks with an online (max, sum) update, so V is not limited by
+// shared memory and the row is read once in forward. A target >= V gives loss NaN (no host
+// check without a sync); target < 0 is ignored as on the CPU.
+template <typename T>
+void cross_entropy_forward(float* loss, float* lse, const T* logits, const int32_t* targets,
+                           idx_t rows, idx_t V, cudaStream_t stream);
+template <typename T>
+void cross_entropy_backward(T* dlogits, const float* dloss, const T* logits, const float* lse,
+                            const int32_t* targets, idx_t rows, idx_t V, cudaStream_t stream);
+// Training fast path: forward and backward in one launch, with dloss[r] = dloss_scale for
+// every row (a mean over tokens); dlogits may alias logits (in place).
+template <typename T>
+void cross_entropy_forward_backward(float* loss, float* lse, T* dlogits, const T* logits,
+                                    const int32_t* targets, float dloss_scale, idx_t rows, idx_t V,
+                                    cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

@@ -35,3 +35,34 @@ const char* matmul_backend_name();  // "openblas" or "builtin"; logged once at s
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+
+// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C through cuBLASLt with fp32 accumulation and fp32
+// scale. Operand / output types: float·float → float (true fp32: no TF32), bf16·bf16 → bf16 or
+// float. The algorithm is picked by the cuBLASLt heuristic once per (shape, types, strides,
+// pointer alignment) and cached; the workspace is per (device, stream).
+template <typename Tab, typename Tc>
+void gemm(bool trans_a, bool trans_b, idx_t M, idx_t N, idx_t K, float alpha, const Tab* A,
+          idx_t lda, const Tab* Bm, idx_t ldb, float beta, Tc* C, idx_t ldc, cudaStream_t stream);
+
+// The CPU contract with T = float or __nv_bfloat16 activations and weights. Parameter
+// gradients (dweight, dbias) are fp32 (master-weight gradients) for both; din is T.
+template <typename T>
+void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight,
+                    const T* bias, idx_t M, idx_t N, idx_t K, bool accumulate, cudaStream_t stream);
+template <typename T>
+void matmul_backward(T* din, idx_t din_ld, float* dweight, float* dbias, const T* dout,
+                     idx_t dout_ld, const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N,
+                     idx_t K, bool din_accumulate, cudaStream_t stream);
+
+// Elementwise conversion between fp32 master copies and bf16 operands (n elements).
+void convert_f32_to_bf16(__nv_bfloat16* out, const float* in, idx_t n, cudaStream_t stream);
+void convert_bf16_to_f32(float* out, const __nv_bfloat16* in, idx_t n, cudaStream_t stream);
+
+const char* matmul_backend_name();  // "cublasLt"
+
+}  // namespace moessm::cuda
+#endif

@@ -1,0 +1,112 @@
+// Shared helpers for the CUDA benchmarks (bench_scan, bench_ops): event timing (median after
+// warm-up), random device fills (never zeros: they can run faster than real data), the two
+// ceilings measured in the same run (cuBLASLt bf16 8192³ TFLOP/s; device-to-device copy GB/s
+// counting read + write), a printed table and a JSON writer.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/device_buffer.h"
+#include "ops/matmul.h"
+
+namespace moessm::bench {
+
+// Median milliseconds of `reps` timed calls of fn after `warm` untimed ones.
+inline double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 20) {
+  for (int i = 0; i < warm; ++i) fn();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(a, nullptr));
+    fn();
+    CUDA_CHECK(cudaEventRecord(b, nullptr));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Uniform values in [lo, hi) (xorshift on the host, uploaded in slabs).
+inline void fill_f32(float* d, size_t n, float lo, float hi, uint64_t seed) {
+  std::vector<float> h(std::min<size_t>(n, size_t(1) << 22));
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& x : h) {
+    s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+    x = lo + (hi - lo) * float((s >> 11) * (1.0 / 9007199254740992.0));
+  }
+  for (size_t off = 0; off < n; off += h.size()) {
+    const size_t k = std::min(h.size(), n - off);
+    CUDA_CHECK(cudaMemcpy(d + off, h.data(), k * sizeof(float), cudaMemcpyHostToDevice));
+  }
+}
+inline void fill_bf16(__nv_bfloat16* d, size_t n, float lo, float hi, uint64_t seed) {
+  DeviceBuffer tmp(std::min<size_t>(n, size_t(1) << 24) * sizeof(float));
+  const size_t slab = tmp.count<float>();
+  for (size_t off = 0; off < n; off += slab) {
+    const size_t k = std::min(slab, n - off);
+    fill_f32(tmp.as<float>(), k, lo, hi, seed + off);
+    cuda::convert_f32_to_bf16(d + off, tmp.as<float>(), idx_t(k), nullptr);
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+struct Ceilings {
+  double gemm_tflops = 0, copy_gbs = 0;
+};
+
+inline Ceilings measure_ceilings() {
+  Ceilings c;
+  const idx_t n = 8192;
+  DeviceBuffer A(size_t(n * n) * 2), B(size_t(n * n) * 2), C(size_t(n * n) * 2);
+  fill_bf16(A.as<__nv_bfloat16>(), size_t(n * n), -1, 1, 1);
+  fill_bf16(B.as<__nv_bfloat16>(), size_t(n * n), -1, 1, 2);
+  const double ms = time_ms([&] {
+    cuda::gemm<__nv_bfloat16, __nv_bfloat16>(false, true, n, n, n, 1.f, A.as<__nv_bfloat16>(), n,
+                                             B.as<__nv_bfloat16>(), n, 0.f, C.as<__nv_bfloat16>(), n, nullptr);
+  }, 3, 10);
+  c.gemm_tflops = 2.0 * double(n) * n * n / (ms * 1e-3) / 1e12;
+  const size_t bytes = size_t(1) << 30;
+  DeviceBuffer X(bytes), Y(bytes);
+  fill_f32(X.as<float>(), bytes / 4, -1, 1, 3);
+  const double cms = time_ms([&] { CUDA_CHECK(cudaMemcpyAsync(Y.data(), X.data(), bytes, cudaMemcpyDeviceToDevice, nullptr)); }, 3, 10);
+  c.copy_gbs = 2.0 * double(bytes) / (cms * 1e-3) / 1e9;
+  return c;
+}
+
+inline std::string device_name() {
+  cudaDeviceProp p;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  return p.name;
+}
+
+inline bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// --json <path>: the file to write (empty: none).
+inline std::string json_path(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--json") return argv[i + 1];
+  return "";
+}
+
+}  // namespace moessm::bench

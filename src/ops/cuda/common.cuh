@@ -1,0 +1,62 @@
+// Device-side helpers shared by the CUDA ops (included only from src/ops/cuda/*.cu):
+// element conversion between float and the storage types, warp reductions in a fixed order,
+// the fused activations in fp32 (same formulas and softplus threshold as ops/activations.h),
+// and the per-stream scratch workspace used for deterministic partial reductions.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "core/cuda_check.h"
+#include "ops/activations.h"
+#include "ops/op_common.h"
+
+namespace moessm::cuda {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// Butterfly sum over the lanes of an aligned group of W lanes (W a power of two <= 32); every
+// lane of the group gets the same result, computed in the same order (deterministic).
+template <int W> __device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__device__ __forceinline__ float sigmoid_f(float v) { return 1.f / (1.f + __expf(-v)); }
+__device__ __forceinline__ float silu_f(float v) { return v * sigmoid_f(v); }
+__device__ __forceinline__ float silu_grad_f(float v) {
+  const float s = sigmoid_f(v);
+  return s * (1.f + v * (1.f - s));
+}
+__device__ __forceinline__ float softplus_f(float v) {
+  return v > float(kSoftplusThreshold) ? v : log1pf(__expf(v));
+}
+__device__ __forceinline__ float softplus_grad_f(float v) {
+  return v > float(kSoftplusThreshold) ? 1.f : sigmoid_f(v);
+}
+
+// Scratch memory owned per (device, stream): grows (stream-ordered free + malloc) when a larger
+// request comes, and is reused otherwise, so steady-state steps allocate nothing. The pointer is
+// valid for work enqueued on `stream` until the next workspace() call on the same stream.
+void* workspace(size_t bytes, cudaStream_t stream);
+
+inline unsigned grid_1d(idx_t n, int block, idx_t cap = 65535 * 8) {
+  idx_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  return unsigned(g < cap ? g : cap);
+}
+
+}  // namespace moessm::cuda

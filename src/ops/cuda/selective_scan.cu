@@ -1,0 +1,581 @@
+// CUDA selective scan, forward and backward (contract in ops/selective_scan.h).
+//
+// Mapping: a channel c of batch row b is owned by TPC consecutive lanes, each holding NPT of
+// the N states in fp32 registers (state n = lane_n·NPT + k; states >= N are padding with
+// A = B = C = 0 and stay 0). A block holds CPB = threads/TPC channels of one batch row and walks
+// time sequentially; the B / C rows of the block's batch row are staged in shared memory per
+// time tile. y = Σ_n C·h is a butterfly over the TPC lanes.
+//
+// Forward writes out, the state entering every kScanChunk chunk and optionally h_last.
+// Backward walks chunks last to first. Inside a chunk it recomputes the states from the saved
+// boundary state twice: once to keep the states at every SUB-step sub-chunk boundary
+// (registers), then per sub-chunk (last to first) to keep that sub-chunk's SUB states
+// (registers), through which it walks back carrying dh. Nothing but chunk-boundary states ever
+// reaches device memory.
+//
+// Deterministic reductions (no float atomics):
+//  - dB[t,n], dC[t,n] = Σ_c: lanes of a warp reduce over their channels by xor butterflies, the
+//    warps of a block are summed in warp order through shared memory, each block writes a
+//    partial [B, slab, G, N] (G = channel blocks), and scan_reduce_bc sums over G in order.
+//  - dA, dD, ddelta_bias: each (b, c) owner accumulates over time in registers, adds into a
+//    per-batch-row buffer it alone touches, and scan_reduce_params sums over b in order.
+//  - The partial buffer is bounded by processing time in slabs of whole chunks (one launch
+//    each, last slab first); dh is handed from slab to slab through a [B, Di, N] buffer.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+
+#include "ops/cuda/common.cuh"
+#include "ops/selective_scan.h"
+
+namespace moessm {
+namespace cuda {
+
+template <typename Tin>
+void ScanParamsT<Tin>::validate() const {
+  CHECK(B > 0 && T_ > 0 && Di > 0 && N > 0, "cuda selective_scan: sizes B=", B, " T=", T_,
+        " Di=", Di, " N=", N, " must be positive");
+  CHECK(N <= 256, "cuda selective_scan: d_state N=", N, " exceeds the supported maximum 256");
+  CHECK(u && delta && Bm && Cm && A && out,
+        "cuda selective_scan: u, delta, B, C, A and out are required");
+  CHECK(u_ld >= Di && delta_ld >= Di && out_ld >= Di,
+        "cuda selective_scan: token strides u_ld=", u_ld, " delta_ld=", delta_ld, " out_ld=",
+        out_ld, " must be >= Di=", Di);
+  CHECK(B_ld >= N && C_ld >= N, "cuda selective_scan: B/C token strides ", B_ld, "/", C_ld,
+        " must be >= N=", N);
+  CHECK(!z || z_ld >= Di, "cuda selective_scan: z token stride ", z_ld, " must be >= Di=", Di);
+}
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr idx_t kPartialBudgetBytes = idx_t(256) << 20;  // dB/dC partials per slab (default)
+std::atomic<idx_t> g_partial_budget{0};
+
+template <int TPC> constexpr int threads_for() { return TPC <= 8 ? 256 : 128; }
+template <int TPC, int NPT> constexpr int fwd_tile() {  // forward B/C staging tile (steps)
+  return TPC * NPT <= 32 ? kScanChunk : 2048 / (TPC * NPT);
+}
+template <int NPT> constexpr int bwd_sub() { return NPT <= 4 ? 16 : 8; }
+static_assert(kScanChunk % 16 == 0 && kScanChunk % 8 == 0, "kScanChunk must be a multiple of 16");
+
+struct BwdExtra {
+  float* dh;         // [B, Di, N] dh entering the slab from later times (in), leaving it (out)
+  float* accA;       // [B, Di, N]
+  float* accD;       // [B, Di]
+  float* accBias;    // [B, Di]
+  float* partB;      // [B, slabT, G, N]
+  float* partC;
+  idx_t slab_t0;     // first time step of the slab
+  idx_t slabT;       // slab length in steps (partial layout)
+  int k_lo, k_hi;    // chunks [k_lo, k_hi) of this launch
+  int G;             // channel blocks
+};
+
+// ------------------------------------------------------------------------------------------
+template <typename Tin, int TPC, int NPT>
+__global__ void __launch_bounds__(threads_for<TPC>())
+scan_fwd_kernel(const ScanParamsT<Tin> p) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
+  extern __shared__ float smem[];
+  float* sB = smem;            // [TS][NP]
+  float* sC = smem + TS * NP;  // [TS][NP]
+  const int lane_n = threadIdx.x % TPC;
+  const idx_t c = idx_t(blockIdx.x) * CPB + threadIdx.x / TPC;
+  const idx_t b = blockIdx.y;
+  const bool valid = c < p.Di;
+  const idx_t N = p.N, Di = p.Di, T = p.T_, nch = (T + kScanChunk - 1) / kScanChunk;
+  const idx_t cc = valid ? c : 0;
+
+  float A2[NPT], h[NPT];
+#pragma unroll
+  for (int k = 0; k < NPT; ++k) {
+    const idx_t n = lane_n * NPT + k;
+    const bool vn = valid && n < N;
+    A2[k] = vn ? p.A[cc * N + n] * kLog2e : 0.f;
+    h[k] = (vn && p.h0) ? p.h0[(b * Di + c) * N + n] : 0.f;
+  }
+  const float bias = p.delta_bias ? p.delta_bias[cc] : 0.f;
+  const float Dc = p.D ? p.D[cc] : 0.f;
+
+  for (idx_t t0 = 0; t0 < T; t0 += TS) {
+    if (p.chunk_states && t0 % kScanChunk == 0 && valid) {
+      float* s = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
+#pragma unroll
+      for (int k = 0; k < NPT; ++k)
+        if (lane_n * NPT + k < N) s[lane_n * NPT + k] = h[k];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < TS * NP; e += NT) {
+      const int i = e / NP, n = e % NP;
+      const idx_t t = t0 + i;
+      const bool ok = t < T && n < N;
+      sB[e] = ok ? to_f32(p.Bm[(b * T + t) * p.B_ld + n]) : 0.f;
+      sC[e] = ok ? to_f32(p.Cm[(b * T + t) * p.C_ld + n]) : 0.f;
+    }
+    __syncthreads();
+    const int len = int(min(idx_t(TS), T - t0));
+#pragma unroll 4
+    for (int i = 0; i < len; ++i) {
+      const idx_t bt = b * T + t0 + i;
+      const float uv = to_f32(p.u[bt * p.u_ld + cc]);
+      const float v = to_f32(p.delta[bt * p.delta_ld + cc]) + bias;
+      const float dt = p.delta_softplus ? softplus_f(v) : v;
+      const float dtu = dt * uv;
+      const float* Bi = sB + i * NP + lane_n * NPT;
+      const float* Ci = sC + i * NP + lane_n * NPT;
+      float y = 0.f;
+#pragma unroll
+      for (int k = 0; k < NPT; ++k) {
+        const float a = exp2f(dt * A2[k]);
+        h[k] = fmaf(a, h[k], dtu * Bi[k]);
+        y = fmaf(Ci[k], h[k], y);
+      }
+      y = group_sum<TPC>(y);
+      if (lane_n == 0 && valid) {
+        y = fmaf(Dc, uv, y);
+        if (p.z) y *= silu_f(to_f32(p.z[bt * p.z_ld + c]));
+        p.out[bt * p.out_ld + c] = from_f32<Tin>(y);
+      }
+    }
+  }
+  if (p.h_last && valid) {
+#pragma unroll
+    for (int k = 0; k < NPT; ++k)
+      if (lane_n * NPT + k < N) p.h_last[(b * Di + c) * N + lane_n * NPT + k] = h[k];
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+template <typename Tin, int TPC, int NPT>
+__global__ void __launch_bounds__(threads_for<TPC>())
+scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtra x) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
+  constexpr int SUB = bwd_sub<NPT>(), NS = kScanChunk / SUB;
+  extern __shared__ float smem[];
+  float* sB = smem;                    // [SUB][NP]
+  float* sC = sB + SUB * NP;           // [SUB][NP]
+  float* rB = sC + SUB * NP;           // [SUB][W][NP] per-warp dB sums
+  float* rC = rB + SUB * W * NP;       // [SUB][W][NP]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int lane_n = threadIdx.x % TPC;
+  const idx_t c = idx_t(blockIdx.x) * CPB + threadIdx.x / TPC;
+  const idx_t b = blockIdx.y;
+  const bool valid = c < p.Di;
+  const idx_t N = p.N, Di = p.Di, T = p.T_, nch = (T + kScanChunk - 1) / kScanChunk;
+  const idx_t cc = valid ? c : 0;
+
+  float A2[NPT], Af[NPT], dh[NPT], accA[NPT];
+#pragma unroll
+  for (int k = 0; k < NPT; ++k) {
+    const idx_t n = lane_n * NPT + k;
+    const bool vn = valid && n < N;
+    Af[k] = vn ? p.A[cc * N + n] : 0.f;
+    A2[k] = Af[k] * kLog2e;
+    dh[k] = vn ? x.dh[(b * Di + c) * N + n] : 0.f;
+    accA[k] = 0.f;
+  }
+  const float bias = p.delta_bias ? p.delta_bias[cc] : 0.f;
+  const float Dc = p.D ? p.D[cc] : 0.f;
+  float accD = 0.f, accBias = 0.f;
+
+  // Stages B (and C when with_c) rows [tb, tb+len) into shared memory.
+  auto stage = [&](idx_t tb, int len, bool with_c) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < SUB * NP; e += NT) {
+      const int i = e / NP, n = e % NP;
+      const bool ok = i < len && n < N;
+      const idx_t row = (b * T + tb + i);
+      sB[e] = ok ? to_f32(p.Bm[row * p.B_ld + n]) : 0.f;
+      if (with_c) sC[e] = ok ? to_f32(p.Cm[row * p.C_ld + n]) : 0.f;
+    }
+    __syncthreads();
+  };
+  auto delta_of = [&](idx_t bt, float* v) {
+    *v = to_f32(p.delta[bt * p.delta_ld + cc]) + bias;
+    return p.delta_softplus ? softplus_f(*v) : *v;
+  };
+
+  for (int k = x.k_hi - 1; k >= x.k_lo; --k) {
+    const idx_t t0 = idx_t(k) * kScanChunk;
+    const int len = int(min(idx_t(kScanChunk), T - t0));
+    const int nsub = (len + SUB - 1) / SUB;
+    float hb[NS][NPT];
+    {
+      const float* s = p.chunk_states + ((b * nch + k) * Di + cc) * N;
+#pragma unroll
+      for (int q = 0; q < NPT; ++q)
+        hb[0][q] = (valid && lane_n * NPT + q < N) ? s[lane_n * NPT + q] : 0.f;
+    }
+    // Pass 1: states at the sub-chunk boundaries.
+#pragma unroll
+    for (int s = 0; s + 1 < NS; ++s) {
+      if (s + 1 < nsub) {
+        stage(t0 + s * SUB, SUB, false);
+        float h[NPT];
+#pragma unroll
+        for (int q = 0; q < NPT; ++q) h[q] = hb[s][q];
+#pragma unroll 4
+        for (int i = 0; i < SUB; ++i) {
+          const idx_t bt = b * T + t0 + s * SUB + i;
+          float v;
+          const float dt = delta_of(bt, &v);
+          const float dtu = dt * to_f32(p.u[bt * p.u_ld + cc]);
+          const float* Bi = sB + i * NP + lane_n * NPT;
+#pragma unroll
+          for (int q = 0; q < NPT; ++q) h[q] = fmaf(exp2f(dt * A2[q]), h[q], dtu * Bi[q]);
+        }
+#pragma unroll
+        for (int q = 0; q < NPT; ++q) hb[s + 1][q] = h[q];
+      }
+    }
+    // Pass 2: sub-chunks last to first.
+#pragma unroll
+    for (int s = NS - 1; s >= 0; --s) {
+      if (s < nsub) {
+        const idx_t ts = t0 + s * SUB;
+        const int slen = min(SUB, len - s * SUB);
+        stage(ts, slen, true);
+        float hs[SUB][NPT];
+#pragma unroll
+        for (int i = 0; i < SUB; ++i) {
+          if (i < slen) {
+            const idx_t bt = b * T + ts + i;
+            float v;
+            const float dt = delta_of(bt, &v);
+            const float dtu = dt * to_f32(p.u[bt * p.u_ld + cc]);
+            const float* Bi = sB + i * NP + lane_n * NPT;
+#pragma unroll
+            for (int q = 0; q < NPT; ++q)
+              hs[i][q] = fmaf(exp2f(dt * A2[q]), i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q], dtu * Bi[q]);
+          }
+        }
+#pragma unroll
+        for (int i = SUB - 1; i >= 0; --i) {
+          if (i < slen) {
+            const idx_t bt = b * T + ts + i;
+            float v;
+            const float dt = delta_of(bt, &v);
+            const float uv = to_f32(p.u[bt * p.u_ld + cc]);
+            const float dtu = dt * uv;
+            const float* Bi = sB + i * NP + lane_n * NPT;
+            const float* Ci = sC + i * NP + lane_n * NPT;
+            float dy = valid ? to_f32(g.dout[bt * g.dout_ld + cc]) : 0.f;
+            if (p.z) {
+              float y = 0.f;
+#pragma unroll
+              for (int q = 0; q < NPT; ++q) y = fmaf(Ci[q], hs[i][q], y);
+              y = group_sum<TPC>(y);
+              y = fmaf(Dc, uv, y);
+              const float zv = to_f32(p.z[bt * p.z_ld + cc]);
+              if (lane_n == 0 && valid) g.dz[bt * g.dz_ld + c] = from_f32<Tin>(dy * y * silu_grad_f(zv));
+              dy *= silu_f(zv);
+            }
+            float ddt = 0.f, du = 0.f, vb[NPT], vc[NPT];
+#pragma unroll
+            for (int q = 0; q < NPT; ++q) {
+              const float hp = i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q];
+              const float a = exp2f(dt * A2[q]);
+              const float gq = fmaf(dy, Ci[q], dh[q]);
+              vc[q] = dy * hs[i][q];
+              const float da = gq * hp * a;
+              accA[q] = fmaf(da, dt, accA[q]);
+              ddt = fmaf(da, Af[q], fmaf(gq * Bi[q], uv, ddt));
+              vb[q] = gq * dtu;
+              du = fmaf(gq * dt, Bi[q], du);
+              dh[q] = gq * a;
+            }
+            ddt = group_sum<TPC>(ddt);
+            du = group_sum<TPC>(du);
+            if (lane_n == 0 && valid) {
+              du = fmaf(dy, Dc, du);
+              accD = fmaf(dy, uv, accD);
+              const float dv = p.delta_softplus ? ddt * softplus_grad_f(v) : ddt;
+              accBias += dv;
+              g.ddelta[bt * g.ddelta_ld + c] = from_f32<Tin>(dv);
+              g.du[bt * g.du_ld + c] = from_f32<Tin>(du);
+            }
+            // Sum over the warp's channels (lanes with equal lane_n), fixed butterfly order.
+#pragma unroll
+            for (int o = TPC; o < 32; o <<= 1) {
+#pragma unroll
+              for (int q = 0; q < NPT; ++q) {
+                vb[q] += __shfl_xor_sync(0xffffffffu, vb[q], o);
+                vc[q] += __shfl_xor_sync(0xffffffffu, vc[q], o);
+              }
+            }
+            if (lane < TPC) {
+#pragma unroll
+              for (int q = 0; q < NPT; ++q) {
+                rB[(i * W + warp) * NP + lane * NPT + q] = vb[q];
+                rC[(i * W + warp) * NP + lane * NPT + q] = vc[q];
+              }
+            }
+          }
+        }
+        __syncthreads();
+        // Block partial over warps in warp order; one row of the partial buffer per step.
+        for (int e = threadIdx.x; e < slen * NP; e += NT) {
+          const int i = e / NP, n = e % NP;
+          if (n >= N) continue;
+          float sb = 0.f, sc = 0.f;
+#pragma unroll
+          for (int w = 0; w < W; ++w) {
+            sb += rB[(i * W + w) * NP + n];
+            sc += rC[(i * W + w) * NP + n];
+          }
+          const idx_t row = (b * x.slabT + (ts + i - x.slab_t0)) * x.G + blockIdx.x;
+          x.partB[row * N + n] = sb;
+          x.partC[row * N + n] = sc;
+        }
+      }
+    }
+  }
+  if (valid) {
+#pragma unroll
+    for (int q = 0; q < NPT; ++q) {
+      const idx_t n = lane_n * NPT + q;
+      if (n < N) {
+        x.dh[(b * Di + c) * N + n] = dh[q];
+        x.accA[(b * Di + c) * N + n] += accA[q];
+      }
+    }
+    if (lane_n == 0) {
+      x.accD[b * Di + c] += accD;
+      x.accBias[b * Di + c] += accBias;
+    }
+  }
+}
+
+// dB[b,t,n] = Σ_g partB[b, t-slab_t0, g, n] in g order (same for C); t in the slab.
+template <typename Tin>
+__global__ void scan_reduce_bc(ScanGradsT<Tin> g, const float* partB, const float* partC,
+                               idx_t Bn, idx_t T, idx_t N, idx_t slab_t0, idx_t slab_len,
+                               idx_t slabT, int G) {
+  const idx_t total = Bn * slab_len * N;
+  for (idx_t e = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; e < total;
+       e += idx_t(gridDim.x) * blockDim.x) {
+    const idx_t n = e % N, ti = (e / N) % slab_len, b = e / (N * slab_len);
+    const float* pb = partB + ((b * slabT + ti) * G) * N + n;
+    const float* pc = partC + ((b * slabT + ti) * G) * N + n;
+    float sb = 0.f, sc = 0.f;
+    for (int q = 0; q < G; ++q) {
+      sb += pb[idx_t(q) * N];
+      sc += pc[idx_t(q) * N];
+    }
+    const idx_t bt = b * T + slab_t0 + ti;
+    g.dB[bt * g.dB_ld + n] = from_f32<Tin>(sb);
+    g.dC[bt * g.dC_ld + n] = from_f32<Tin>(sc);
+  }
+}
+
+// dst[i] += Σ_b src[b, i] in b order (i < n); dst may be nullptr (skipped by the caller).
+__global__ void scan_reduce_batch(float* dst, const float* src, idx_t Bn, idx_t n) {
+  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < n; i += idx_t(gridDim.x) * blockDim.x) {
+    float s = 0.f;
+    for (idx_t b = 0; b < Bn; ++b) s += src[b * n + i];
+    dst[i] += s;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+std::atomic<int> g_forced_npt{0};
+
+struct Config {
+  int tpc, npt;
+};
+
+Config choose(idx_t B, idx_t Di, idx_t N) {
+  int npt = g_forced_npt.load();
+  if (npt == 2 && N > 64) npt = 0;
+  if (npt == 0) npt = 4;
+  if (N > 32 * npt) npt = 8;  // only N in (128, 256]
+  int tpc = 1;
+  while (tpc * npt < N) tpc *= 2;
+  if (npt == 2 && tpc < 4) tpc = 4;  // instantiated lab shapes
+  return {tpc, npt};
+}
+
+template <typename Tin, int TPC, int NPT>
+void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT;
+  const size_t smem = size_t(2) * fwd_tile<TPC, NPT>() * NP * sizeof(float);
+  static_assert(2 * fwd_tile<TPC, NPT>() * NP * sizeof(float) <= 48 * 1024, "forward tile too large");
+  const dim3 grid{unsigned((p.Di + CPB - 1) / CPB), unsigned(p.B)};
+  scan_fwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p);
+  CUDA_CHECK_LAUNCH("scan_fwd_kernel");
+}
+
+template <typename Tin, int TPC, int NPT>
+void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t st) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
+  constexpr int SUB = bwd_sub<NPT>();
+  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP) * sizeof(float);
+  static bool attr_set = false;
+  if (!attr_set) {
+    CUDA_CHECK(cudaFuncSetAttribute(scan_bwd_kernel<Tin, TPC, NPT>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attr_set = true;
+  }
+  const idx_t Bn = p.B, T = p.T_, Di = p.Di, N = p.N, nch = (T + kScanChunk - 1) / kScanChunk;
+  const int G = int((Di + CPB - 1) / CPB);
+  // Slab length (whole chunks) bounding the dB/dC partial buffer.
+  const idx_t per_step = Bn * G * N * 2 * idx_t(sizeof(float));
+  const idx_t budget = g_partial_budget.load() > 0 ? g_partial_budget.load() : kPartialBudgetBytes;
+  idx_t slab_chunks = std::max<idx_t>(1, budget / (per_step * kScanChunk));
+  slab_chunks = std::min(slab_chunks, nch);
+  const idx_t slabT = slab_chunks * kScanChunk;
+  const size_t part_elems = size_t(Bn * slabT * G * N);
+  const size_t state_elems = size_t(Bn * Di * N);
+  const size_t total = (2 * part_elems + 2 * state_elems + 2 * size_t(Bn * Di)) * sizeof(float);
+  float* ws = static_cast<float*>(workspace(total, st));
+  BwdExtra x;
+  x.partB = ws;
+  x.partC = x.partB + part_elems;
+  x.dh = x.partC + part_elems;
+  x.accA = x.dh + state_elems;
+  x.accD = x.accA + state_elems;
+  x.accBias = x.accD + Bn * Di;
+  x.slabT = slabT;
+  x.G = G;
+  if (g.dh_last)
+    CUDA_CHECK(cudaMemcpyAsync(x.dh, g.dh_last, state_elems * sizeof(float), cudaMemcpyDeviceToDevice, st));
+  else
+    CUDA_CHECK(cudaMemsetAsync(x.dh, 0, state_elems * sizeof(float), st));
+  CUDA_CHECK(cudaMemsetAsync(x.accA, 0, (state_elems + 2 * size_t(Bn * Di)) * sizeof(float), st));
+
+  const dim3 grid{unsigned(G), unsigned(Bn)};
+  const idx_t nslabs = (nch + slab_chunks - 1) / slab_chunks;
+  for (idx_t sidx = nslabs - 1; sidx >= 0; --sidx) {
+    x.k_lo = int(sidx * slab_chunks);
+    x.k_hi = int(std::min(nch, (sidx + 1) * slab_chunks));
+    x.slab_t0 = idx_t(x.k_lo) * kScanChunk;
+    const idx_t slab_len = std::min(T, idx_t(x.k_hi) * kScanChunk) - x.slab_t0;
+    scan_bwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p, g, x);
+    CUDA_CHECK_LAUNCH("scan_bwd_kernel");
+    const idx_t work = Bn * slab_len * N;
+    scan_reduce_bc<Tin><<<grid_1d(work, 256), 256, 0, st>>>(g, x.partB, x.partC, Bn, T, N, x.slab_t0,
+                                                           slab_len, slabT, G);
+    CUDA_CHECK_LAUNCH("scan_reduce_bc");
+  }
+  scan_reduce_batch<<<grid_1d(Di * N, 256), 256, 0, st>>>(g.dA, x.accA, Bn, Di * N);
+  CUDA_CHECK_LAUNCH("scan_reduce_batch(dA)");
+  if (g.dD) {
+    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.dD, x.accD, Bn, Di);
+    CUDA_CHECK_LAUNCH("scan_reduce_batch(dD)");
+  }
+  if (g.ddelta_bias) {
+    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.ddelta_bias, x.accBias, Bn, Di);
+    CUDA_CHECK_LAUNCH("scan_reduce_batch(ddelta_bias)");
+  }
+  if (g.dh0)
+    CUDA_CHECK(cudaMemcpyAsync(g.dh0, x.dh, state_elems * sizeof(float), cudaMemcpyDeviceToDevice, st));
+}
+
+#define MOESSM_SCAN_DISPATCH(FN, ...)                                                     \
+  do {                                                                                    \
+    const Config cfg = choose(p.B, p.Di, p.N);                                            \
+    switch (cfg.npt * 100 + cfg.tpc) {                                                    \
+      case 401: FN<Tin, 1, 4>(__VA_ARGS__); break;                                        \
+      case 402: FN<Tin, 2, 4>(__VA_ARGS__); break;                                        \
+      case 404: FN<Tin, 4, 4>(__VA_ARGS__); break;                                        \
+      case 408: FN<Tin, 8, 4>(__VA_ARGS__); break;                                        \
+      case 416: FN<Tin, 16, 4>(__VA_ARGS__); break;                                       \
+      case 432: FN<Tin, 32, 4>(__VA_ARGS__); break;                                       \
+      case 832: FN<Tin, 32, 8>(__VA_ARGS__); break;                                       \
+      case 204: FN<Tin, 4, 2>(__VA_ARGS__); break;                                        \
+      case 208: FN<Tin, 8, 2>(__VA_ARGS__); break;                                        \
+      case 216: FN<Tin, 16, 2>(__VA_ARGS__); break;                                       \
+      case 232: FN<Tin, 32, 2>(__VA_ARGS__); break;                                       \
+      default: FAIL("cuda selective_scan: no kernel for N=", p.N, " (states/thread ",     \
+                    cfg.npt, ", lanes/channel ", cfg.tpc, ")");                           \
+    }                                                                                     \
+  } while (0)
+
+void log_config_once(idx_t B, idx_t Di, idx_t N) {
+  static std::atomic<bool> logged{false};
+  if (!logged.exchange(true))
+    std::fprintf(stderr, "[moessm] cuda selective_scan: %s (first call B=%lld Di=%lld N=%lld)\n",
+                 selective_scan_config_name(B, Di, N), (long long)B, (long long)Di, (long long)N);
+}
+
+}  // namespace
+
+void selective_scan_set_states_per_thread(int npt) {
+  CHECK(npt == 0 || npt == 2 || npt == 4, "selective_scan_set_states_per_thread: ", npt,
+        " is not one of 0 (auto), 2, 4");
+  g_forced_npt.store(npt);
+}
+
+void selective_scan_set_partial_budget(idx_t bytes) {
+  CHECK(bytes >= 0, "selective_scan_set_partial_budget: ", bytes);
+  g_partial_budget.store(bytes);
+}
+
+const char* selective_scan_config_name(idx_t B, idx_t Di, idx_t N) {
+  static thread_local char buf[128];
+  const Config c = choose(B, Di, N);
+  std::snprintf(buf, sizeof(buf), "register scan, %d lanes/channel x %d states/lane, chunk %d",
+                c.tpc, c.npt, kScanChunk);
+  return buf;
+}
+
+template <typename Tin>
+void selective_scan_forward(const ScanParamsT<Tin>& p, cudaStream_t stream) {
+  p.validate();
+  log_config_once(p.B, p.Di, p.N);
+  MOESSM_SCAN_DISPATCH(launch_fwd, p, stream);
+}
+
+template <typename Tin>
+void selective_scan_backward(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t stream) {
+  p.validate();
+  CHECK(p.chunk_states, "cuda selective_scan_backward: chunk_states from the forward pass are required");
+  CHECK(g.dout && g.du && g.ddelta && g.dB && g.dC && g.dA,
+        "cuda selective_scan_backward: dout, du, ddelta, dB, dC and dA are required");
+  CHECK(!p.z || g.dz, "cuda selective_scan_backward: dz is required when z is given");
+  CHECK(g.dout_ld >= p.Di && g.du_ld >= p.Di && g.ddelta_ld >= p.Di && (!p.z || g.dz_ld >= p.Di),
+        "cuda selective_scan_backward: gradient token strides must be >= Di=", p.Di);
+  CHECK(g.dB_ld >= p.N && g.dC_ld >= p.N, "cuda selective_scan_backward: dB/dC strides ", g.dB_ld,
+        "/", g.dC_ld, " must be >= N=", p.N);
+  log_config_once(p.B, p.Di, p.N);
+  MOESSM_SCAN_DISPATCH(launch_bwd, g, p, stream);
+}
+
+namespace {
+ScanParamsT<float> convert(const ScanParams<float>& q) {
+  ScanParamsT<float> p;
+  p.B = q.B; p.T_ = q.T_; p.Di = q.Di; p.N = q.N;
+  p.u = q.u; p.u_ld = q.u_ld; p.delta = q.delta; p.delta_ld = q.delta_ld;
+  p.Bm = q.Bm; p.B_ld = q.B_ld; p.Cm = q.Cm; p.C_ld = q.C_ld; p.z = q.z; p.z_ld = q.z_ld;
+  p.A = q.A; p.D = q.D; p.delta_bias = q.delta_bias; p.h0 = q.h0;
+  p.delta_softplus = q.delta_softplus;
+  p.out = q.out; p.out_ld = q.out_ld; p.h_last = q.h_last; p.chunk_states = q.chunk_states;
+  return p;
+}
+ScanGradsT<float> convert(const ScanGrads<float>& q) {
+  ScanGradsT<float> g;
+  g.dout = q.dout; g.dout_ld = q.dout_ld; g.dh_last = q.dh_last;
+  g.du = q.du; g.du_ld = q.du_ld; g.ddelta = q.ddelta; g.ddelta_ld = q.ddelta_ld;
+  g.dB = q.dB; g.dB_ld = q.dB_ld; g.dC = q.dC; g.dC_ld = q.dC_ld; g.dz = q.dz; g.dz_ld = q.dz_ld;
+  g.dA = q.dA; g.dD = q.dD; g.ddelta_bias = q.ddelta_bias; g.dh0 = q.dh0;
+  return g;
+}
+}  // namespace
+
+void selective_scan_forward(const ScanParams<float>& p, cudaStream_t stream) {
+  selective_scan_forward<float>(convert(p), stream);
+}
+void selective_scan_backward(const ScanGrads<float>& g, const ScanParams<float>& p, cudaStream_t stream) {
+  selective_scan_backward<float>(convert(g), convert(p), stream);
+}
+
+template struct ScanParamsT<float>;
+template struct ScanParamsT<bf16>;
+template void selective_scan_forward<float>(const ScanParamsT<float>&, cudaStream_t);
+template void selective_scan_forward<bf16>(const ScanParamsT<bf16>&, cudaStream_t);
+template void selective_scan_backward<float>(const ScanGradsT<float>&, const ScanParamsT<float>&, cudaStream_t);
+template void selective_scan_backward<bf16>(const ScanGradsT<bf16>&, const ScanParamsT<bf16>&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace moessm
