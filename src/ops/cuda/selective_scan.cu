@@ -52,7 +52,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr idx_t kPartialBudgetBytes = idx_t(256) << 20;  // dB/dC partials per slab (default)
 std::atomic<idx_t> g_partial_budget{0};
 
-template <int TPC> constexpr int threads_for() { return TPC <= 8 ? 256 : 128; }
+template <int TPC> constexpr int threads_for() { return TPC <= 8 ? 32 * TPC : (TPC == 16 ? 256 : 128); }
 template <int TPC, int NPT> constexpr int fwd_tile() {  // forward B/C staging tile (steps)
   return TPC * NPT <= 32 ? kScanChunk : 2048 / (TPC * NPT);
 }
@@ -78,10 +78,14 @@ __global__ void __launch_bounds__(threads_for<TPC>())
 scan_fwd_kernel(const ScanParamsT<Tin> p) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
   extern __shared__ float smem[];
-  float* sB = smem;            // [TS][NP]
-  float* sC = smem + TS * NP;  // [TS][NP]
-  const int lane_n = threadIdx.x % TPC;
-  const idx_t c = idx_t(blockIdx.x) * CPB + threadIdx.x / TPC;
+  float* sB = smem;              // [TS][NP]
+  float* sC = sB + TS * NP;      // [TS][NP]
+  float* sU = sC + TS * NP;      // [TS][CPB] u
+  float* sDt = sU + TS * CPB;    // [TS][CPB] Δ after bias + softplus
+  float* sZ = sDt + TS * CPB;    // [TS][CPB] z
+  float* sY = sZ + TS * CPB;     // [TS][CPB] gated output
+  const int lane_n = threadIdx.x % TPC, chl = threadIdx.x / TPC;
+  const idx_t c0 = idx_t(blockIdx.x) * CPB, c = c0 + chl;
   const idx_t b = blockIdx.y;
   const bool valid = c < p.Di;
   const idx_t N = p.N, Di = p.Di, T = p.T_, nch = (T + kScanChunk - 1) / kScanChunk;
@@ -95,7 +99,6 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
     A2[k] = vn ? p.A[cc * N + n] * kLog2e : 0.f;
     h[k] = (vn && p.h0) ? p.h0[(b * Di + c) * N + n] : 0.f;
   }
-  const float bias = p.delta_bias ? p.delta_bias[cc] : 0.f;
   const float Dc = p.D ? p.D[cc] : 0.f;
 
   for (idx_t t0 = 0; t0 < T; t0 += TS) {
@@ -105,22 +108,35 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
       for (int k = 0; k < NPT; ++k)
         if (lane_n * NPT + k < N) s[lane_n * NPT + k] = h[k];
     }
-    __syncthreads();
+    const int len = int(min(idx_t(TS), T - t0));
+    __syncthreads();  // the previous tile's sY has been stored
+    // Stage the tile: B / C rows and the block's channels of u, Δ, z (coalesced, all in flight).
     for (int e = threadIdx.x; e < TS * NP; e += NT) {
       const int i = e / NP, n = e % NP;
-      const idx_t t = t0 + i;
-      const bool ok = t < T && n < N;
-      sB[e] = ok ? to_f32(p.Bm[(b * T + t) * p.B_ld + n]) : 0.f;
-      sC[e] = ok ? to_f32(p.Cm[(b * T + t) * p.C_ld + n]) : 0.f;
+      const bool ok = i < len && n < N;
+      const idx_t row = b * T + t0 + i;
+      sB[e] = ok ? to_f32(p.Bm[row * p.B_ld + n]) : 0.f;
+      sC[e] = ok ? to_f32(p.Cm[row * p.C_ld + n]) : 0.f;
+    }
+    for (int e = threadIdx.x; e < TS * CPB; e += NT) {
+      const int i = e / CPB, q = e % CPB;
+      const idx_t cg = c0 + q, row = b * T + t0 + i;
+      const bool ok = i < len && cg < Di;
+      float uv = 0.f, dt = 0.f, zv = 0.f;
+      if (ok) {
+        uv = to_f32(p.u[row * p.u_ld + cg]);
+        const float v = to_f32(p.delta[row * p.delta_ld + cg]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
+        dt = p.delta_softplus ? softplus_f(v) : v;
+        if (p.z) zv = to_f32(p.z[row * p.z_ld + cg]);
+      }
+      sU[e] = uv;
+      sDt[e] = dt;
+      sZ[e] = zv;
     }
     __syncthreads();
-    const int len = int(min(idx_t(TS), T - t0));
 #pragma unroll 4
     for (int i = 0; i < len; ++i) {
-      const idx_t bt = b * T + t0 + i;
-      const float uv = to_f32(p.u[bt * p.u_ld + cc]);
-      const float v = to_f32(p.delta[bt * p.delta_ld + cc]) + bias;
-      const float dt = p.delta_softplus ? softplus_f(v) : v;
+      const float uv = sU[i * CPB + chl], dt = sDt[i * CPB + chl];
       const float dtu = dt * uv;
       const float* Bi = sB + i * NP + lane_n * NPT;
       const float* Ci = sC + i * NP + lane_n * NPT;
@@ -132,11 +148,17 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
         y = fmaf(Ci[k], h[k], y);
       }
       y = group_sum<TPC>(y);
-      if (lane_n == 0 && valid) {
+      if (lane_n == 0) {
         y = fmaf(Dc, uv, y);
-        if (p.z) y *= silu_f(to_f32(p.z[bt * p.z_ld + c]));
-        p.out[bt * p.out_ld + c] = from_f32<Tin>(y);
+        if (p.z) y *= silu_f(sZ[i * CPB + chl]);
+        sY[i * CPB + chl] = y;
       }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < TS * CPB; e += NT) {
+      const int i = e / CPB, q = e % CPB;
+      const idx_t cg = c0 + q;
+      if (i < len && cg < Di) p.out[(b * T + t0 + i) * p.out_ld + cg] = from_f32<Tin>(sY[e]);
     }
   }
   if (p.h_last && valid) {
@@ -157,6 +179,17 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
   float* sC = sB + SUB * NP;           // [SUB][NP]
   float* rB = sC + SUB * NP;           // [SUB][W][NP] per-warp dB sums
   float* rC = rB + SUB * W * NP;       // [SUB][W][NP]
+  // The chunk's per-channel streams, staged once per chunk (coalesced), and its outputs.
+  float* sU = rC + SUB * W * NP;       // [kScanChunk][CPB] u
+  float* sDt = sU + kScanChunk * CPB;  // Δ (after bias / softplus)
+  float* sSg = sDt + kScanChunk * CPB; // dΔ/dv (softplus' or 1)
+  float* sZ = sSg + kScanChunk * CPB;  // z
+  float* sG = sZ + kScanChunk * CPB;   // dout
+  float* sDu = sG + kScanChunk * CPB;  // du
+  float* sDd = sDu + kScanChunk * CPB; // ddelta
+  float* sDz = sDd + kScanChunk * CPB; // dz
+  const int chl = threadIdx.x / TPC;
+  const idx_t c0 = idx_t(blockIdx.x) * CPB;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int lane_n = threadIdx.x % TPC;
   const idx_t c = idx_t(blockIdx.x) * CPB + threadIdx.x / TPC;
@@ -175,7 +208,6 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
     dh[k] = vn ? x.dh[(b * Di + c) * N + n] : 0.f;
     accA[k] = 0.f;
   }
-  const float bias = p.delta_bias ? p.delta_bias[cc] : 0.f;
   const float Dc = p.D ? p.D[cc] : 0.f;
   float accD = 0.f, accBias = 0.f;
 
@@ -191,15 +223,32 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
     }
     __syncthreads();
   };
-  auto delta_of = [&](idx_t bt, float* v) {
-    *v = to_f32(p.delta[bt * p.delta_ld + cc]) + bias;
-    return p.delta_softplus ? softplus_f(*v) : *v;
-  };
 
   for (int k = x.k_hi - 1; k >= x.k_lo; --k) {
     const idx_t t0 = idx_t(k) * kScanChunk;
     const int len = int(min(idx_t(kScanChunk), T - t0));
     const int nsub = (len + SUB - 1) / SUB;
+    __syncthreads();  // the previous chunk's outputs have been stored
+    for (int e = threadIdx.x; e < kScanChunk * CPB; e += NT) {
+      const int i = e / CPB, q = e % CPB;
+      const idx_t cg = c0 + q, row = b * T + t0 + i;
+      const bool ok = i < len && cg < Di;
+      float uv = 0.f, dt = 0.f, sg = 0.f, zv = 0.f, gv = 0.f;
+      if (ok) {
+        uv = to_f32(p.u[row * p.u_ld + cg]);
+        const float v = to_f32(p.delta[row * p.delta_ld + cg]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
+        dt = p.delta_softplus ? softplus_f(v) : v;
+        sg = p.delta_softplus ? softplus_grad_f(v) : 1.f;
+        if (p.z) zv = to_f32(p.z[row * p.z_ld + cg]);
+        gv = to_f32(g.dout[row * g.dout_ld + cg]);
+      }
+      sU[e] = uv;
+      sDt[e] = dt;
+      sSg[e] = sg;
+      sZ[e] = zv;
+      sG[e] = gv;
+    }
+    __syncthreads();
     float hb[NS][NPT];
     {
       const float* s = p.chunk_states + ((b * nch + k) * Di + cc) * N;
@@ -217,10 +266,9 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
         for (int q = 0; q < NPT; ++q) h[q] = hb[s][q];
 #pragma unroll 4
         for (int i = 0; i < SUB; ++i) {
-          const idx_t bt = b * T + t0 + s * SUB + i;
-          float v;
-          const float dt = delta_of(bt, &v);
-          const float dtu = dt * to_f32(p.u[bt * p.u_ld + cc]);
+          const int ci = (s * SUB + i) * CPB + chl;
+          const float dt = sDt[ci];
+          const float dtu = dt * sU[ci];
           const float* Bi = sB + i * NP + lane_n * NPT;
 #pragma unroll
           for (int q = 0; q < NPT; ++q) h[q] = fmaf(exp2f(dt * A2[q]), h[q], dtu * Bi[q]);
@@ -240,10 +288,9 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
 #pragma unroll
         for (int i = 0; i < SUB; ++i) {
           if (i < slen) {
-            const idx_t bt = b * T + ts + i;
-            float v;
-            const float dt = delta_of(bt, &v);
-            const float dtu = dt * to_f32(p.u[bt * p.u_ld + cc]);
+            const int ci = (s * SUB + i) * CPB + chl;
+            const float dt = sDt[ci];
+            const float dtu = dt * sU[ci];
             const float* Bi = sB + i * NP + lane_n * NPT;
 #pragma unroll
             for (int q = 0; q < NPT; ++q)
@@ -253,22 +300,21 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
 #pragma unroll
         for (int i = SUB - 1; i >= 0; --i) {
           if (i < slen) {
-            const idx_t bt = b * T + ts + i;
-            float v;
-            const float dt = delta_of(bt, &v);
-            const float uv = to_f32(p.u[bt * p.u_ld + cc]);
+            const int ci = (s * SUB + i) * CPB + chl;
+            const float dt = sDt[ci];
+            const float uv = sU[ci];
             const float dtu = dt * uv;
             const float* Bi = sB + i * NP + lane_n * NPT;
             const float* Ci = sC + i * NP + lane_n * NPT;
-            float dy = valid ? to_f32(g.dout[bt * g.dout_ld + cc]) : 0.f;
+            float dy = sG[ci];
             if (p.z) {
               float y = 0.f;
 #pragma unroll
               for (int q = 0; q < NPT; ++q) y = fmaf(Ci[q], hs[i][q], y);
               y = group_sum<TPC>(y);
               y = fmaf(Dc, uv, y);
-              const float zv = to_f32(p.z[bt * p.z_ld + cc]);
-              if (lane_n == 0 && valid) g.dz[bt * g.dz_ld + c] = from_f32<Tin>(dy * y * silu_grad_f(zv));
+              const float zv = sZ[ci];
+              if (lane_n == 0) sDz[ci] = dy * y * silu_grad_f(zv);
               dy *= silu_f(zv);
             }
             float ddt = 0.f, du = 0.f, vb[NPT], vc[NPT];
@@ -287,13 +333,13 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
             }
             ddt = group_sum<TPC>(ddt);
             du = group_sum<TPC>(du);
-            if (lane_n == 0 && valid) {
+            if (lane_n == 0) {
               du = fmaf(dy, Dc, du);
               accD = fmaf(dy, uv, accD);
-              const float dv = p.delta_softplus ? ddt * softplus_grad_f(v) : ddt;
+              const float dv = ddt * sSg[ci];
               accBias += dv;
-              g.ddelta[bt * g.ddelta_ld + c] = from_f32<Tin>(dv);
-              g.du[bt * g.du_ld + c] = from_f32<Tin>(du);
+              sDd[ci] = dv;
+              sDu[ci] = du;
             }
             // Sum over the warp's channels (lanes with equal lane_n), fixed butterfly order.
 #pragma unroll
@@ -329,6 +375,15 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
           x.partC[row * N + n] = sc;
         }
       }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < len * CPB; e += NT) {
+      const int i = e / CPB, q = e % CPB;
+      const idx_t cg = c0 + q, row = b * T + t0 + i;
+      if (cg >= Di) continue;
+      g.du[row * g.du_ld + cg] = from_f32<Tin>(sDu[e]);
+      g.ddelta[row * g.ddelta_ld + cg] = from_f32<Tin>(sDd[e]);
+      if (p.z) g.dz[row * g.dz_ld + cg] = from_f32<Tin>(sDz[e]);
     }
   }
   if (valid) {
@@ -399,8 +454,14 @@ Config choose(idx_t B, idx_t Di, idx_t N) {
 template <typename Tin, int TPC, int NPT>
 void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT;
-  const size_t smem = size_t(2) * fwd_tile<TPC, NPT>() * NP * sizeof(float);
-  static_assert(2 * fwd_tile<TPC, NPT>() * NP * sizeof(float) <= 48 * 1024, "forward tile too large");
+  constexpr int TS = fwd_tile<TPC, NPT>();
+  const size_t smem = (size_t(2) * TS * NP + size_t(4) * TS * CPB) * sizeof(float);
+  static bool attr_set = false;
+  if (!attr_set) {
+    CUDA_CHECK(cudaFuncSetAttribute(scan_fwd_kernel<Tin, TPC, NPT>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attr_set = true;
+  }
   const dim3 grid{unsigned((p.Di + CPB - 1) / CPB), unsigned(p.B)};
   scan_fwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p);
   CUDA_CHECK_LAUNCH("scan_fwd_kernel");
@@ -410,7 +471,7 @@ template <typename Tin, int TPC, int NPT>
 void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>();
-  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP) * sizeof(float);
+  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB) * sizeof(float);
   static bool attr_set = false;
   if (!attr_set) {
     CUDA_CHECK(cudaFuncSetAttribute(scan_bwd_kernel<Tin, TPC, NPT>,
