@@ -8,6 +8,7 @@ bash scripts/setup.sh
 build=${BUILD_DIR:-build/test}
 jobs=${JOBS:-$(nproc)}
 if [ -z "${CUDACXX:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDACXX=/usr/local/cuda/bin/nvcc; fi
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 grep -E "^-- moessm" "$build.configure.log" || true
 ninja -C "$build" -j "$jobs"
