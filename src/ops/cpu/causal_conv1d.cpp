@@ -2,7 +2,8 @@
 // Each sequence is first laid out as a padded window xp[Kc-1+T, Di] (carried state or zeros,
 // then x), so every tap is a contiguous, vectorisable loop over channels. Work is split over
 // batch rows; dw / dbias are summed per row and then over rows in order (deterministic for any
-// thread count).
+// thread count). Scratch (transposed taps, windows) lives in per-thread buffers that only grow, so
+// steady-state calls (decode steps) allocate nothing.
 #include "ops/causal_conv1d.h"
 
 #include <vector>
@@ -39,9 +40,17 @@ void pre_activation(T* pre, const T* xp, const T* wT, const T* bias, idx_t t, id
   }
 }
 
+// A per-thread scratch vector (slot picks one of several); resize() keeps the capacity.
+template <typename T, int Slot>
+std::vector<T>& scratch() {
+  static thread_local std::vector<T> v;
+  return v;
+}
+
 template <typename T>
-std::vector<T> transpose_w(const T* w, idx_t Di, idx_t Kc) {
-  std::vector<T> wT(static_cast<size_t>(Kc * Di));
+const std::vector<T>& transpose_w(const T* w, idx_t Di, idx_t Kc) {
+  std::vector<T>& wT = scratch<T, 0>();
+  wT.resize(static_cast<size_t>(Kc * Di));
   for (idx_t c = 0; c < Di; ++c)
     for (idx_t j = 0; j < Kc; ++j) wT[j * Di + c] = w[c * Kc + j];
   return wT;
@@ -55,10 +64,10 @@ void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t
                            idx_t Di, idx_t Kc, bool silu) {
   CHECK(Kc >= 1 && Kc <= 16, "causal_conv1d: kernel width ", Kc, " outside the supported 1..16");
   const idx_t S = Kc - 1;
-  const std::vector<T> wT = transpose_w(w, Di, Kc);
+  const std::vector<T>& wT = transpose_w(w, Di, Kc);
 #pragma omp parallel
   {
-    std::vector<T> xp;
+    std::vector<T>& xp = scratch<T, 1>();
 #pragma omp for schedule(static)
     for (idx_t b = 0; b < B; ++b) {
       // Everything is read into xp before anything is written: state_out may alias state_in.
@@ -83,7 +92,7 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, const T* dout, 
                             idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
   CHECK(Kc >= 1 && Kc <= 16, "causal_conv1d: kernel width ", Kc, " outside the supported 1..16");
   const idx_t S = Kc - 1;
-  const std::vector<T> wT = transpose_w(w, Di, Kc);
+  const std::vector<T>& wT = transpose_w(w, Di, Kc);
   // Per batch row partial sums: [B][Kc+1][Di] (taps, then bias).
   std::vector<T> part(static_cast<size_t>(B * (Kc + 1) * Di), T(0));
 #pragma omp parallel
