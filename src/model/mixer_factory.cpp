@@ -3,6 +3,8 @@
 #include "model/mamba_mixer.h"
 #include "model/mixer.h"
 #include "model/rom_mixer.h"
+#include "model/separated_moe_ssm_mixer.h"
+#include "model/swimba_mixer.h"
 
 namespace moessm {
 
@@ -21,6 +23,8 @@ template <typename T>
 std::unique_ptr<Mixer<T>> make_mixer(const ModelConfig& cfg, const MixerSpec& spec, int layer) {
   if (spec.type == "mamba") return std::make_unique<MambaMixer<T>>(cfg, spec);
   if (spec.type == "rom") return std::make_unique<RomMixer<T>>(cfg, spec);
+  if (spec.type == "swimba") return std::make_unique<SwimbaMixer<T>>(cfg, spec);
+  if (spec.type == "separated_moe_ssm") return std::make_unique<SeparatedMoeSsmMixer<T>>(cfg, spec);
   FAIL("layer ", layer, ": mixer type '", spec.type, "' is not available in this build");
 }
 

@@ -1,0 +1,314 @@
+// Swimba mixer, forward and backward (see swimba_mixer.h).
+#include "model/swimba_mixer.h"
+
+#include <cmath>
+
+#include "core/check.h"
+#include "model/init.h"
+#include "model/ssm_core.h"
+#include "ops/activations.h"
+#include "ops/causal_conv1d.h"
+#include "ops/matmul.h"
+#include "ops/selective_scan.h"
+#include "ops/grouped_matmul.h"
+#include "ops/moe_permute.h"
+
+namespace moessm {
+
+SwimbaOptions SwimbaOptions::parse(const MixerSpec& spec) {
+  const std::string where = "mixer 'swimba'";
+  SwimbaOptions o;
+  o.router = RouterOptions::parse(spec.options, where);
+  for (const auto& kv : spec.options.as_object()) {
+    const std::string& k = kv.first;
+    const Json& v = kv.second;
+    if (k == "type" || RouterOptions::keys().count(k)) continue;
+    if (k == "mix") {
+      CHECK(v.is_string() && (v.as_string() == "pre" || v.as_string() == "post"), where,
+            ": option 'mix' must be \"pre\" or \"post\", found ", v.dump());
+      o.mix_post = v.as_string() == "post";
+    } else if (k == "expert_dt_proj") {
+      CHECK(v.is_bool(), where, ": option 'expert_dt_proj' must be true or false, found ", v.dump());
+      o.expert_dt_proj = v.as_bool();
+    } else if (k == "router_input") {
+      CHECK(v.is_string() && (v.as_string() == "u" || v.as_string() == "conv"), where,
+            ": option 'router_input' must be \"u\" or \"conv\", found ", v.dump());
+      o.route_on_conv = v.as_string() == "conv";
+    } else {
+      FAIL(where, ": unknown option '", k, "' (known: type, n_experts, top_k, normalize_topk, ",
+           "aux_coef, z_coef, mix, expert_dt_proj, router_input)");
+    }
+  }
+  return o;
+}
+
+template <typename T>
+SwimbaMixer<T>::SwimbaMixer(const ModelConfig& cfg, const SwimbaOptions& o)
+    : D(cfg.d_model), Di(cfg.d_inner()), N(cfg.d_state), R(cfg.resolved_dt_rank()), Kc(cfg.d_conv),
+      E(o.router.n_experts), K(o.router.top_k), mix_post(o.mix_post),
+      expert_dt_proj(o.expert_dt_proj), route_on_conv(o.route_on_conv), cfg_(cfg),
+      router_(o.router, o.route_on_conv ? cfg.d_inner() : cfg.d_model) {}
+
+template <typename T>
+void SwimbaMixer<T>::register_params(ParamTable& t, const std::string& p) {
+  prefix_ = p;
+  // Dense names and order; expert tensors carry a leading E dim.
+  conv_w_ = t.add(p + "conv1d.weight", {Di, 1, Kc}, false);
+  conv_b_ = t.add(p + "conv1d.bias", {Di}, true);
+  x_proj_ = t.add(p + "x_proj.weight", {E, R + 2 * N, Di}, false);
+  dt_w_ = expert_dt_proj ? t.add(p + "dt_proj.weight", {E, Di, R}, false)
+                         : t.add(p + "dt_proj.weight", {Di, R}, false);
+  dt_b_ = t.add(p + "dt_proj.bias", {Di}, true);
+  A_log_ = t.add(p + "A_log", {Di, N}, true);
+  D_ = t.add(p + "D", {Di}, true);
+  in_proj_ = t.add(p + "in_proj.weight", {2 * Di, D}, false);
+  out_proj_ = t.add(p + "out_proj.weight", {D, Di}, false);
+  router_.register_params(t, p);
+}
+
+template <typename T>
+void SwimbaMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
+  // The dense initialisation, tensor by tensor (each tensor's draws are keyed by its name, and
+  // the stacked expert tensors are drawn with the same per-row bounds), so E = 1 initialises
+  // exactly like the dense mixer.
+  SsmCore<T> dense(cfg_);
+  dense.conv_w = conv_w_; dense.conv_b = conv_b_; dense.x_proj = x_proj_;
+  dense.dt_proj_w = dt_w_; dense.dt_proj_b = dt_b_; dense.A_log = A_log_; dense.D_skip = D_;
+  dense.init_params(params, t, seed);
+  init_linear(params, t.at(prefix_ + "in_proj.weight"), seed);
+  init_linear(params, t.at(prefix_ + "out_proj.weight"), seed, 1.0 / std::sqrt(double(cfg_.n_layer)));
+  router_.init_params(params, t, seed);
+}
+
+template <typename T>
+void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
+  planned_B_ = B;
+  planned_T_ = T_;
+  training_ = training;
+  const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
+  const bool per_slot_dt = mix_post || expert_dt_proj;
+  row_of_slot_.assign(size_t(MK), 0);
+  offsets_.assign(size_t(E + 1), 0);
+  xz_ = a.carve(M * 2 * Di);
+  xc_ = a.carve(M * Di);
+  xg_ = a.carve(MK * Di);
+  xs_ = a.carve(MK * XW);
+  dts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
+  xmix_ = a.carve(M * XW);
+  delta_ = a.carve(M * Di);
+  A_ = a.carve(Di * N);
+  chunk_states_ = a.carve(B * scan_num_chunks(T_) * Di * N);
+  y_ = a.carve(M * Di);
+  router_.plan(a, B, T_, training);
+  if (training) {
+    dxz_ = a.carve(M * 2 * Di);
+    dy_ = a.carve(M * Di);
+    dxc_ = a.carve(M * Di);
+    dxmix_ = a.carve(M * XW);
+    ddelta_ = a.carve(M * Di);
+    dA_ = a.carve(Di * N);
+    dxs_ = a.carve(MK * XW);
+    ddts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
+    sp_ = mix_post ? a.carve(MK * Di) : nullptr;
+    dxg_ = a.carve(MK * Di);
+    dg_ = a.carve(MK);
+  }
+}
+
+template <typename T>
+double SwimbaMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t T_,
+                               const T* state_in, T* state_out) {
+  CHECK(B <= planned_B_ && T_ <= planned_T_, "SwimbaMixer: called with B=", B, " T=", T_,
+        " but planned for B=", planned_B_, " T=", planned_T_);
+  const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
+  const T* conv_state_in = state_in;
+  const T* ssm_state_in = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
+  T* conv_state_out = state_out;
+  T* ssm_state_out = state_out ? state_out + B * Di * (Kc - 1) : nullptr;
+
+  cpu::matmul_forward(xz_, 2 * Di, u, D, params + in_proj_, (const T*)nullptr, M, 2 * Di, D);
+  cpu::causal_conv1d_forward(xc_, Di, conv_state_out, xz_, 2 * Di, conv_state_in, params + conv_w_,
+                             params + conv_b_, B, T_, Di, Kc, true);
+  const double aux = route_on_conv ? router_.forward(xc_, Di, params, M)
+                                   : router_.forward(u, D, params, M);
+  const int32_t* topk = router_.topk_index();
+  const T* g = router_.topk_weight();
+
+  // Expert projections over each expert's slots (grouped order).
+  const int32_t* slot = row_of_slot_.data();
+  cpu::moe_permute_plan(offsets_.data(), row_of_slot_.data(), topk, M, E, K);
+  cpu::moe_permute_forward(xg_, Di, xc_, Di, slot, M, K, Di);
+  cpu::grouped_matmul_forward(xs_, XW, xg_, Di, params + x_proj_, XW * Di, offsets_.data(), E, XW, Di);
+  if (expert_dt_proj)
+    cpu::grouped_matmul_forward(dts_, Di, xs_, XW, params + dt_w_, Di * R, offsets_.data(), E, Di, R);
+  if (mix_post && !expert_dt_proj)
+    cpu::matmul_forward(dts_, Di, xs_, XW, params + dt_w_, (const T*)nullptr, MK, Di, R);
+
+  // Parameter-space mixing.
+  if (mixes_dt_low()) {
+    cpu::moe_unpermute_forward(xmix_, XW, xs_, XW, g, slot, M, K, XW);
+    cpu::matmul_forward(delta_, Di, xmix_, XW, params + dt_w_, (const T*)nullptr, M, Di, R);
+  } else {
+    cpu::moe_unpermute_forward(xmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
+  }
+  if (!mix_post && expert_dt_proj)
+    cpu::moe_unpermute_forward(delta_, Di, dts_, Di, g, slot, M, K, Di);
+  if (mix_post) {
+    // Δ = Σ_k g[t,k] · softplus(dts[slot] + bias), accumulated token by token.
+    const T* bias = params + dt_b_;
+#pragma omp parallel for schedule(static)
+    for (idx_t t = 0; t < M; ++t) {
+      T* d = delta_ + t * Di;
+      for (idx_t c = 0; c < Di; ++c) d[c] = T(0);
+      for (idx_t k = 0; k < K; ++k) {
+        const T gk = g[t * K + k];
+        const T* v = dts_ + idx_t(slot[t * K + k]) * Di;
+        for (idx_t c = 0; c < Di; ++c) d[c] += gk * softplus_of(v[c] + bias[c]);
+      }
+    }
+  }
+
+  for (idx_t i = 0; i < Di * N; ++i) A_[i] = -std::exp(params[A_log_ + i]);
+  ScanParams<T> p;
+  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
+  p.u = xc_; p.u_ld = Di;
+  p.delta = delta_; p.delta_ld = Di;
+  p.Bm = xmix_ + R; p.B_ld = XW;
+  p.Cm = xmix_ + R + N; p.C_ld = XW;
+  p.z = xz_ + Di; p.z_ld = 2 * Di;
+  p.A = A_; p.D = params + D_;
+  p.delta_bias = mix_post ? nullptr : params + dt_b_;
+  p.delta_softplus = !mix_post;
+  p.h0 = ssm_state_in;
+  p.out = y_; p.out_ld = Di;
+  p.h_last = ssm_state_out;
+  p.chunk_states = chunk_states_;
+  cpu::selective_scan_forward(p);
+  cpu::matmul_forward(out, D, y_, Di, params + out_proj_, (const T*)nullptr, M, D, Di);
+  return aux;
+}
+
+template <typename T>
+void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
+                              idx_t T_, const T* state_in, double aux_grad) {
+  CHECK(training_, "SwimbaMixer: backward needs an arena planned for training");
+  const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
+  const T* g = router_.topk_weight();
+  const int32_t* slot = row_of_slot_.data();
+
+  cpu::matmul_backward(dy_, Di, grads + out_proj_, (T*)nullptr, dout, D, y_, Di,
+                       params + out_proj_, M, D, Di);
+  ScanParams<T> p;
+  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
+  p.u = xc_; p.u_ld = Di;
+  p.delta = delta_; p.delta_ld = Di;
+  p.Bm = xmix_ + R; p.B_ld = XW;
+  p.Cm = xmix_ + R + N; p.C_ld = XW;
+  p.z = xz_ + Di; p.z_ld = 2 * Di;
+  p.A = A_; p.D = params + D_;
+  p.delta_bias = mix_post ? nullptr : params + dt_b_;
+  p.delta_softplus = !mix_post;
+  p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
+  p.chunk_states = chunk_states_;
+  p.out = y_; p.out_ld = Di;  // not written by backward
+  for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
+  ScanGrads<T> sg;
+  sg.dout = dy_; sg.dout_ld = Di;
+  sg.du = dxc_; sg.du_ld = Di;
+  sg.ddelta = ddelta_; sg.ddelta_ld = Di;
+  sg.dB = dxmix_ + R; sg.dB_ld = XW;
+  sg.dC = dxmix_ + R + N; sg.dC_ld = XW;
+  sg.dz = dxz_ + Di; sg.dz_ld = 2 * Di;
+  sg.dA = dA_; sg.dD = grads + D_;
+  sg.ddelta_bias = mix_post ? nullptr : grads + dt_b_;
+  cpu::selective_scan_backward(sg, p);
+  for (idx_t i = 0; i < Di * N; ++i) grads[A_log_ + i] += dA_[i] * A_[i];
+
+  // Mixing backward: per-slot stream gradients and dg (B/C streams + the Δ path).
+  if (mixes_dt_low()) {
+    cpu::matmul_backward(dxmix_, XW, grads + dt_w_, (T*)nullptr, ddelta_, Di, xmix_, XW,
+                         params + dt_w_, M, Di, R);
+    cpu::moe_unpermute_backward(dxs_, XW, dg_, dxmix_, XW, xs_, XW, g, slot, M, K, XW);
+  } else {
+    cpu::moe_unpermute_backward(dxs_ + R, XW, dg_, dxmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
+    if (!mix_post) {
+      cpu::moe_unpermute_backward(ddts_, Di, dg_, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
+                                  /*dw_accumulate=*/true);
+    } else {
+      // Δ = Σ g · softplus(dts + bias): dg = <dΔ, softplus(·)>, ddts = g · dΔ · σ(dts + bias).
+      const T* bias = params + dt_b_;
+#pragma omp parallel for schedule(static)
+      for (idx_t s = 0; s < MK; ++s)
+        for (idx_t c = 0; c < Di; ++c) sp_[s * Di + c] = softplus_of(dts_[s * Di + c] + bias[c]);
+      cpu::moe_unpermute_backward(ddts_, Di, dg_, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
+                                  /*dw_accumulate=*/true);
+      for (idx_t s = 0; s < MK; ++s)
+        for (idx_t c = 0; c < Di; ++c) {
+          const T v = ddts_[s * Di + c] * softplus_grad_of(dts_[s * Di + c] + bias[c]);
+          ddts_[s * Di + c] = v;
+          grads[dt_b_ + c] += v;
+        }
+    }
+    if (!expert_dt_proj)  // post with the shared dt_proj: one GEMM over all slots
+      cpu::matmul_backward(dxs_, XW, grads + dt_w_, (T*)nullptr, ddts_, Di, xs_, XW,
+                           params + dt_w_, MK, Di, R);
+  }
+  if (expert_dt_proj)
+    cpu::grouped_matmul_backward(dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, params + dt_w_,
+                                 Di * R, offsets_.data(), E, Di, R);
+  cpu::grouped_matmul_backward(dxg_, Di, grads + x_proj_, dxs_, XW, xg_, Di, params + x_proj_,
+                               XW * Di, offsets_.data(), E, XW, Di);
+  cpu::moe_permute_backward(dxc_, Di, dxg_, Di, slot, M, K, Di, /*accumulate=*/true);
+
+  if (route_on_conv) router_.backward(dxc_, Di, grads, dg_, xc_, Di, params, M, aux_grad);
+  cpu::causal_conv1d_backward(dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di,
+                              state_in, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
+  cpu::matmul_backward(du, D, grads + in_proj_, (T*)nullptr, dxz_, 2 * Di, u, D,
+                       params + in_proj_, M, 2 * Di, D);
+  if (!route_on_conv) router_.backward(du, D, grads, dg_, u, D, params, M, aux_grad);
+}
+
+template <typename T>
+void SwimbaMixer<T>::effective_delta(T* out, const T* params, idx_t M) const {
+  for (idx_t t = 0; t < M; ++t)
+    for (idx_t c = 0; c < Di; ++c) {
+      const T v = delta_[t * Di + c];
+      out[t * Di + c] = mix_post ? v : softplus_of(v + params[dt_b_ + c]);
+    }
+}
+
+template <typename T>
+MixerCounts SwimbaMixer<T>::counts() const {
+  const double XW = double(R + 2 * N), di = double(Di), d = double(D);
+  MixerCounts c;
+  const int64_t shared = 2 * Di * D + Di * Kc + Di + Di /*dt bias*/ + Di * N + Di + D * Di;
+  const int64_t dt_w = Di * R;
+  c.total_params = shared + E * (R + 2 * N) * Di + (expert_dt_proj ? E : 1) * dt_w;
+  c.active_params = shared + K * (R + 2 * N) * Di + (expert_dt_proj ? K : 1) * dt_w;
+  // GEMMs: in_proj, out_proj, K expert x_proj; dt_proj once per token (pre + shared: the dt_low
+  // streams are mixed first) or once per slot.
+  c.gemm_flops = 2.0 * (3.0 * di * d) + 2.0 * double(K) * XW * di +
+                 2.0 * (mixes_dt_low() ? 1.0 : double(K)) * di * double(R);
+  c.conv_flops = 2.0 * di * double(Kc);
+  c.scan_flops = 7.0 * di * double(N);  // ONE scan: independent of E
+  // mixing: 2 flops per mixed element per slot (+ softplus per slot element for post);
+  // D skip and SiLU gate as dense.
+  const double mixed = mixes_dt_low() ? XW : 2.0 * double(N) + di;
+  c.other_flops = 2.0 * double(K) * mixed + (mix_post ? double(K) * di : 0.0) + 4.0 * di;
+  c += router_.counts();
+  return c;
+}
+
+template <typename T>
+Json SwimbaMixer<T>::stats() const {
+  Json s = Json::object();
+  s.set("type", "swimba");
+  const Json r = router_.stats();
+  for (const auto& kv : r.as_object()) s.set(kv.first, kv.second);
+  return s;
+}
+
+template class SwimbaMixer<float>;
+template class SwimbaMixer<double>;
+
+}  // namespace moessm
