@@ -13,7 +13,7 @@ JOBS=${JOBS:-16}
 mkdir -p "$OUT"
 GT=()
 [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
-TARGETS=(gpu_test_scan_cuda gpu_test_ops_cuda bench_scan bench_ops)
+TARGETS=(gpu_test_scan_cuda gpu_test_ops_cuda gpu_test_model_cuda bench_scan bench_ops bench_model moessm)
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -1; } > "$OUT/device.log" 2>&1
 t0=$(date +%s)
@@ -26,6 +26,7 @@ test_rc=$?
 t2=$(date +%s)
 "$BUILD/bench_scan" --json "$OUT/bench_scan.json" > "$OUT/bench_scan.log" 2>&1; scan_rc=$?
 "$BUILD/bench_ops" --json "$OUT/bench_ops.json" > "$OUT/bench_ops.log" 2>&1; ops_rc=$?
+"$BUILD/bench_model" --json "$OUT/bench_model.json" > "$OUT/bench_model.log" 2>&1; model_rc=$?
 t3=$(date +%s)
 
 echo "==== failures (if any) ===="
@@ -33,6 +34,7 @@ grep -E "^\s*[0-9]+ - |Failure|FAILED|expected|error" "$OUT/ctest.log" | head -4
 echo "==== device ===="; cat "$OUT/device.log"
 echo "==== bench_ops (rc $ops_rc) ===="; tail -16 "$OUT/bench_ops.log"
 echo "==== bench_scan (rc $scan_rc) ===="; tail -10 "$OUT/bench_scan.log"
+echo "==== bench_model (rc $model_rc) ===="; tail -12 "$OUT/bench_model.log"
 echo "==== summary ===="
 echo "build $((t1-t0)) s, tests $((t2-t1)) s, benchmarks $((t3-t2)) s"
 grep -E "tests passed|tests failed" "$OUT/ctest.log"

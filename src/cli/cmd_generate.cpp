@@ -22,6 +22,11 @@
 #include "io/file_util.h"
 #include "model/checkpoint.h"
 #include "tokenizer/tokenizer.h"
+#ifdef MOESSM_CUDA
+#include <cuda_bf16.h>
+
+#include "infer/cuda/cuda_generator.h"
+#endif
 
 namespace moessm::cli {
 namespace {
@@ -73,6 +78,61 @@ void write_ids(const std::string& path, const std::vector<std::vector<int32_t>>&
   write_file_atomic(path, text);
 }
 
+// Prints slots 1.. (slot 0 streamed), the throughput, and writes --ids-out.
+void report(const Args& a, const Tokenizer& tok, const std::vector<std::string>& texts,
+            const std::vector<std::vector<int32_t>>& prompts, const std::vector<SlotOutput>& out,
+            const GenerateStats& s) {
+  const idx_t B = idx_t(out.size());
+  std::printf("\n");
+  for (idx_t b = 1; b < B; ++b) {
+    std::vector<int32_t> ids = out[b].generated;
+    if (out[b].stopped_at_eot) ids.pop_back();
+    std::printf("=== slot %lld ===\n%s%s\n", (long long)b, texts[b].c_str(), tok.decode(ids).c_str());
+  }
+  std::fflush(stdout);
+  std::fprintf(stderr, "prompt: %lld tokens (%lld slot%s) in %.3f s: %.1f tokens/s",
+               (long long)s.prefill_tokens, (long long)B, B > 1 ? "s" : "", s.prefill_seconds,
+               s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0.0);
+  if (s.forced_tokens) std::fprintf(stderr, " (+%lld ragged prompt tokens fed by steps)", (long long)s.forced_tokens);
+  std::fprintf(stderr, "\ngenerated: %lld tokens in %.3f s: %.1f tokens/s (%lld steps of %lld slot%s, %.3f ms/step)\n",
+               (long long)s.generated_tokens, s.step_seconds,
+               s.step_seconds > 0 ? double(s.generated_tokens) / s.step_seconds : 0.0, (long long)s.steps,
+               (long long)B, B > 1 ? "s" : "", s.steps ? 1e3 * s.step_seconds / double(s.steps) : 0.0);
+  if (a.has("ids-out")) {
+    write_ids(a.str("ids-out"), prompts, out);
+    std::fprintf(stderr, "wrote ids %s\n", a.str("ids-out").c_str());
+  }
+}
+
+// Streams slot 0's text (the end-of-text id is not printed).
+struct StreamSlot0 {
+  const Tokenizer& tok;
+  int32_t eot;
+  void operator()(idx_t slot, int32_t id) const {
+    if (slot != 0 || id == eot) return;
+    const std::string piece = tok.decode({id});
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  }
+};
+
+#ifdef MOESSM_CUDA
+template <typename Act>
+int run_cuda(const Args& a, const LanguageModel<float>& host, const Tokenizer& tok,
+             const std::vector<std::string>& texts, const std::vector<std::vector<int32_t>>& prompts,
+             const GenerateOptions& opts) {
+  cuda::CudaLanguageModel<Act> m(host.config());
+  m.upload_params(host.params.data());
+  cuda::CudaGenerator<Act> gen(m, idx_t(prompts.size()), opts, a.integer("prefill-chunk"));
+  if (prompts.size() > 1) std::printf("=== slot 0 ===\n");
+  std::fputs(texts[0].c_str(), stdout);
+  std::fflush(stdout);
+  std::vector<SlotOutput> out = gen.run(prompts, StreamSlot0{tok, opts.eot_id});
+  report(a, tok, texts, prompts, out, gen.stats());
+  return 0;
+}
+#endif
+
 int cmd_generate(int argc, char** argv) {
   Args a("generate",
          "Generate text with the recurrent decoder (constant memory per generated token).\n"
@@ -93,12 +153,14 @@ int cmd_generate(int argc, char** argv) {
       .option("ids-out", "write prompt+generated ids per slot (one line each, space-separated)")
       .option("state-out", "save the recurrent state after the prompt (safetensors)")
       .option("state-in", "resume from a saved state (the prompt continues it)")
+      .option("device", "cpu or cuda (one GPU, dense Mamba layers: CUDA-graph decode, sampling on the device)", "cpu")
+      .option("dtype", "with --device cuda: bfloat16 (bf16 activations, fp32 state) or float32", "bfloat16")
       .flag("ignore-eot", "do not stop at the end-of-text id (fixed-length runs for benchmarks)");
   std::vector<char*> rest;
   const std::vector<std::string> prompt_texts =
       take_prompts(argc, argv, &rest,
                    {"model", "tokenizer", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
-                    "batch", "prefill-chunk", "ids-out", "state-out", "state-in"});
+                    "batch", "prefill-chunk", "ids-out", "state-out", "state-in", "device", "dtype"});
   if (!a.parse(int(rest.size()), rest.data())) return 0;
 
   auto model = load_model<float>(a.str("model"));
@@ -138,6 +200,20 @@ int cmd_generate(int argc, char** argv) {
   opts.seed = static_cast<uint64_t>(a.integer("seed"));
   opts.eot_id = a.on("ignore-eot") ? -1 : tok->eot_id();
   opts.vocab_limit = tok->vocab_size();
+  const std::string device = a.str("device"), dtype = a.str("dtype");
+  CHECK(device == "cpu" || device == "cuda", "moessm generate: --device must be cpu or cuda, found '", device, "'");
+  CHECK(dtype == "bfloat16" || dtype == "float32", "moessm generate: --dtype must be bfloat16 or float32, found '", dtype, "'");
+#ifndef MOESSM_CUDA
+  CHECK(device == "cpu", "moessm generate: --device cuda needs a build with the CUDA backend (-DMOESSM_CUDA=ON)");
+#endif
+  if (device == "cuda") {
+#ifdef MOESSM_CUDA
+    CHECK(!a.has("state-out") && !resume,
+          "moessm generate: state snapshots (--state-in/--state-out) run on --device cpu so far");
+    return dtype == "float32" ? run_cuda<float>(a, *model, *tok, texts, prompts, opts)
+                              : run_cuda<__nv_bfloat16>(a, *model, *tok, texts, prompts, opts);
+#endif
+  }
   Decoder<float> dec(*model, B, a.integer("prefill-chunk"));
   Generator<float> gen(dec, opts);
 
@@ -168,35 +244,10 @@ int cmd_generate(int argc, char** argv) {
   if (B > 1) std::printf("=== slot 0 ===\n");
   std::fputs(texts[0].c_str(), stdout);
   std::fflush(stdout);
-  auto on_token = [&](idx_t slot, int32_t id) {
-    if (slot != 0 || id == opts.eot_id) return;
-    const std::string piece = tok->decode({id});
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
-  };
+  const StreamSlot0 on_token{*tok, opts.eot_id};
   std::vector<SlotOutput> out = gen.run(prompts, on_token, save_after_prompt);
-  std::printf("\n");
-  for (idx_t b = 1; b < B; ++b) {
-    std::vector<int32_t> ids = out[b].generated;
-    if (out[b].stopped_at_eot) ids.pop_back();
-    std::printf("=== slot %lld ===\n%s%s\n", (long long)b, texts[b].c_str(), tok->decode(ids).c_str());
-  }
-  std::fflush(stdout);
-
-  const GenerateStats& s = gen.stats();
-  std::fprintf(stderr, "prompt: %lld tokens (%lld slot%s) in %.3f s: %.1f tokens/s",
-               (long long)s.prefill_tokens, (long long)B, B > 1 ? "s" : "", s.prefill_seconds,
-               s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0.0);
-  if (s.forced_tokens) std::fprintf(stderr, " (+%lld ragged prompt tokens fed by steps)", (long long)s.forced_tokens);
-  std::fprintf(stderr, "\ngenerated: %lld tokens in %.3f s: %.1f tokens/s (%lld steps of %lld slot%s, %.2f ms/step)\n",
-               (long long)s.generated_tokens, s.step_seconds,
-               s.step_seconds > 0 ? double(s.generated_tokens) / s.step_seconds : 0.0, (long long)s.steps,
-               (long long)B, B > 1 ? "s" : "", s.steps ? 1e3 * s.step_seconds / double(s.steps) : 0.0);
+  report(a, *tok, texts, prompts, out, gen.stats());
   if (a.has("state-out")) std::fprintf(stderr, "wrote state %s\n", a.str("state-out").c_str());
-  if (a.has("ids-out")) {
-    write_ids(a.str("ids-out"), prompts, out);
-    std::fprintf(stderr, "wrote ids %s\n", a.str("ids-out").c_str());
-  }
   return 0;
 }
 

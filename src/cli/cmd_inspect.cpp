@@ -12,9 +12,48 @@
 #include "model/checkpoint.h"
 #include "model/token_ids.h"
 #include "ops/matmul.h"
+#ifdef MOESSM_CUDA
+#include <cuda_bf16.h>
+
+#include "model/cuda/cuda_language_model.h"
+#endif
 
 namespace moessm::cli {
 namespace {
+
+// --device / --dtype of the inspection commands.
+void device_options(Args& a) {
+  a.option("device", "cpu or cuda (one GPU; dense Mamba layers)", "cpu")
+      .option("dtype", "with --device cuda: float32 (the reference path) or bfloat16 (training's "
+                       "precision: bf16 activations and GEMM operands, fp32 master weights)", "float32");
+}
+
+#ifdef MOESSM_CUDA
+// Runs fn(cuda model) with the activation type --dtype asks for, weights from the host model.
+template <typename Fn>
+void with_cuda_model(const Args& a, const LanguageModel<float>& host, Fn&& fn) {
+  const std::string dt = a.str("dtype");
+  CHECK(dt == "float32" || dt == "bfloat16", "--dtype must be float32 or bfloat16, found '", dt, "'");
+  if (dt == "float32") {
+    cuda::CudaLanguageModel<float> m(host.config());
+    m.upload_params(host.params.data());
+    fn(m);
+  } else {
+    cuda::CudaLanguageModel<__nv_bfloat16> m(host.config());
+    m.upload_params(host.params.data());
+    fn(m);
+  }
+}
+#endif
+
+bool on_cuda(const Args& a) {
+  const std::string d = a.str("device");
+  CHECK(d == "cpu" || d == "cuda", "--device must be cpu or cuda, found '", d, "'");
+#ifndef MOESSM_CUDA
+  CHECK(d == "cpu", "--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
+#endif
+  return d == "cuda";
+}
 
 int cmd_init(int argc, char** argv) {
   Args a("init", "Write a freshly initialised checkpoint (config.json + model.safetensors).");
@@ -38,16 +77,28 @@ int cmd_logits(int argc, char** argv) {
       .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
       .option("out", "output .npy path", "", true)
       .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
+  device_options(a);
   if (!a.parse(argc, argv)) return 0;
+  const bool cuda_dev = on_cuda(a);
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   const idx_t V = model->vocab();
   std::vector<float> logits(static_cast<size_t>(tb.B * tb.T * V));
   StateSnapshot<float> s0;
   if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
-  model->prepare(tb.B, tb.T, false);
-  model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, s0.state.empty() ? nullptr : s0.state.data(),
-                        nullptr);
+  const float* state = s0.state.empty() ? nullptr : s0.state.data();
+  if (cuda_dev) {
+#ifdef MOESSM_CUDA
+    with_cuda_model(a, *model, [&](auto& m) {
+      m.prepare(tb.B, tb.T, false);
+      m.set_state(state);
+      m.forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, state != nullptr, false);
+    });
+#endif
+  } else {
+    model->prepare(tb.B, tb.T, false);
+    model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, state, nullptr);
+  }
   write_npy_f32(a.str("out"), logits.data(), {tb.B, tb.T, V});
   std::printf("wrote %s [%lld, %lld, %lld]\n", a.str("out").c_str(), (long long)tb.B, (long long)tb.T, (long long)V);
   return 0;
@@ -62,7 +113,9 @@ int cmd_grads(int argc, char** argv) {
       .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
       .option("out", "output .safetensors path", "", true)
       .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
+  device_options(a);
   if (!a.parse(argc, argv)) return 0;
+  const bool cuda_dev = on_cuda(a);
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   CHECK(tb.T >= 2, a.str("ids"), ": sequences need at least 2 ids to have a next-token target");
@@ -72,10 +125,23 @@ int cmd_grads(int argc, char** argv) {
       targets[b * tb.T + t] = t + 1 < tb.T ? tb.ids[b * tb.T + t + 1] : -1;
   StateSnapshot<float> s0;
   if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
-  model->prepare(tb.B, tb.T, true);
-  model->zero_grads();
-  LossResult r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true,
-                             s0.state.empty() ? nullptr : s0.state.data());
+  const float* state = s0.state.empty() ? nullptr : s0.state.data();
+  LossResult r;
+  if (cuda_dev) {
+#ifdef MOESSM_CUDA
+    with_cuda_model(a, *model, [&](auto& m) {
+      m.prepare(tb.B, tb.T, true);
+      m.set_state(state);
+      m.zero_grads();
+      r = m.loss(tb.ids.data(), targets.data(), tb.B, tb.T, true, state != nullptr);
+      m.download_grads(model->grads.data());
+    });
+#endif
+  } else {
+    model->prepare(tb.B, tb.T, true);
+    model->zero_grads();
+    r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true, state);
+  }
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", r.total());
   save_tensors(a.str("out"), model->table(), model->grads.data(), {{"loss", buf}});

@@ -14,16 +14,28 @@
 namespace moessm {
 
 template <typename T>
-LanguageModel<T>::LanguageModel(const ModelConfig& cfg)
-    : cfg_(cfg), D_(cfg.d_model), V_(cfg.padded_vocab()) {
-  emb_ = table_.add("backbone.embeddings.weight", {V_, D_}, false);
+ModelLayout<T> register_model(const ModelConfig& cfg, ParamTable& table) {
+  const idx_t D = cfg.d_model, V = cfg.padded_vocab();
+  ModelLayout<T> m;
+  m.emb = table.add("backbone.embeddings.weight", {V, D}, false);
   for (int l = 0; l < int(cfg.n_layer); ++l) {
     const std::string p = "backbone.layers." + std::to_string(l) + ".";
-    norm_.push_back(table_.add(p + "norm.weight", {D_}, true));
-    mixers_.push_back(make_mixer<T>(cfg, cfg.layers[l], l));
-    mixers_.back()->register_params(table_, p + "mixer.");
+    m.norm.push_back(table.add(p + "norm.weight", {D}, true));
+    m.mixers.push_back(make_mixer<T>(cfg, cfg.layers[l], l));
+    m.mixers.back()->register_params(table, p + "mixer.");
   }
-  norm_f_ = table_.add("backbone.norm_f.weight", {D_}, true);
+  m.norm_f = table.add("backbone.norm_f.weight", {D}, true);
+  return m;
+}
+
+template <typename T>
+LanguageModel<T>::LanguageModel(const ModelConfig& cfg)
+    : cfg_(cfg), D_(cfg.d_model), V_(cfg.padded_vocab()) {
+  ModelLayout<T> layout = register_model<T>(cfg, table_);
+  mixers_ = std::move(layout.mixers);
+  emb_ = layout.emb;
+  norm_ = layout.norm;
+  norm_f_ = layout.norm_f;
   params.assign(table_.total(), T(0));
   grads.assign(table_.total(), T(0));
 }
@@ -174,14 +186,19 @@ LossResult LanguageModel<T>::loss(const int32_t* ids, const int32_t* targets, id
 }
 
 template <typename T>
-MixerCounts LanguageModel<T>::counts() const {
+MixerCounts count_model(const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<T>>>& mixers) {
   MixerCounts c;
-  for (const auto& m : mixers_) c += m->counts();
-  const int64_t emb = V_ * D_, norms = (cfg_.n_layer + 1) * D_;
+  for (const auto& m : mixers) c += m->counts();
+  const int64_t emb = cfg.padded_vocab() * cfg.d_model, norms = (cfg.n_layer + 1) * cfg.d_model;
   c.total_params += emb + norms;
   c.active_params += emb + norms;
   c.gemm_flops += 2.0 * double(emb);  // tied head
   return c;
+}
+
+template <typename T>
+MixerCounts LanguageModel<T>::counts() const {
+  return count_model(cfg_, mixers_);
 }
 
 template <typename T>
@@ -198,5 +215,9 @@ Json LanguageModel<T>::stats() const {
 
 template class LanguageModel<float>;
 template class LanguageModel<double>;
+template ModelLayout<float> register_model<float>(const ModelConfig&, ParamTable&);
+template ModelLayout<double> register_model<double>(const ModelConfig&, ParamTable&);
+template MixerCounts count_model<float>(const ModelConfig&, const std::vector<std::unique_ptr<Mixer<float>>>&);
+template MixerCounts count_model<double>(const ModelConfig&, const std::vector<std::unique_ptr<Mixer<double>>>&);
 
 }  // namespace moessm

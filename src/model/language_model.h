@@ -25,6 +25,22 @@ struct LossResult {
   double total() const { return ce + aux; }
 };
 
+// The model's tensors in checkpoint order (embedding; per layer norm + mixer; norm_f) registered
+// into a ParamTable, with the mixers that own the layer tensors. The one place the layout is
+// decided: LanguageModel and the CUDA model (model/cuda/) both build their table with it.
+template <typename T>
+struct ModelLayout {
+  std::vector<std::unique_ptr<Mixer<T>>> mixers;
+  size_t emb = 0, norm_f = 0;
+  std::vector<size_t> norm;  // per layer
+};
+template <typename T>
+ModelLayout<T> register_model(const ModelConfig& cfg, ParamTable& table);
+// Whole-model accounting per token (DESIGN.md §5): the mixers' counts plus embedding, tied head
+// and norms.
+template <typename T>
+MixerCounts count_model(const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<T>>>& mixers);
+
 template <typename T>
 class LanguageModel {
  public:

@@ -9,6 +9,7 @@
 #include "ops/causal_conv1d.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan.h"
+#include "ops/ssm_a.h"
 
 namespace moessm {
 
@@ -102,7 +103,7 @@ void SsmCore<T>::forward(T* out, idx_t out_ld, const T* x, idx_t x_ld, const T* 
   conv_forward(xc_, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
   x_proj_forward(xdbl_, xc_, params, BT);
   dt_proj_forward(delta_, xdbl_, params, BT);
-  for (idx_t i = 0; i < Di * N; ++i) A_[i] = -std::exp(params[A_log + i]);
+  cpu::ssm_a_forward(A_, params + A_log, Di * N);
   ScanParams<T> p;
   p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
   p.u = xc_; p.u_ld = Di;
@@ -148,8 +149,7 @@ void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, cons
   g.dz = dz; g.dz_ld = dz_ld;
   g.dA = dA_; g.dD = grads + D_skip; g.ddelta_bias = grads + dt_proj_b;
   cpu::selective_scan_backward(g, p);
-  // A = -exp(A_log)  →  dA_log = dA · A
-  for (idx_t i = 0; i < Di * N; ++i) grads[A_log + i] += dA_[i] * A_[i];
+  cpu::ssm_a_backward(grads + A_log, dA_, A_, Di * N);
   dt_proj_backward(dxdbl_, grads, ddelta_, xdbl_, params, BT);
   x_proj_backward(dxc_, grads, dxdbl_, xc_, params, BT);
   conv_backward(dx, dx_ld, grads, dxc_, x, x_ld, state_in, params, B, T_);

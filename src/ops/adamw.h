@@ -18,8 +18,10 @@ template <typename T>
 void adamw_update(T* params, T* m, T* v, const T* grads, idx_t n, double lr, double beta1,
                   double beta2, double eps, double weight_decay, int64_t step, double grad_scale = 1.0);
 
-// sqrt(Σ g²) over n elements, accumulated in double in a fixed order.
+// Σ g² over n elements, accumulated in double in a fixed order.
 template <typename T> double grad_norm_squared(const T* g, idx_t n);
+// Σ x over n elements in double (the loss of a batch from per-row losses), fixed order.
+template <typename T> double sum(const T* x, idx_t n);
 
 }  // namespace cpu
 }  // namespace moessm
@@ -40,6 +42,8 @@ void adamw_update(float* params, __nv_bfloat16* params_bf16, float* m, float* v,
 // *norm_sq_dev = Σ g² in double: a fixed grid of per-block partials then one ordered sum
 // (deterministic, independent of the device). Device pointer out; no host sync.
 void grad_norm_squared(double* norm_sq_dev, const float* g, idx_t n, cudaStream_t stream);
+// *sum_dev = Σ x in double, with the same fixed partial/ordered structure (deterministic).
+void sum(double* sum_dev, const float* x, idx_t n, cudaStream_t stream);
 // *scale_dev = pre_scale · (max_norm > 0 && norm > max_norm ? max_norm / norm : 1), with
 // norm = pre_scale · sqrt(*norm_sq_dev) (pre_scale: e.g. 1/accumulation steps), as the trainer.
 void clip_scale(float* scale_dev, const double* norm_sq_dev, double max_norm, double pre_scale,

@@ -26,6 +26,7 @@ const TrainOptionDoc kTrainOptionDocs[] = {
     {"checkpoint_every", "write a checkpoint every N steps (and at the end)"},
     {"log_every", "print a progress line every N steps"},
     {"seed", "seed for initialisation and data order"},
+    {"device", "cpu or cuda (one GPU: dense Mamba layers, bf16 activations, fp32 master weights)"},
     {"halt_after", "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)"},
 };
 const int kNumTrainOptionDocs = sizeof(kTrainOptionDocs) / sizeof(kTrainOptionDocs[0]);
@@ -59,6 +60,7 @@ void TrainOptions::apply_json(const Json& j, const std::string& src) {
     else if (k == "log_every") integer(&log_every);
     else if (k == "seed") integer(&seed);
     else if (k == "halt_after") integer(&halt_after);
+    else if (k == "device") device = v.as_string(what);
     else FAIL(src, ": unknown train option '", k, "' (see moessm train --help)");
   }
 }
@@ -84,6 +86,7 @@ Json TrainOptions::to_json() const {
   j.set("checkpoint_every", checkpoint_every);
   j.set("log_every", log_every);
   j.set("seed", seed);
+  j.set("device", device);
   return j;
 }
 
@@ -97,6 +100,7 @@ void TrainOptions::validate() const {
         "train: step counts must be non-negative (log_every >= 1)");
   CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps > 0, "train: need 0 <= beta1, beta2 < 1 and eps > 0");
   CHECK(weight_decay >= 0 && grad_clip >= 0, "train: weight_decay and grad_clip must be >= 0");
+  CHECK(device == "cpu" || device == "cuda", "train: device must be 'cpu' or 'cuda', found '", device, "'");
 }
 
 }  // namespace moessm

@@ -10,7 +10,7 @@
 namespace moessm {
 
 struct TrainOptions {
-  std::string data, out, resume;
+  std::string data, out, resume, device = "cpu";
   int64_t max_steps = 1000, batch_size = 16, seq_len = 128, grad_accum = 1;
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double grad_clip = 1.0;

@@ -15,9 +15,9 @@
 #include "io/safetensors.h"
 #include "model/accounting.h"
 #include "model/checkpoint.h"
-#include "ops/adamw.h"
 #include "ops/matmul.h"
 #include "train/schedule.h"
+#include "train/train_backend.h"
 
 namespace moessm {
 
@@ -45,6 +45,7 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
+// AdamW moments in the table's layout (host copies).
 struct Optimizer {
   std::vector<float> m, v;
 };
@@ -110,7 +111,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const std::string tok_path = path_join(o.data, "tokenizer.json");
   const std::string tokenizer_src = file_exists(tok_path) ? tok_path : "";
 
-  LanguageModel<float> model(cfg);
+  std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg);
+  LanguageModel<float>& model = backend->host_model();
   Optimizer opt;
   opt.m.assign(model.params.size(), 0.f);
   opt.v.assign(model.params.size(), 0.f);
@@ -144,18 +146,20 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     model.init(uint64_t(o.seed));
     write_file_atomic(metrics_path, "");
   }
+  backend->load_from_host(opt.m, opt.v);
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
   const MixerCounts counts = model.counts();
   std::printf("%s", describe_counts(counts).c_str());
-  std::printf("data: %llu train tokens, %llu validation tokens (vocab %u); matmul backend %s\n",
+  std::printf("data: %llu train tokens, %llu validation tokens (vocab %u); device %s%s%s\n",
               (unsigned long long)train_shard->ids.size(), (unsigned long long)val_shard->ids.size(),
-              train_shard->header.vocab_size, cpu::matmul_backend_name());
+              train_shard->header.vocab_size, backend->name().c_str(),
+              o.device == "cpu" ? ", matmul backend " : "", o.device == "cpu" ? cpu::matmul_backend_name() : "");
   std::printf("baseline: unigram entropy of the validation tokens = %.4f nats\n", res.unigram_entropy);
   std::fflush(stdout);
 
   const int64_t B = o.batch_size, T = o.seq_len, tokens_per_step = B * T * o.grad_accum;
-  model.prepare(B, T, true);
+  backend->prepare(B, T);
   std::vector<int32_t> inputs(B * T), targets(B * T);
   std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
   CHECK(metrics, "cannot open ", metrics_path, " for appending");
@@ -167,7 +171,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     int64_t count = 0;
     for (int64_t i = 0; i < std::min(nb, limit); ++i) {
       val_loader.val_batch(i, inputs.data(), targets.data(), B, T);
-      LossResult r = model.loss(inputs.data(), targets.data(), B, T, false);
+      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, false);
       sum += r.ce * double(r.count);
       count += r.count;
     }
@@ -189,17 +193,17 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   while (step < o.max_steps) {
     const auto t0 = Clock::now();
     ++step;
-    model.zero_grads();
+    backend->zero_grads();
     double loss_sum = 0, aux_sum = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       loader.next_batch(inputs.data(), targets.data(), B, T);
-      LossResult r = model.loss(inputs.data(), targets.data(), B, T, true);
+      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, true);
       loss_sum += r.ce;
       aux_sum += r.aux;
     }
     const double loss = loss_sum / double(o.grad_accum), aux = aux_sum / double(o.grad_accum);
     const double inv_accum = 1.0 / double(o.grad_accum);
-    const double gnorm = std::sqrt(cpu::grad_norm_squared(model.grads.data(), idx_t(model.grads.size()))) * inv_accum;
+    const double gnorm = std::sqrt(backend->grad_norm_squared()) * inv_accum;
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::fclose(metrics);
       FAIL("training diverged at step ", step, ": loss ", loss, ", gradient norm ", gnorm,
@@ -208,11 +212,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     }
     const double clip = (o.grad_clip > 0 && gnorm > o.grad_clip) ? o.grad_clip / gnorm : 1.0;
     const double lr = lr_at(step, o.lr, o.min_lr, o.warmup_steps, o.max_steps);
-    model.table().visit([&](const ParamInfo& p) {
-      cpu::adamw_update(model.params.data() + p.offset, opt.m.data() + p.offset, opt.v.data() + p.offset,
-                        model.grads.data() + p.offset, idx_t(p.numel), lr, o.beta1, o.beta2, o.eps,
-                        p.no_decay ? 0.0 : o.weight_decay, step, inv_accum * clip);
-    });
+    backend->adamw_step(o, lr, step, inv_accum * clip);
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count();
     ema_step_s = ema_step_s < 0 ? step_s : 0.9 * ema_step_s + 0.1 * step_s;
     const double elapsed = elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
@@ -230,7 +230,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     if (eval_now) {
       res.last_val_loss = evaluate();
       line.set("val_loss", res.last_val_loss);
-      Json st = model.stats();
+      Json st = backend->stats();
       if (!st.is_null()) line.set("layers", st);
     }
     std::fprintf(metrics, "%s\n", line.dump().c_str());
@@ -247,8 +247,10 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_step = step;
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
-    if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt)
+    if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
+      backend->sync_to_host(opt.m, opt.v);
       save_checkpoint(o.out, model, opt, state_json(elapsed), tokenizer_src);
+    }
     if (halt) {
       res.halted = true;
       std::printf("halted after %lld steps (checkpoint at step %lld; continue with --resume %s)\n",

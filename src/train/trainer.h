@@ -1,4 +1,4 @@
-// The CPU trainer: AdamW (decay excluded for A_log, D, biases, norms via the parameter table),
+// The trainer, on the CPU or one GPU (TrainBackend, --device): AdamW (decay excluded for A_log, D, biases, norms via the parameter table),
 // warm-up + cosine schedule, global-norm clipping, gradient accumulation, periodic evaluation,
 // metrics as JSON lines, atomic checkpoints with everything needed to resume bit-exactly
 // (model, optimizer moments, data-loader position, step), NaN/Inf detection.

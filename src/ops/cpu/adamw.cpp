@@ -28,9 +28,17 @@ template <typename T> double grad_norm_squared(const T* g, idx_t n) {
   return s;
 }
 
+template <typename T> double sum(const T* x, idx_t n) {
+  double s = 0;
+  for (idx_t i = 0; i < n; ++i) s += double(x[i]);
+  return s;
+}
+
 template void adamw_update<float>(float*, float*, float*, const float*, idx_t, double, double, double, double, double, int64_t, double);
 template void adamw_update<double>(double*, double*, double*, const double*, idx_t, double, double, double, double, double, int64_t, double);
 template double grad_norm_squared<float>(const float*, idx_t);
 template double grad_norm_squared<double>(const double*, idx_t);
+template double sum<float>(const float*, idx_t);
+template double sum<double>(const double*, idx_t);
 
 }  // namespace moessm::cpu

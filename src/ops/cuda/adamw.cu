@@ -29,12 +29,13 @@ __global__ void adamw_kernel(float* p, bf16* p16, float* m, float* v, const floa
   }
 }
 
+template <bool kSquare>
 __global__ void __launch_bounds__(kNormThreads) norm_part_kernel(double* part, const float* g, idx_t n) {
   __shared__ double sh[kNormThreads];
   double s = 0;
   for (idx_t i = blockIdx.x * idx_t(kNormThreads) + threadIdx.x; i < n; i += idx_t(kNormBlocks) * kNormThreads) {
     const double v = g[i];
-    s += v * v;
+    s += kSquare ? v * v : v;
   }
   sh[threadIdx.x] = s;
   __syncthreads();
@@ -82,13 +83,24 @@ void adamw_update(float* params, float* m, float* v, const float* grads, idx_t n
                grad_scale, nullptr, stream);
 }
 
-void grad_norm_squared(double* norm_sq_dev, const float* g, idx_t n, cudaStream_t stream) {
-  CHECK(n >= 0, "cuda grad_norm_squared: n=", n);
+namespace {
+template <bool kSquare>
+void ordered_sum(double* out_dev, const float* x, idx_t n, cudaStream_t stream) {
+  CHECK(n >= 0, "cuda ordered sum: n=", n);
   double* part = static_cast<double*>(workspace(kNormBlocks * sizeof(double), stream));
-  norm_part_kernel<<<kNormBlocks, kNormThreads, 0, stream>>>(part, g, n);
+  norm_part_kernel<kSquare><<<kNormBlocks, kNormThreads, 0, stream>>>(part, x, n);
   CUDA_CHECK_LAUNCH("norm_part_kernel");
-  norm_final_kernel<<<1, 32, 0, stream>>>(norm_sq_dev, part);
+  norm_final_kernel<<<1, 32, 0, stream>>>(out_dev, part);
   CUDA_CHECK_LAUNCH("norm_final_kernel");
+}
+}  // namespace
+
+void grad_norm_squared(double* norm_sq_dev, const float* g, idx_t n, cudaStream_t stream) {
+  ordered_sum<true>(norm_sq_dev, g, n, stream);
+}
+
+void sum(double* sum_dev, const float* x, idx_t n, cudaStream_t stream) {
+  ordered_sum<false>(sum_dev, x, n, stream);
 }
 
 void clip_scale(float* scale_dev, const double* norm_sq_dev, double max_norm, double pre_scale,

@@ -1,0 +1,190 @@
+// CudaGenerator (see cuda_generator.h).
+#include "infer/cuda/cuda_generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/check.h"
+#include "core/cuda_check.h"
+#include "infer/cuda/device_sampler.h"
+#include "ops/matmul.h"
+
+namespace moessm::cuda {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+// Slot bookkeeping arrays inside one int32 buffer: tok, pos, forced_len, done, n_out, emitted, eot_hit.
+enum SlotArray { kTok = 0, kPos, kForcedLen, kDone, kNOut, kEmitted, kEot, kSlotArrays };
+}  // namespace
+
+template <typename Act>
+CudaGenerator<Act>::CudaGenerator(CudaLanguageModel<Act>& model, idx_t batch, const GenerateOptions& o,
+                                  idx_t prefill_chunk)
+    : m_(model), B_(batch), V_(model.vocab()), chunk_(prefill_chunk > 0 ? prefill_chunk : 2048), opts_(o) {
+  CHECK(B_ >= 1, "cuda generate: batch must be >= 1");
+  opts_.sampling.validate();
+  CHECK(opts_.max_new_tokens >= 0, "cuda generate: max_new_tokens must be >= 0");
+  if (opts_.vocab_limit <= 0) opts_.vocab_limit = model.config().vocab_size;
+  m_.prepare(B_, chunk_, false);
+  logits_.resize(size_t(B_ * V_) * sizeof(Act));
+  ids_.resize(size_t(B_ * chunk_) * sizeof(int32_t));
+  slots_.resize(size_t(kSlotArrays * B_) * sizeof(int32_t));
+  out_.resize(size_t(std::max<int64_t>(1, opts_.max_new_tokens) * B_) * sizeof(int32_t));
+  CUDA_CHECK(cudaMallocHost(&pinned_, size_t(2 * B_) * sizeof(int32_t)));
+}
+
+template <typename Act>
+CudaGenerator<Act>::~CudaGenerator() {
+  if (graph_) cudaGraphExecDestroy(graph_);
+  if (pinned_) cudaFreeHost(pinned_);
+}
+
+template <typename Act>
+void CudaGenerator<Act>::load(const float* state, const float* logits) {
+  m_.set_state(state);
+  has_logits_ = logits != nullptr;
+  if (logits) {
+    std::vector<Act> l(static_cast<size_t>(B_ * V_));
+    for (size_t i = 0; i < l.size(); ++i) l[i] = Act(logits[i]);
+    CUDA_CHECK(cudaMemcpy(logits_.data(), l.data(), l.size() * sizeof(Act), cudaMemcpyHostToDevice));
+  }
+}
+
+template <typename Act>
+std::vector<float> CudaGenerator<Act>::pending_logits() const {
+  std::vector<Act> l(static_cast<size_t>(B_ * V_));
+  CUDA_CHECK(cudaStreamSynchronize(m_.stream()));
+  CUDA_CHECK(cudaMemcpy(l.data(), logits_.data(), l.size() * sizeof(Act), cudaMemcpyDeviceToHost));
+  std::vector<float> f(l.size());
+  for (size_t i = 0; i < l.size(); ++i) f[i] = float(l[i]);
+  return f;
+}
+
+template <typename Act>
+void CudaGenerator<Act>::step_launches() {
+  int32_t* S = slots_.as<int32_t>();
+  DecodeSlots s;
+  s.tok = S + kTok * B_;
+  s.pos = S + kPos * B_;
+  s.forced = forced_.as<int32_t>();
+  s.forced_len = S + kForcedLen * B_;
+  s.forced_ld = forced_ld_;
+  s.done = S + kDone * B_;
+  s.out = out_.as<int32_t>();
+  s.n_out = S + kNOut * B_;
+  s.emitted = S + kEmitted * B_;
+  s.eot_hit = S + kEot * B_;
+  s.max_new = opts_.max_new_tokens;
+  s.eot_id = opts_.eot_id;
+  decode_choose<Act>(s, logits_.as<Act>(), V_, opts_.vocab_limit, opts_.sampling, opts_.seed, B_, m_.stream());
+  m_.forward_last_logits(logits_.as<Act>(), s.tok, B_, 1, true, true);
+}
+
+template <typename Act>
+std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<int32_t>>& prompts,
+                                                const TokenCallback& on_token,
+                                                const std::function<void()>& after_prefill) {
+  CHECK(idx_t(prompts.size()) == B_, "cuda generate: ", prompts.size(), " prompts for ", B_, " slots");
+  const cudaStream_t st = m_.stream();
+  for (const auto& p : prompts)
+    for (int32_t id : p)
+      CHECK(id >= 0 && id < m_.config().vocab_size, "cuda generate: prompt token ", id, " outside the vocabulary");
+  size_t common = prompts[0].size(), longest = 0;
+  for (const auto& p : prompts) {
+    common = std::min(common, p.size());
+    longest = std::max(longest, p.size());
+  }
+  stats_ = GenerateStats();
+  // 1. batched prefill of the common length, chunk by chunk, from the carried state
+  const auto t0 = Clock::now();
+  std::vector<int32_t> gather(static_cast<size_t>(B_ * chunk_));
+  for (size_t at = 0; at < common; at += size_t(chunk_)) {
+    const idx_t T = idx_t(std::min(common - at, size_t(chunk_)));
+    for (idx_t b = 0; b < B_; ++b)
+      std::copy(prompts[b].begin() + at, prompts[b].begin() + at + T, gather.begin() + b * T);
+    CUDA_CHECK(cudaMemcpyAsync(ids_.data(), gather.data(), B_ * T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    m_.forward_last_logits(logits_.as<Act>(), ids_.as<int32_t>(), B_, T, true, true);
+    has_logits_ = true;
+  }
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  stats_.prefill_tokens = int64_t(common) * B_;
+  stats_.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (after_prefill) after_prefill();
+  CHECK(has_logits_ || opts_.max_new_tokens == 0,
+        "cuda generate: nothing to continue from (empty prompts and no saved logits)");
+
+  // 2. slot bookkeeping: ragged prompt tails are fed by the steps
+  forced_ld_ = idx_t(std::max<size_t>(1, longest - common));
+  forced_.resize(size_t(B_ * forced_ld_) * sizeof(int32_t));
+  std::vector<int32_t> forced(static_cast<size_t>(B_ * forced_ld_), 0), slots(static_cast<size_t>(kSlotArrays * B_), 0);
+  int64_t max_forced = 0;
+  for (idx_t b = 0; b < B_; ++b) {
+    const int64_t n = int64_t(prompts[b].size() - common);
+    for (int64_t i = 0; i < n; ++i) forced[b * forced_ld_ + i] = prompts[b][common + i];
+    slots[kForcedLen * B_ + b] = int32_t(n);
+    slots[kTok * B_ + b] = prompts[b].empty() ? 0 : prompts[b].back();
+    if (opts_.max_new_tokens == 0) slots[kDone * B_ + b] = 1;
+    max_forced = std::max(max_forced, n);
+    stats_.forced_tokens += n;
+  }
+  CUDA_CHECK(cudaMemcpy(forced_.data(), forced.data(), forced.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(slots_.data(), slots.data(), slots.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  if (graph_) {  // buffers may have moved (forced_ resized): capture again
+    CUDA_CHECK(cudaGraphExecDestroy(graph_));
+    graph_ = nullptr;
+  }
+
+  // 3. steps: until every slot is done (each step samples at most one token per slot)
+  const int64_t max_steps = max_forced + opts_.max_new_tokens;
+  const auto t1 = Clock::now();
+  int32_t* S = slots_.as<int32_t>();
+  std::vector<int32_t> done(static_cast<size_t>(B_));
+  for (int64_t step = 0; step < max_steps; ++step) {
+    if (step == 0) {
+      step_launches();  // warm-up: sizes workspaces, picks GEMM algorithms, sets kernel attributes
+    } else {
+      if (!graph_) {
+        cudaGraph_t g;
+        CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        step_launches();
+        CUDA_CHECK(cudaStreamEndCapture(st, &g));
+        CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
+        CUDA_CHECK(cudaGraphDestroy(g));
+      }
+      CUDA_CHECK(cudaGraphLaunch(graph_, st));
+    }
+    ++stats_.steps;
+    if (on_token) {
+      CUDA_CHECK(cudaMemcpyAsync(pinned_, S + kTok * B_, B_ * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+      CUDA_CHECK(cudaMemcpyAsync(pinned_ + B_, S + kEmitted * B_, B_ * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+      CUDA_CHECK(cudaStreamSynchronize(st));
+      for (idx_t b = 0; b < B_; ++b)
+        if (pinned_[B_ + b]) on_token(b, pinned_[b]);
+    }
+    if (step >= max_forced && ((step + 1) % kDoneCheckEvery == 0 || on_token)) {
+      CUDA_CHECK(cudaMemcpyAsync(done.data(), S + kDone * B_, B_ * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+      CUDA_CHECK(cudaStreamSynchronize(st));
+      if (std::all_of(done.begin(), done.end(), [](int32_t d) { return d != 0; })) break;
+    }
+  }
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  stats_.step_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+
+  // 4. results
+  std::vector<int32_t> host_slots(slots.size()), out(static_cast<size_t>(std::max<int64_t>(1, opts_.max_new_tokens) * B_));
+  CUDA_CHECK(cudaMemcpy(host_slots.data(), slots_.data(), host_slots.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(out.data(), out_.data(), out.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  std::vector<SlotOutput> res(static_cast<size_t>(B_));
+  for (idx_t b = 0; b < B_; ++b) {
+    const int32_t n = host_slots[kNOut * B_ + b];
+    for (int32_t k = 0; k < n; ++k) res[b].generated.push_back(out[size_t(k) * B_ + b]);
+    res[b].stopped_at_eot = host_slots[kEot * B_ + b] != 0;
+    stats_.generated_tokens += n;
+  }
+  return res;
+}
+
+template class CudaGenerator<float>;
+template class CudaGenerator<__nv_bfloat16>;
+
+}  // namespace moessm::cuda

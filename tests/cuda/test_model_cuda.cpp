@@ -1,0 +1,421 @@
+// The CUDA language model, decoder and trainer against the CPU path (GPU machine; label "gpu"):
+//   - fp32 CUDA logits and every gradient vs the CPU, both measured against an fp64 CPU
+//     reference on the same checkpoint (error budget), with and without a carried state;
+//   - the bf16 path within a relative bound of the fp64 reference;
+//   - prefill + T=1 steps on the device == the full forward; CUDA-graph greedy decode == CPU
+//     greedy decode for 64 tokens (ragged prompts); seeded device sampling repeats and follows
+//     the filtered distribution of the CPU sampler;
+//   - two CUDA training runs with one seed give bitwise equal losses; a short CUDA run reaches
+//     the CPU run's validation loss.
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "core/device_buffer.h"
+#include "data/prepare.h"
+#include "gpu_testing.h"
+#include "infer/cuda/cuda_generator.h"
+#include "infer/cuda/device_sampler.h"
+#include "infer/decoder.h"
+#include "infer/generator.h"
+#include "io/file_util.h"
+#include "model/cuda/cuda_language_model.h"
+#include "model/language_model.h"
+#include "../testing.h"
+#include "train/train_backend.h"
+#include "train/trainer.h"
+
+using namespace moessm;
+using namespace moessm::gputest;
+using moessm::cuda::CudaLanguageModel;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+// Awkward sizes: Di = 80 (not a multiple of 32), N = 12, R = 3, V = 300 → padded 304, T = 70
+// (not a multiple of the scan chunk 64).
+ModelConfig awkward_config() {
+  return ModelConfig::from_json(Json::parse(R"({"d_model": 40, "n_layer": 3, "vocab_size": 300, "d_state": 12,
+                                               "pad_vocab_size_multiple": 8})"), "test");
+}
+
+std::vector<int32_t> random_ids(size_t n, int32_t V, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = int32_t(r.below(uint64_t(V)));
+  return v;
+}
+
+// Next-token targets per row, the last position ignored (as `moessm grads`).
+std::vector<int32_t> shifted(const std::vector<int32_t>& ids, idx_t B, idx_t T) {
+  std::vector<int32_t> t(ids.size());
+  for (idx_t b = 0; b < B; ++b)
+    for (idx_t i = 0; i < T; ++i) t[b * T + i] = i + 1 < T ? ids[b * T + i + 1] : -1;
+  return t;
+}
+
+template <typename T>
+LanguageModel<T> cpu_model(const ModelConfig& cfg, const std::vector<float>& params) {
+  LanguageModel<T> m(cfg);
+  for (size_t i = 0; i < params.size(); ++i) m.params[i] = T(params[i]);
+  return m;
+}
+
+struct Outputs {
+  std::vector<double> logits, grads;
+  double loss = 0;
+};
+
+template <typename T>
+Outputs run_cpu(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
+                idx_t T_, const std::vector<float>* state) {
+  LanguageModel<T> m = cpu_model<T>(cfg, params);
+  std::vector<T> st;
+  if (state) st.assign(state->begin(), state->end());
+  const T* s = state ? st.data() : nullptr;
+  Outputs o;
+  std::vector<T> logits(size_t(B * T_ * m.vocab()));
+  m.prepare(B, T_, true);
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  o.loss = m.loss(ids.data(), tg.data(), B, T_, true, s).ce;
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(m.grads.begin(), m.grads.end());
+  return o;
+}
+
+template <typename Act>
+Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
+                 idx_t T_, const std::vector<float>* state) {
+  CudaLanguageModel<Act> m(cfg);
+  m.upload_params(params.data());
+  Outputs o;
+  std::vector<float> logits(size_t(B * T_ * m.vocab())), grads(m.num_params());
+  m.prepare(B, T_, true);
+  m.set_state(state ? state->data() : nullptr);
+  m.forward_logits(logits.data(), ids.data(), B, T_, state != nullptr, false);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  o.loss = m.loss(ids.data(), tg.data(), B, T_, true, state != nullptr).ce;
+  m.download_grads(grads.data());
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(grads.begin(), grads.end());
+  return o;
+}
+
+std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
+  LanguageModel<float> m(cfg);
+  m.init(seed);
+  // Move the norms and D away from their constant init so their gradients are generic.
+  Rng r(seed + 1);
+  for (const ParamInfo& p : m.table().entries())
+    if (p.no_decay && p.name.find("A_log") == std::string::npos)
+      for (size_t i = 0; i < p.numel; ++i) m.params[p.offset + i] += float(r.uniform(-0.2, 0.2));
+  return m.params;
+}
+
+std::vector<float> random_state(const ModelConfig& cfg, idx_t B, uint64_t seed) {
+  LanguageModel<float> m(cfg);
+  Rng r(seed);
+  std::vector<float> s(size_t(B * m.state_size()));
+  for (auto& x : s) x = float(r.uniform(-0.5, 0.5));
+  return s;
+}
+
+void compare_fp32(bool with_state) {
+  const ModelConfig cfg = awkward_config();
+  const idx_t B = 2, T = 70;
+  const auto params = init_params(cfg, 3);
+  const auto ids = random_ids(size_t(B * T), 300, 4);
+  const auto st = random_state(cfg, B, 5);
+  const std::vector<float>* s = with_state ? &st : nullptr;
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
+  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
+  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
+  const std::string tag = with_state ? " (carried state)" : "";
+  expect_within_budget("logits" + tag, rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
+  EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
+  LanguageModel<float> layout(cfg);
+  for (const ParamInfo& p : layout.table().entries()) {
+    const std::vector<double> r(ref.grads.begin() + p.offset, ref.grads.begin() + p.offset + p.numel);
+    const std::vector<double> f(fast.grads.begin() + p.offset, fast.grads.begin() + p.offset + p.numel);
+    const std::vector<double> n(naive.grads.begin() + p.offset, naive.grads.begin() + p.offset + p.numel);
+    expect_within_budget("grad " + p.name + tag, rel_err(f, r), rel_err(n, r), 2e-4);
+  }
+}
+
+// ||a - ref||₂ / ||ref||₂
+double l2_rel(const std::vector<double>& a, const std::vector<double>& ref, size_t off, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = off; i < off + n; ++i) {
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+ModelConfig small_vocab_config() {
+  return ModelConfig::from_json(Json::parse(R"({"d_model": 48, "n_layer": 2, "vocab_size": 256, "d_state": 16})"), "test");
+}
+
+}  // namespace
+
+TEST(CudaModel, Fp32LogitsAndGradsMatchTheCpu) {
+  REQUIRE_GPU();
+  compare_fp32(false);
+}
+
+TEST(CudaModel, Fp32WithACarriedStateMatchesTheCpu) {
+  REQUIRE_GPU();
+  compare_fp32(true);
+}
+
+// bf16 activations and GEMM operands: the logits and every gradient stay within a relative L2
+// error of the fp64 reference that bf16's 8-bit mantissa (2^-9 ≈ 2e-3 per rounding, a few
+// dozen roundings deep) allows.
+TEST(CudaModel, Bf16LogitsAndGradsNearTheReference) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = awkward_config();
+  const idx_t B = 2, T = 70;
+  const auto params = init_params(cfg, 3);
+  const auto ids = random_ids(size_t(B * T), 300, 4);
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, nullptr);
+  const Outputs fast = run_cuda<bf16>(cfg, params, ids, B, T, nullptr);
+  EXPECT_LT(l2_rel(fast.logits, ref.logits, 0, ref.logits.size()), 0.02);
+  EXPECT_NEAR(fast.loss, ref.loss, 0.01 * std::fabs(ref.loss));
+  LanguageModel<float> layout(cfg);
+  for (const ParamInfo& p : layout.table().entries()) {
+    const double e = l2_rel(fast.grads, ref.grads, p.offset, p.numel);
+    EXPECT_LT(e, 0.06) << "grad " << p.name;
+    std::printf("  bf16 grad %-42s L2 rel err %.4f\n", p.name.c_str(), e);
+  }
+}
+
+TEST(CudaModel, PrefillThenStepsEqualTheFullForward) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = awkward_config();
+  const idx_t B = 2, T = 100, P = 67;  // prefill 67 (one chunk + 3), then 33 single steps
+  const auto params = init_params(cfg, 8);
+  const auto ids = random_ids(size_t(B * T), 300, 9);
+  CudaLanguageModel<float> m(cfg);
+  m.upload_params(params.data());
+  m.prepare(B, T, false);
+  const idx_t V = m.vocab();
+  std::vector<float> full(size_t(B * T * V));
+  m.forward_logits(full.data(), ids.data(), B, T, false, false);
+  // prefill P tokens, then steps, on device buffers
+  DeviceBuffer ids_dev(size_t(B * P) * sizeof(int32_t)), logits_dev(size_t(B * V) * sizeof(float));
+  std::vector<int32_t> pre(size_t(B * P));
+  for (idx_t b = 0; b < B; ++b)
+    for (idx_t t = 0; t < P; ++t) pre[b * P + t] = ids[b * T + t];
+  ids_dev.upload(pre);
+  m.set_state(nullptr);
+  double worst = 0, scale = 0;
+  for (idx_t t = P; t <= T; ++t) {
+    if (t == P) {
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, P, true, true);
+    } else {
+      std::vector<int32_t> tok(static_cast<size_t>(B));
+      for (idx_t b = 0; b < B; ++b) tok[b] = ids[b * T + t - 1];
+      ids_dev.upload(tok);
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, 1, true, true);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(m.stream()));
+    const auto got = logits_dev.to_host<float>();
+    for (idx_t b = 0; b < B; ++b)
+      for (idx_t v = 0; v < V; ++v) {
+        const double r = full[(b * T + t - 1) * V + v];
+        worst = std::max(worst, std::fabs(double(got[b * V + v]) - r));
+        scale = std::max(scale, std::fabs(r));
+      }
+  }
+  EXPECT_LE(worst, 1e-5 * scale) << "prefill + steps vs one pass: max |diff| " << worst << ", max |ref| " << scale;
+}
+
+TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = small_vocab_config();
+  const auto params = init_params(cfg, 21);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99, 3, 42}, {7, 7, 200, 1, 9, 64, 128, 30, 2}};
+  GenerateOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 64;
+  LanguageModel<float> host = cpu_model<float>(cfg, params);
+  Decoder<float> dec(host, 2);
+  Generator<float> gen(dec, o);
+  const auto cpu_out = gen.run(prompts);
+  CudaLanguageModel<float> m(cfg);
+  m.upload_params(params.data());
+  cuda::CudaGenerator<float> cg(m, 2, o);
+  const auto gpu_out = cg.run(prompts);
+  for (size_t b = 0; b < 2; ++b) {
+    ASSERT_EQ(cpu_out[b].generated.size(), 64u);
+    EXPECT_EQ(gpu_out[b].generated, cpu_out[b].generated) << "slot " << b;
+  }
+  EXPECT_EQ(cg.stats().forced_tokens, 4);
+  EXPECT_EQ(cg.stats().generated_tokens, 128);
+  // A second run (graph captured again for the new buffers) from a fresh state repeats it, and
+  // a streamed run reports every token through the callback.
+  m.set_state(nullptr);
+  std::vector<std::vector<int32_t>> streamed(2);
+  const auto again = cg.run(prompts, [&](idx_t s, int32_t t) { streamed[size_t(s)].push_back(t); });
+  for (size_t b = 0; b < 2; ++b) {
+    EXPECT_EQ(again[b].generated, cpu_out[b].generated) << "second run, slot " << b;
+    EXPECT_EQ(streamed[b], cpu_out[b].generated) << "streamed, slot " << b;
+  }
+  // bf16 decodes the same prompts to full length (values differ from fp32 by design).
+  CudaLanguageModel<bf16> m16(cfg);
+  m16.upload_params(params.data());
+  cuda::CudaGenerator<bf16> g16(m16, 2, o);
+  const auto out16 = g16.run(prompts);
+  EXPECT_EQ(out16[0].generated.size(), 64u);
+  EXPECT_EQ(out16[1].generated.size(), 64u);
+}
+
+TEST(CudaGenerate, EndOfTextStopsASlotAndKeepsTheId) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = small_vocab_config();
+  const auto params = init_params(cfg, 21);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99}};
+  GenerateOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 40;
+  CudaLanguageModel<float> m(cfg);
+  m.upload_params(params.data());
+  cuda::CudaGenerator<float> g(m, 1, o);
+  const auto full = g.run(prompts);
+  ASSERT_EQ(full[0].generated.size(), 40u);
+  o.eot_id = full[0].generated[5];
+  m.set_state(nullptr);
+  cuda::CudaGenerator<float> g2(m, 1, o);
+  const auto r = g2.run(prompts);
+  EXPECT_TRUE(r[0].stopped_at_eot);
+  EXPECT_EQ(r[0].generated.back(), o.eot_id);
+  EXPECT_LE(r[0].generated.size(), 6u);
+}
+
+// One launch of the device sampler over 4000 slots holding the same logits: the empirical
+// distribution of the draws matches the CPU sampler's filtered distribution (total variation),
+// a second launch with the same seed repeats every draw, another seed does not.
+TEST(CudaGenerate, DeviceSamplingFollowsTheFilteredDistributionAndRepeats) {
+  REQUIRE_GPU();
+  const idx_t B = 4000, V = 64, n = 50;
+  Rng r(5);
+  std::vector<float> row(static_cast<size_t>(V));
+  for (auto& x : row) x = float(r.uniform(-2.0, 2.0));
+  std::vector<float> logits;
+  for (idx_t b = 0; b < B; ++b) logits.insert(logits.end(), row.begin(), row.end());
+  DeviceBuffer L = DeviceBuffer::from_host(logits);
+  SamplingParams sp;
+  sp.temperature = 0.7;
+  sp.top_k = 12;
+  sp.top_p = 0.85;
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::vector<double> probs(static_cast<size_t>(n));
+  const idx_t kept = candidate_distribution(row.data(), n, sp, ids.data(), probs.data());
+  std::vector<double> want(size_t(n), 0.0);
+  for (idx_t i = 0; i < kept; ++i) want[ids[i]] = probs[i];
+  auto draw = [&](uint64_t seed) {
+    std::vector<int32_t> zeros(size_t(B), 0);
+    DeviceBuffer tok = DeviceBuffer::from_host(zeros), pos = DeviceBuffer::from_host(zeros),
+                 flen = DeviceBuffer::from_host(zeros), done = DeviceBuffer::from_host(zeros),
+                 nout = DeviceBuffer::from_host(zeros), emitted = DeviceBuffer::from_host(zeros),
+                 eot = DeviceBuffer::from_host(zeros), out = DeviceBuffer::from_host(zeros),
+                 forced = DeviceBuffer::from_host(std::vector<int32_t>(1, 0));
+    cuda::DecodeSlots s;
+    s.tok = tok.as<int32_t>(); s.pos = pos.as<int32_t>(); s.forced = forced.as<int32_t>();
+    s.forced_len = flen.as<int32_t>(); s.forced_ld = 1; s.done = done.as<int32_t>();
+    s.out = out.as<int32_t>(); s.n_out = nout.as<int32_t>(); s.emitted = emitted.as<int32_t>();
+    s.eot_hit = eot.as<int32_t>(); s.max_new = 1;
+    cuda::decode_choose<float>(s, L.as<float>(), V, n, sp, seed, B, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return out.to_host<int32_t>();
+  };
+  const auto a = draw(11), b = draw(11), c = draw(12);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  std::vector<double> freq(size_t(n), 0.0);
+  for (int32_t t : a) {
+    ASSERT_GE(t, 0);
+    ASSERT_LT(t, n);
+    freq[t] += 1.0 / double(B);
+  }
+  double tv = 0;
+  for (idx_t i = 0; i < n; ++i) tv += 0.5 * std::fabs(freq[i] - want[i]);
+  EXPECT_LT(tv, 0.03) << "total variation between device draws and the CPU distribution (" << kept << " kept)";
+  for (idx_t i = 0; i < n; ++i)
+    if (want[i] == 0) EXPECT_EQ(freq[i], 0.0) << "token " << i << " is filtered out but was drawn";
+}
+
+TEST(CudaTrain, TwoRunsWithOneSeedGiveBitwiseEqualLosses) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = awkward_config();
+  auto run = [&]() {
+    auto be = make_train_backend("cuda", cfg);
+    be->host_model().init(7);
+    std::vector<float> m(be->host_model().params.size(), 0.f), v = m;
+    be->load_from_host(m, v);
+    TrainOptions o;
+    const idx_t B = 3, T = 90;
+    be->prepare(B, T);
+    std::vector<double> losses;
+    for (int step = 1; step <= 4; ++step) {
+      const auto ids = random_ids(size_t(B * T), 300, 100);  // one batch: the loss must fall
+      const auto tg = shifted(ids, B, T);
+      be->zero_grads();
+      losses.push_back(be->loss(ids.data(), tg.data(), B, T, true).ce);
+      losses.push_back(be->grad_norm_squared());
+      be->adamw_step(o, 1e-3, step, 1.0);
+    }
+    be->sync_to_host(m, v);
+    losses.insert(losses.end(), be->host_model().params.begin(), be->host_model().params.end());
+    return losses;
+  };
+  const auto a = run(), b = run();
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double)));
+  EXPECT_LT(a[6], a[0]) << "the loss should fall over four steps on repeated statistics";
+}
+
+TEST(CudaTrain, ShortRunReachesTheCpuValidationLoss) {
+  REQUIRE_GPU();
+  const std::string dir = moessm::testing::temp_dir("cuda_train");
+  std::string text;
+  Rng rng(11);
+  const char* words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat. ", "Emma ", "walked ", "home.\n"};
+  for (int i = 0; i < 20000; ++i) text += words[rng.below(9)];
+  write_file_atomic(dir + "/a.txt", text.substr(0, text.size() * 9 / 10));
+  write_file_atomic(dir + "/persuasion.txt", text.substr(text.size() * 9 / 10));
+  PrepareOptions po;
+  po.inputs = {dir + "/a.txt", dir + "/persuasion.txt"};
+  po.out_dir = dir + "/data";
+  prepare_data(po);
+  const ModelConfig cfg = small_vocab_config();
+  auto train = [&](const std::string& device) {
+    TrainOptions o;
+    o.data = dir + "/data";
+    o.out = dir + "/run_" + device;
+    o.device = device;
+    o.max_steps = 120;
+    o.batch_size = 8;
+    o.seq_len = 64;
+    o.lr = 3e-3;
+    o.min_lr = 3e-4;
+    o.warmup_steps = 10;
+    o.eval_every = 0;
+    o.eval_tokens = 8192;
+    o.checkpoint_every = 0;
+    o.log_every = 40;
+    return train_model(cfg, o);
+  };
+  const TrainResult cpu = train("cpu"), gpu = train("cuda");
+  std::printf("  validation loss after 120 steps: cpu %.4f, cuda %.4f (unigram %.4f)\n", cpu.last_val_loss,
+              gpu.last_val_loss, cpu.unigram_entropy);
+  EXPECT_LT(cpu.last_val_loss, cpu.unigram_entropy - 0.3);
+  EXPECT_NEAR(gpu.last_val_loss, cpu.last_val_loss, 0.05);
+  // The CUDA checkpoint is an ordinary checkpoint: the CPU model loads it.
+  EXPECT_TRUE(file_exists(dir + "/run_cuda/checkpoint/model.safetensors"));
+}
