@@ -4,6 +4,7 @@
 # and the benchmarks, and writes every log and the benchmarks' JSON under $OUT (default
 # ./out/gpu_check). GoogleTest comes from ./.gtest when present (the GPU machine has none
 # installed: copy /usr/src/googletest there and carry it). Prints a short summary last.
+# BENCH=0 skips the benchmarks (tests only).
 # Exit status: non-zero when the build or any GPU test failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,9 +25,12 @@ t1=$(date +%s)
 ctest --test-dir "$BUILD" -L gpu --output-on-failure > "$OUT/ctest.log" 2>&1
 test_rc=$?
 t2=$(date +%s)
-"$BUILD/bench_scan" --json "$OUT/bench_scan.json" > "$OUT/bench_scan.log" 2>&1; scan_rc=$?
-"$BUILD/bench_ops" --json "$OUT/bench_ops.json" > "$OUT/bench_ops.log" 2>&1; ops_rc=$?
-"$BUILD/bench_model" --json "$OUT/bench_model.json" > "$OUT/bench_model.log" 2>&1; model_rc=$?
+scan_rc=-; ops_rc=-; model_rc=-
+if [ "${BENCH:-1}" != 0 ]; then
+  "$BUILD/bench_scan" --json "$OUT/bench_scan.json" > "$OUT/bench_scan.log" 2>&1; scan_rc=$?
+  "$BUILD/bench_ops" --json "$OUT/bench_ops.json" > "$OUT/bench_ops.log" 2>&1; ops_rc=$?
+  "$BUILD/bench_model" --json "$OUT/bench_model.json" > "$OUT/bench_model.log" 2>&1; model_rc=$?
+fi
 t3=$(date +%s)
 
 echo "==== failures (if any) ===="

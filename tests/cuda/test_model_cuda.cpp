@@ -257,6 +257,24 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
   }
   EXPECT_EQ(cg.stats().forced_tokens, 4);
   EXPECT_EQ(cg.stats().generated_tokens, 128);
+  // Prefill + graph decode == the CUDA full forward: over prompt + generated tokens (69 of each
+  // slot), the argmax at every position that produced a token is that token.
+  {
+    const idx_t T = 69, V = m.vocab();
+    std::vector<int32_t> seq;
+    for (size_t b = 0; b < 2; ++b) {
+      std::vector<int32_t> all = prompts[b];
+      all.insert(all.end(), gpu_out[b].generated.begin(), gpu_out[b].generated.end());
+      seq.insert(seq.end(), all.begin(), all.begin() + T);
+    }
+    std::vector<float> full(size_t(2 * T * V));
+    m.forward_logits(full.data(), seq.data(), 2, T, false, false);
+    for (size_t b = 0; b < 2; ++b)
+      for (idx_t t = idx_t(prompts[b].size()) - 1; t + 1 < T; ++t) {
+        const float* row = full.data() + (idx_t(b) * T + t) * V;
+        EXPECT_EQ(argmax_token(row, 256), seq[b * T + t + 1]) << "slot " << b << " position " << t;
+      }
+  }
   // A second run (graph captured again for the new buffers) from a fresh state repeats it, and
   // a streamed run reports every token through the callback.
   m.set_state(nullptr);
