@@ -239,6 +239,30 @@ void CudaLanguageModel<Act>::get_state(float* host) const {
 
 // ---- forward ----------------------------------------------------------------------------------
 
+// The scan's arguments for layer l (forward and backward read the same streams).
+template <typename Act>
+ScanParamsT<Act> CudaLanguageModel<Act>::scan_params(int l, idx_t B, idx_t T, bool use_state,
+                                                     bool write_state) const {
+  const Layer& ly = layers_[l];
+  const idx_t XW = R_ + 2 * N_, Di = Di_;
+  const float* P = params_.as<float>();
+  const StateView<Act> sv = state_view<Act>(state_, l, max_B_, Di_, N_, Kc_);
+  ScanParamsT<Act> p;
+  p.B = B; p.T_ = T; p.Di = Di; p.N = N_;
+  p.u = ly.xc; p.u_ld = Di;
+  p.delta = ly.delta; p.delta_ld = Di;
+  p.Bm = ly.xdbl + R_; p.B_ld = XW;
+  p.Cm = ly.xdbl + R_ + N_; p.C_ld = XW;
+  p.z = ly.xz + Di; p.z_ld = 2 * Di;
+  p.A = ly.A; p.D = P + ly.Dp; p.delta_bias = P + ly.dt_b;
+  p.h0 = use_state ? sv.ssm : nullptr;
+  p.delta_softplus = true;
+  p.out = ly.y; p.out_ld = Di;  // written by forward only
+  p.h_last = write_state ? sv.ssm : nullptr;
+  p.chunk_states = ly.chunk_states;
+  return p;
+}
+
 template <typename Act>
 void CudaLanguageModel<Act>::mixer_forward(int l, idx_t B, idx_t T, bool use_state, bool write_state) {
   // MambaMixer::forward + SsmCore::forward
@@ -253,20 +277,7 @@ void CudaLanguageModel<Act>::mixer_forward(int l, idx_t B, idx_t T, bool use_sta
   matmul_forward<Act>(ly.xdbl, XW, ly.xc, Di, weight(ly.x_w), nullptr, M, XW, Di, false, stream_);
   matmul_forward<Act>(ly.delta, Di, ly.xdbl, XW, weight(ly.dt_w), nullptr, M, Di, R_, false, stream_);
   ssm_a_forward(ly.A, P + ly.A_log, Di * N_, stream_);
-  ScanParamsT<Act> p;
-  p.B = B; p.T_ = T; p.Di = Di; p.N = N_;
-  p.u = ly.xc; p.u_ld = Di;
-  p.delta = ly.delta; p.delta_ld = Di;
-  p.Bm = ly.xdbl + R_; p.B_ld = XW;
-  p.Cm = ly.xdbl + R_ + N_; p.C_ld = XW;
-  p.z = ly.xz + Di; p.z_ld = 2 * Di;
-  p.A = ly.A; p.D = P + ly.Dp; p.delta_bias = P + ly.dt_b;
-  p.h0 = use_state ? sv.ssm : nullptr;
-  p.delta_softplus = true;
-  p.out = ly.y; p.out_ld = Di;
-  p.h_last = write_state ? sv.ssm : nullptr;
-  p.chunk_states = ly.chunk_states;
-  selective_scan_forward<Act>(p, stream_);
+  selective_scan_forward<Act>(scan_params(l, B, T, use_state, write_state), stream_);
   matmul_forward<Act>(mix_out_, D_, ly.y, Di, weight(ly.out_w), nullptr, M, D_, Di, false, stream_);
 }
 
@@ -381,18 +392,6 @@ void CudaLanguageModel<Act>::mixer_backward(int l, const Act* dout, Act* du, idx
   float* G = grads_.as<float>();
   const StateView<Act> sv = state_view<Act>(state_, l, max_B_, Di_, N_, Kc_);
   matmul_backward<Act>(dy_, Di, G + ly.out_w, nullptr, dout, D_, ly.y, Di, weight(ly.out_w), M, D_, Di, false, stream_);
-  ScanParamsT<Act> p;
-  p.B = B; p.T_ = T; p.Di = Di; p.N = N_;
-  p.u = ly.xc; p.u_ld = Di;
-  p.delta = ly.delta; p.delta_ld = Di;
-  p.Bm = ly.xdbl + R_; p.B_ld = XW;
-  p.Cm = ly.xdbl + R_ + N_; p.C_ld = XW;
-  p.z = ly.xz + Di; p.z_ld = 2 * Di;
-  p.A = ly.A; p.D = P + ly.Dp; p.delta_bias = P + ly.dt_b;
-  p.h0 = use_state ? sv.ssm : nullptr;
-  p.delta_softplus = true;
-  p.out = ly.y; p.out_ld = Di;  // not written by backward
-  p.chunk_states = ly.chunk_states;
   CUDA_CHECK(cudaMemsetAsync(dA_, 0, Di * N_ * sizeof(float), stream_));
   ScanGradsT<Act> g;
   g.dout = dy_; g.dout_ld = Di;
@@ -402,7 +401,7 @@ void CudaLanguageModel<Act>::mixer_backward(int l, const Act* dout, Act* du, idx
   g.dC = dxdbl_ + R_ + N_; g.dC_ld = XW;
   g.dz = dxz_ + Di; g.dz_ld = 2 * Di;
   g.dA = dA_; g.dD = G + ly.Dp; g.ddelta_bias = G + ly.dt_b;
-  selective_scan_backward<Act>(g, p, stream_);
+  selective_scan_backward<Act>(g, scan_params(l, B, T, use_state, false), stream_);
   ssm_a_backward(G + ly.A_log, dA_, ly.A, Di * N_, stream_);
   // delta = dt_low · dt_projᵀ: the dt_low columns of dxdbl (assign), B/C columns from the scan
   matmul_backward<Act>(dxdbl_, XW, G + ly.dt_w, nullptr, ddelta_, Di, ly.xdbl, XW, weight(ly.dt_w), M, Di, R_,

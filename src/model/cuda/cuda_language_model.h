@@ -31,6 +31,7 @@
 #include "core/params.h"
 #include "model/config.h"
 #include "model/language_model.h"
+#include "ops/selective_scan.h"
 
 namespace moessm::cuda {
 
@@ -88,6 +89,7 @@ class CudaLanguageModel {
   void mixer_backward(int l, const Act* dout, Act* du, idx_t B, idx_t T, bool use_state);
   void backward_body(idx_t B, idx_t T, bool use_state);
   void carve(DeviceArena& a, idx_t B, idx_t T, bool training);
+  ScanParamsT<Act> scan_params(int l, idx_t B, idx_t T, bool use_state, bool write_state) const;
   const Act* weight(size_t offset) const;  // GEMM operand view of a parameter
   float* resid(int l) { return training_ ? resid_[l] : resid_[0]; }
 
