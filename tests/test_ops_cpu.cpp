@@ -15,6 +15,7 @@
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/selective_scan.h"
+#include "ops/ssm_a.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -279,6 +280,29 @@ TEST(SelectiveScan, ChunkedPrefillEqualsOneGo) {
   run(0, T1, nullptr, h.data(), out2.data());
   run(T1, T - T1, h.data(), h.data(), out2.data());  // h0 aliases h_last
   EXPECT_LT(max_rel_diff(out2.data(), out.data(), out.size()), 1e-13);
+}
+
+TEST(SsmA, ForwardIsMinusExpAndBackwardMatchesFiniteDifferences) {
+  Rng rng(21);
+  const idx_t n = 13;
+  Vec A_log = random_vector<double>(n, rng, -2.0, 2.0), R = random_vector<double>(n, rng), A(n);
+  cpu::ssm_a_forward(A.data(), A_log.data(), n);
+  for (idx_t i = 0; i < n; ++i) EXPECT_DOUBLE_EQ(A[i], -std::exp(A_log[i]));
+  auto f = [&] {
+    cpu::ssm_a_forward(A.data(), A_log.data(), n);
+    return dot(A, R);
+  };
+  f();
+  Vec g(n, 0.5);  // accumulates onto what is there
+  cpu::ssm_a_backward(g.data(), R.data(), A.data(), n);
+  for (double& v : g) v -= 0.5;
+  EXPECT_EQ(compare_gradients(g, numeric_gradient(A_log, f), kTol, "dA_log"), "");
+}
+
+TEST(Sum, OrderedDoubleSum) {
+  const std::vector<float> x = {1e8f, 1.f, -1e8f, 0.25f};
+  EXPECT_EQ(cpu::sum(x.data(), 4), 1.25);
+  EXPECT_EQ(cpu::sum(x.data(), 0), 0.0);
 }
 
 TEST(RmsNorm, ForwardAndBackward) {

@@ -16,6 +16,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
+#include "ops/ssm_a.h"
 #include "ops/rmsnorm.h"
 
 namespace moessm {
@@ -387,6 +388,44 @@ TEST(GradNormCuda, DeterministicAndMatchesCpuClip) {
   EXPECT_NEAR(sc.to_host<float>()[0], expect, 1e-6 * expect);
   cuda::clip_scale(sc.as<float>(), out.as<double>(), 1e9, inv_accum, nullptr);
   EXPECT_EQ(sc.to_host<float>()[0], float(inv_accum)) << "no clipping below the threshold";
+}
+
+TEST(SumCuda, DeterministicAndMatchesCpu) {
+  REQUIRE_GPU();
+  const idx_t n = 1000003;
+  Rng rng(82, 5);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = float(rng.uniform(-1, 3));
+  const double ref = cpu::sum<float>(x.data(), n);
+  DeviceBuffer X = DeviceBuffer::from_host(x), out = DeviceBuffer::from_host(std::vector<double>{-1.0}),
+               out2 = DeviceBuffer::from_host(std::vector<double>{-1.0});
+  cuda::sum(out.as<double>(), X.as<float>(), n, nullptr);
+  cuda::sum(out2.as<double>(), X.as<float>(), n, nullptr);
+  const double a = out.to_host<double>()[0];
+  EXPECT_EQ(a, out2.to_host<double>()[0]) << "two runs must agree bitwise";
+  EXPECT_NEAR(a, ref, 1e-12 * std::fabs(ref));
+}
+
+TEST(SsmACuda, ForwardAndBackwardMatchCpu) {
+  REQUIRE_GPU();
+  const idx_t n = 777;
+  Rng rng(83, 5);
+  std::vector<float> A_log(static_cast<size_t>(n)), dA(static_cast<size_t>(n)), acc(static_cast<size_t>(n));
+  for (auto& v : A_log) v = float(rng.uniform(-3, 3));
+  for (auto& v : dA) v = float(rng.uniform(-1, 1));
+  for (auto& v : acc) v = float(rng.uniform(-1, 1));
+  std::vector<float> A_ref(static_cast<size_t>(n)), g_ref = acc;
+  cpu::ssm_a_forward(A_ref.data(), A_log.data(), n);
+  cpu::ssm_a_backward(g_ref.data(), dA.data(), A_ref.data(), n);
+  DeviceBuffer L = DeviceBuffer::from_host(A_log), D = DeviceBuffer::from_host(dA), G = DeviceBuffer::from_host(acc),
+               A = gputest::poisoned_f32(size_t(n));
+  cuda::ssm_a_forward(A.as<float>(), L.as<float>(), n, nullptr);
+  cuda::ssm_a_backward(G.as<float>(), D.as<float>(), A.as<float>(), n, nullptr);
+  const auto a = A.to_host<float>(), g = G.to_host<float>();
+  for (idx_t i = 0; i < n; ++i) {
+    EXPECT_NEAR(a[i], A_ref[i], 2e-6 * std::fabs(A_ref[i])) << i;
+    EXPECT_NEAR(g[i], g_ref[i], 2e-6 * (std::fabs(g_ref[i]) + 1)) << i;
+  }
 }
 
 }  // namespace
