@@ -3,6 +3,8 @@
 // and z-loss (values and gradients). Routing is piecewise constant in the logits, so every FD
 // test draws logits whose top-K margins (gap between the K-th and (K+1)-th probability, and
 // between chosen experts) exceed kMinMargin ≫ the FD step, resampling rows that do not.
+// MoeRouter (the layer every routed mixer uses): options over a mixer's defaults, the weight name,
+// the grouping plan and chosen() against the op's routing, and its backward against FD.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include "core/check.h"
+#include "model/moe_router.h"
+#include "ops/moe_permute.h"
 #include "ops/router_topk.h"
 #include "testing.h"
 
@@ -208,4 +212,127 @@ TEST(RouterTopK, FloatAgreesWithDouble) {
   Routed r = route(ld, M, E, K, true);
   EXPECT_EQ(idf, r.idx);
   for (idx_t i = 0; i < M * K; ++i) EXPECT_NEAR(wf[i], r.w[i], 1e-6);
+}
+
+TEST(MoeRouter, OptionsKeepTheMixersDefaultsAndRejectBadValues) {
+  RouterOptions rom;
+  rom.top_k = 1;
+  rom.normalize_topk = false;
+  RouterOptions o = RouterOptions::parse(Json::parse(R"({"type": "x", "n_experts": 4})"), "w", rom);
+  EXPECT_EQ(o.n_experts, 4);
+  EXPECT_EQ(o.top_k, 1);
+  EXPECT_FALSE(o.normalize_topk);
+  o = RouterOptions::parse(Json::parse(R"({"top_k": 3, "normalize_topk": true, "z_coef": 0.5})"), "w", rom);
+  EXPECT_EQ(o.n_experts, 8);
+  EXPECT_EQ(o.top_k, 3);
+  EXPECT_TRUE(o.normalize_topk);
+  EXPECT_DOUBLE_EQ(o.z_coef, 0.5);
+  EXPECT_DOUBLE_EQ(o.aux_coef, 0.01);
+  o = RouterOptions::parse(Json::parse("{}"), "w");  // the generic defaults
+  EXPECT_EQ(o.top_k, 2);
+  EXPECT_TRUE(o.normalize_topk);
+  auto err = [](const char* spec) {
+    try {
+      RouterOptions::parse(Json::parse(spec), "mixer 'q'");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(err(R"({"n_experts": 2, "top_k": 3})").find("mixer 'q': option 'top_k'"), std::string::npos);
+  EXPECT_NE(err(R"({"n_experts": 1})").find("top_k must be in [1, n_experts=1], found 2"), std::string::npos);
+  EXPECT_NE(err(R"({"aux_coef": -0.1})").find("'aux_coef' must be a number >= 0"), std::string::npos);
+  EXPECT_NE(err(R"({"normalize_topk": 1})").find("'normalize_topk' must be true or false"), std::string::npos);
+}
+
+TEST(MoeRouter, NamedWeightGroupingPlanChosenAndBackwardAgainstFiniteDifferences) {
+  const idx_t B = 2, T = 5, M = B * T, Din = 6, E = 4, K = 2;
+  RouterOptions opt;
+  opt.n_experts = E;
+  opt.top_k = K;
+  opt.z_coef = 0.3;
+  MoeRouter<double> r(opt, Din, "router_gate_proj");
+  ParamTable table;
+  table.add("other.weight", {3}, false);
+  r.register_params(table, "layer.");
+  const ParamInfo& w = table.at("layer.router_gate_proj.weight");
+  EXPECT_EQ(w.shape, (Shape{E, Din}));
+  Vec params(table.total(), 0.0), grads(table.total(), 0.0);
+  r.init_params(params.data(), table, 5);
+  for (size_t i = 0; i < w.numel; ++i) EXPECT_NE(params[w.offset + i], 0.0);
+  EXPECT_EQ(params[0], 0.0);  // only its own tensor
+
+  Arena<double> arena;
+  r.plan(arena, B, T, true);  // the planning pass counts, then the real pass carves
+  arena.allocate_planned();
+  r.plan(arena, B, T, true);
+
+  // Inputs whose logits are separated (no FD step can change the top-K set).
+  Rng rng(9);
+  const idx_t ld = Din + 1;  // token stride > Din
+  Vec in(M * ld, 0.0);
+  for (;;) {
+    for (auto& x : in) x = rng.uniform(-1, 1);
+    r.forward(in.data(), ld, params.data(), M);
+    bool ok = true;
+    for (idx_t m = 0; m < M; ++m) {
+      Vec l(E);
+      for (idx_t e = 0; e < E; ++e) {
+        l[e] = 0;
+        for (idx_t c = 0; c < Din; ++c) l[e] += in[m * ld + c] * params[w.offset + e * Din + c];
+      }
+      std::sort(l.begin(), l.end());
+      for (idx_t e = 1; e < E; ++e) ok = ok && l[e] - l[e - 1] > kMinMargin;
+    }
+    if (ok) break;
+  }
+  const double aux = r.forward(in.data(), ld, params.data(), M);
+  EXPECT_DOUBLE_EQ(aux, r.aux_loss() + r.z_loss());
+  EXPECT_GT(r.z_loss(), 0.0);
+  // grouping plan = moe_permute_plan of the routing; chosen() = membership in topk_index
+  std::vector<int32_t> offsets(E + 1), rows(M * K);
+  cpu::moe_permute_plan(offsets.data(), rows.data(), r.topk_index(), M, E, K);
+  EXPECT_EQ(std::vector<int32_t>(r.offsets(), r.offsets() + E + 1), offsets);
+  EXPECT_EQ(std::vector<int32_t>(r.row_of_slot(), r.row_of_slot() + M * K), rows);
+  double load_sum = 0;
+  for (idx_t e = 0; e < E; ++e) {
+    load_sum += r.load()[e];
+    EXPECT_DOUBLE_EQ(r.load()[e], double(offsets[e + 1] - offsets[e]) / double(M * K));
+    for (idx_t m = 0; m < M; ++m) {
+      const int32_t* id = r.topk_index() + m * K;
+      EXPECT_EQ(r.chosen(m, e), std::find(id, id + K, int32_t(e)) != id + K) << m << " " << e;
+    }
+  }
+  EXPECT_NEAR(load_sum, 1.0, 1e-15);
+  const Json st = r.stats("rom");
+  EXPECT_EQ(st.as_object().front().first, "type");
+  EXPECT_EQ(st.at("type").as_string(), "rom");
+  EXPECT_EQ(st.at("tokens").as_int(), M);
+  EXPECT_TRUE(r.stats().get("type") == nullptr);
+
+  // L = Σ Rw · w + a · (aux + z): backward with topk_weight_grad() = Rw and aux_grad = a.
+  Vec Rw = random_vector<double>(M * K, rng);
+  const double a = 1.7;
+  auto loss = [&] {
+    const double x = r.forward(in.data(), ld, params.data(), M);
+    double s = a * x;
+    for (idx_t i = 0; i < M * K; ++i) s += Rw[i] * r.topk_weight()[i];
+    return s;
+  };
+  loss();
+  std::copy(Rw.begin(), Rw.end(), r.topk_weight_grad());
+  Vec din(M * ld, 0.5);  // accumulates onto what is there
+  r.backward(din.data(), ld, grads.data(), in.data(), ld, params.data(), M, a);
+  Vec dw(grads.begin() + w.offset, grads.begin() + w.offset + w.numel);
+  Vec dx;
+  for (idx_t m = 0; m < M; ++m)
+    for (idx_t c = 0; c < ld; ++c) dx.push_back(din[m * ld + c] - 0.5);
+  Vec num_in = numeric_gradient(in, loss);
+  EXPECT_EQ(compare_gradients(dx, num_in, 1e-8, "din"), "");
+  Vec wv(params.begin() + w.offset, params.begin() + w.offset + w.numel);
+  Vec num_w = numeric_gradient(wv, [&] {
+    std::copy(wv.begin(), wv.end(), params.begin() + w.offset);
+    return loss();
+  });
+  EXPECT_EQ(compare_gradients(dw, num_w, 1e-8, "router weight"), "");
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Train several model configs on the same data with the same steps and tokens, and print a table
-of validation loss, parameters and FLOPs per token (and the final expert load of MoE layers).
+of validation loss, steps and training tokens, parameters, forward FLOPs per token (the full split
+printed by `moessm init`), training throughput, and the final expert load of MoE layers.
 
 usage: tools/compare.py --moessm build/cpu/moessm --data runs/demo/data --out runs/compare \
            --max-steps 300 configs/cpu_dense_small.json configs/cpu_rom_small.json ...
@@ -22,8 +23,9 @@ def accounting(moessm, cfg, tmp):
                          capture_output=True, text=True).stdout
     total = int(re.search(r"total [^(]*\((\d+)\)", out).group(1))
     active = int(re.search(r"active per token [^(]*\((\d+)\)", out).group(1))
-    flops = re.search(r"forward FLOPs per token: (\S+) = GEMM (\S+) \+ scan (\S+)", out)
-    return total, active, flops.group(1), flops.group(2), flops.group(3)
+    flops = re.search(r"forward FLOPs per token: (\S+) = GEMM (\S+) \+ scan (\S+) \+ conv (\S+) "
+                      r"\+ router (\S+) \+ other (\S+);", out)
+    return (total, active) + flops.groups()
 
 
 def main():
@@ -46,7 +48,10 @@ def main():
             print(f"== training {name}", flush=True)
             subprocess.run([args.moessm, "train", "--config", cfg, "--data", args.data, "--out", run,
                             "--max-steps", str(args.max_steps), "--log-every", "50"] + resume, check=True)
-        total, active, fwd, gemm, scan = accounting(args.moessm, cfg, os.path.join(args.out, ".init_" + name))
+        total, active, fwd, gemm, scan, conv, router, other = accounting(
+            args.moessm, cfg, os.path.join(args.out, ".init_" + name))
+        opts = json.load(open(state))["options"]
+        tokens_per_step = opts["batch_size"] * opts["seq_len"] * opts.get("grad_accum", 1)
         metrics = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if l.strip()]
         evals = [m for m in metrics if "val_loss" in m]
         last = evals[-1]
@@ -57,13 +62,17 @@ def main():
             if loads:
                 load = "; ".join("[" + " ".join(f"{x:.2f}" for x in l) + "]" for l in loads)
         rows.append(dict(config=name, total_params=total, active_params=active, fwd_flops=fwd, gemm_flops=gemm,
-                         scan_flops=scan, val_loss=last["val_loss"], step=last["step"], tokens_per_s=tok_s,
-                         expert_load=load))
-    lines = ["| config | total params | active params | fwd FLOPs/token (GEMM, scan) | val loss @ step | train tok/s |",
-             "|---|---|---|---|---|---|"]
+                         scan_flops=scan, conv_flops=conv, router_flops=router, other_flops=other,
+                         val_loss=last["val_loss"], step=last["step"], train_tokens=last["step"] * tokens_per_step,
+                         tokens_per_s=tok_s, train_s=metrics[-1].get("elapsed_s"), expert_load=load))
+    lines = ["| config | total params | active params | fwd FLOPs/token = GEMM + scan + conv + router + other "
+             "| steps (train tokens) | val loss | train tok/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['total_params']:,} | {r['active_params']:,} | {r['fwd_flops']} "
-                     f"({r['gemm_flops']}, {r['scan_flops']}) | {r['val_loss']:.4f} @ {r['step']} | {r['tokens_per_s']:.0f} |")
+        lines.append(f"| {r['config']} | {r['total_params']:,} | {r['active_params']:,} | {r['fwd_flops']} = "
+                     f"{r['gemm_flops']} + {r['scan_flops']} + {r['conv_flops']} + {r['router_flops']} + "
+                     f"{r['other_flops']} | {r['step']} ({r['train_tokens']:,}) | {r['val_loss']:.4f} | "
+                     f"{r['tokens_per_s']:.0f} |")
     loads = [f"- {r['config']}: {r['expert_load']}" for r in rows if r["expert_load"]]
     text = "\n".join(lines) + ("\n\nexpert load (share of routing slots per expert, per layer) at the last evaluation:\n"
                                + "\n".join(loads) if loads else "") + "\n"

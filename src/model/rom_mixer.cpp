@@ -1,5 +1,6 @@
 // Routing Mamba mixer (see rom_mixer.h). Building blocks:
-//   RomRouter  one router: logits GEMM + router_topk + the grouping plan (moe_permute_plan)
+//   MoeRouter  one router (moe_router.h): logits GEMM + router_topk + aux/z losses + the
+//              grouping plan (moe_permute_plan); one per layer, or one per expertised module
 //   RomLinear  one expertised linear layer: permute → grouped_matmul → unpermute (with the router
 //              weights or the indicator sum), and its backward
 //   RomCore    SsmCore with the x_proj / dt_proj / conv1d stages routed when expertised
@@ -18,7 +19,6 @@
 #include "ops/grouped_matmul.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
-#include "ops/router_topk.h"
 
 namespace moessm {
 
@@ -29,25 +29,22 @@ const char* rom_module_name(int m) {
   return kNames[m];
 }
 
+RouterOptions RomOptions::router_defaults() {
+  RouterOptions r;
+  r.top_k = 1;
+  r.normalize_topk = false;
+  return r;
+}
+
 RomOptions RomOptions::parse(const Json& spec, const std::string& where) {
-  static const std::set<std::string> kKnown = {"type",      "n_experts",     "top_k",
-                                               "normalize_topk", "weight_at", "shared_router",
-                                               "experts_in", "aux_coef",     "z_coef"};
   RomOptions o;
   for (const auto& kv : spec.as_object(where)) {
     const std::string& k = kv.first;
     const Json& v = kv.second;
     const std::string what = where + ": field '" + k + "'";
-    CHECK(kKnown.count(k), where, ": unknown option '", k,
-          "' (rom takes n_experts, top_k, normalize_topk, weight_at, shared_router, experts_in, "
-          "aux_coef, z_coef)");
-    if (k == "n_experts") o.n_experts = v.as_int(what);
-    else if (k == "top_k") o.top_k = v.as_int(what);
-    else if (k == "normalize_topk") o.normalize_topk = v.as_bool(what);
-    else if (k == "shared_router") o.shared_router = v.as_bool(what);
+    if (k == "type" || RouterOptions::keys().count(k)) continue;
+    if (k == "shared_router") o.shared_router = v.as_bool(what);
     else if (k == "weight_at") o.weight_at = v.as_string(what);
-    else if (k == "aux_coef") o.aux_coef = v.as_number(what);
-    else if (k == "z_coef") o.z_coef = v.as_number(what);
     else if (k == "experts_in") {
       std::fill(o.expert, o.expert + kRomModules, false);
       for (const Json& e : v.as_array(what)) {
@@ -59,15 +56,15 @@ RomOptions RomOptions::parse(const Json& spec, const std::string& where) {
         CHECK(!o.expert[m], what, ": module '", name, "' listed twice");
         o.expert[m] = true;
       }
+    } else {
+      FAIL(where, ": unknown option '", k,
+           "' (rom takes n_experts, top_k, normalize_topk, weight_at, shared_router, experts_in, "
+           "aux_coef, z_coef)");
     }
   }
-  CHECK(o.n_experts >= 1 && o.n_experts <= 4096, where, ": n_experts must be in [1, 4096], found ", o.n_experts);
-  CHECK(o.top_k >= 1 && o.top_k <= o.n_experts, where, ": top_k must be in [1, n_experts=",
-        o.n_experts, "], found ", o.top_k);
+  o.router = RouterOptions::parse(spec, where, router_defaults());
   CHECK(o.weight_at == "gate" || o.weight_at == "out" || o.weight_at == "both", where,
         ": weight_at must be 'gate', 'out' or 'both', found '", o.weight_at, "'");
-  CHECK(o.aux_coef >= 0 && std::isfinite(o.aux_coef), where, ": aux_coef must be >= 0, found ", o.aux_coef);
-  CHECK(o.z_coef >= 0 && std::isfinite(o.z_coef), where, ": z_coef must be >= 0, found ", o.z_coef);
   // The router weight must enter an expertised projection, or the router gets no gradient from
   // the language-model loss (an indicator-combined module's routing is piecewise constant).
   const bool at_gate = o.weight_at != "out", at_out = o.weight_at != "gate";
@@ -81,36 +78,6 @@ RomOptions RomOptions::parse(const Json& spec, const std::string& where) {
 }
 
 // ---- building blocks ------------------------------------------------------------------------
-
-template <typename T>
-struct RomRouter {
-  std::string name;  // "router" or "router_<module>"
-  size_t w = 0;      // router weight [E, D]
-  T *logits = nullptr, *probs = nullptr, *gw = nullptr;  // [M,E], [M,E], [M,K]
-  T *dgw = nullptr, *dlogits = nullptr;                  // backward
-  std::vector<int32_t> idx, offsets, row_of_slot;        // [M,K], [E+1], [M·K]
-  std::vector<double> load;                              // f_i of the last forward
-  double aux = 0, z = 0;
-
-  void plan(Arena<T>& a, idx_t M, idx_t E, idx_t K, bool training) {
-    logits = a.carve(M * E);
-    probs = a.carve(M * E);
-    gw = a.carve(M * K);
-    if (training) {
-      dgw = a.carve(M * K);
-      dlogits = a.carve(M * E);
-    }
-    idx.assign(M * K, 0);
-    offsets.assign(E + 1, 0);
-    row_of_slot.assign(M * K, 0);
-    load.assign(E, 0.0);
-  }
-  bool chosen(idx_t m, idx_t e, idx_t K) const {
-    for (idx_t k = 0; k < K; ++k)
-      if (idx[m * K + k] == int32_t(e)) return true;
-    return false;
-  }
-};
 
 template <typename T>
 struct RomLinear {
@@ -129,21 +96,20 @@ struct RomLinear {
   }
   // out[m] = Σ_k c[m,k] · W[idx[m,k]] · in[m]   (c nullptr: indicator sum)
   void forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* c, const T* params,
-               const RomRouter<T>& r, idx_t M) const {
-    cpu::moe_permute_forward(in_g, in_dim, in, in_ld, r.row_of_slot.data(), M, K, in_dim);
-    cpu::grouped_matmul_forward(out_g, out_dim, in_g, in_dim, params + w, w_stride,
-                                r.offsets.data(), E, out_dim, in_dim);
-    cpu::moe_unpermute_forward(out, out_ld, out_g, out_dim, c, r.row_of_slot.data(), M, K, out_dim);
+               const MoeRouter<T>& r, idx_t M) const {
+    cpu::moe_permute_forward(in_g, in_dim, in, in_ld, r.row_of_slot(), M, K, in_dim);
+    cpu::grouped_matmul_forward(out_g, out_dim, in_g, in_dim, params + w, w_stride, r.offsets(),
+                                E, out_dim, in_dim);
+    cpu::moe_unpermute_forward(out, out_ld, out_g, out_dim, c, r.row_of_slot(), M, K, out_dim);
   }
   // din (=, or += with din_acc); dc += (when c and dc); weight grads accumulate.
   void backward(T* din, idx_t din_ld, bool din_acc, T* dc, T* grads, const T* dout, idx_t dout_ld,
-                const T* c, const T* params, const RomRouter<T>& r, idx_t M) const {
+                const T* c, const T* params, const MoeRouter<T>& r, idx_t M) const {
     cpu::moe_unpermute_backward(dout_g, out_dim, dc, dout, dout_ld, out_g, out_dim, c,
-                                r.row_of_slot.data(), M, K, out_dim, /*dw_accumulate=*/true);
+                                r.row_of_slot(), M, K, out_dim, /*dw_accumulate=*/true);
     cpu::grouped_matmul_backward(din_g, in_dim, grads + w, dout_g, out_dim, in_g, in_dim,
-                                 params + w, w_stride, r.offsets.data(), E, out_dim, in_dim);
-    cpu::moe_permute_backward(din, din_ld, din_g, in_dim, r.row_of_slot.data(), M, K, in_dim,
-                              din_acc);
+                                 params + w, w_stride, r.offsets(), E, out_dim, in_dim);
+    cpu::moe_permute_backward(din, din_ld, din_g, in_dim, r.row_of_slot(), M, K, in_dim, din_acc);
   }
 };
 
@@ -152,9 +118,9 @@ class RomCore : public SsmCore<T> {
  public:
   RomCore(const ModelConfig& cfg, const SsmExpertDims& ex, idx_t K) : SsmCore<T>(cfg, ex), K_(K) {}
   // routing of the expertised small modules (nullptr for dense ones); set by the mixer
-  const RomRouter<T>* route_conv = nullptr;
-  const RomRouter<T>* route_x = nullptr;
-  const RomRouter<T>* route_dt = nullptr;
+  const MoeRouter<T>* route_conv = nullptr;
+  const MoeRouter<T>* route_x = nullptr;
+  const MoeRouter<T>* route_dt = nullptr;
 
   // After register_params: where the expert slabs live.
   void bind() {
@@ -182,7 +148,7 @@ class RomCore : public SsmCore<T> {
                     const T* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
     if (!E) return SsmCore<T>::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
-    const RomRouter<T>& r = *route_conv;
+    const MoeRouter<T>& r = *route_conv;
     std::fill(pre_, pre_ + M * Di, T(0));
     for (idx_t e = 0; e < E; ++e) {
       // Only the last call writes the carried state: state_out may alias state_in.
@@ -190,7 +156,7 @@ class RomCore : public SsmCore<T> {
                                  conv_state_in, params + this->conv_w + e * Di * Kc,
                                  params + this->conv_b + e * Di, B, T_, Di, Kc, false);
       for (idx_t m = 0; m < M; ++m)
-        if (r.chosen(m, e, K_))
+        if (r.chosen(m, e))
           for (idx_t c = 0; c < Di; ++c) pre_[m * Di + c] += pre_e_[m * Di + c];
     }
     for (idx_t i = 0; i < M * Di; ++i) xc[i] = silu_of(pre_[i]);
@@ -199,13 +165,13 @@ class RomCore : public SsmCore<T> {
                      const T* conv_state_in, const T* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
     if (!E) return SsmCore<T>::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
-    const RomRouter<T>& r = *route_conv;
+    const MoeRouter<T>& r = *route_conv;
     for (idx_t m = 0; m < M; ++m)
       for (idx_t c = 0; c < Di; ++c) dx[m * dx_ld + c] = T(0);
     for (idx_t e = 0; e < E; ++e) {
-      if (r.offsets[e + 1] == r.offsets[e]) continue;  // no token chose e: no gradient
+      if (r.offsets()[e + 1] == r.offsets()[e]) continue;  // no token chose e: no gradient
       for (idx_t m = 0; m < M; ++m) {
-        const bool on = r.chosen(m, e, K_);
+        const bool on = r.chosen(m, e);
         for (idx_t c = 0; c < Di; ++c)
           dpre_[m * Di + c] = on ? dxc[m * Di + c] * silu_grad_of(pre_[m * Di + c]) : T(0);
       }
@@ -248,9 +214,9 @@ class RomCore : public SsmCore<T> {
 namespace {
 SsmExpertDims core_experts(const RomOptions& o) {
   SsmExpertDims d;
-  d.conv1d = o.expert[kRomConv1d] ? o.n_experts : 0;
-  d.x_proj = o.expert[kRomXProj] ? o.n_experts : 0;
-  d.dt_proj = o.expert[kRomDtProj] ? o.n_experts : 0;
+  d.conv1d = o.expert[kRomConv1d] ? o.router.n_experts : 0;
+  d.x_proj = o.expert[kRomXProj] ? o.router.n_experts : 0;
+  d.dt_proj = o.expert[kRomDtProj] ? o.router.n_experts : 0;
   return d;
 }
 }  // namespace
@@ -258,8 +224,8 @@ SsmExpertDims core_experts(const RomOptions& o) {
 template <typename T>
 RomMixer<T>::RomMixer(const ModelConfig& cfg, const MixerSpec& spec)
     : opt_(RomOptions::parse(spec.options, "mixer 'rom'")), D(cfg.d_model), Di(cfg.d_inner()),
-      E(opt_.n_experts), K(opt_.top_k), n_layer_(int(cfg.n_layer)),
-      core_(std::make_unique<RomCore<T>>(cfg, core_experts(opt_), opt_.top_k)) {
+      E(opt_.router.n_experts), K(opt_.router.top_k), n_layer_(int(cfg.n_layer)),
+      core_(std::make_unique<RomCore<T>>(cfg, core_experts(opt_), opt_.router.top_k)) {
   for (int m = 0; m < kRomModules; ++m) router_of_[m] = -1;
   for (int m = 0; m < kRomModules; ++m) {
     if (!opt_.expert[m]) continue;
@@ -268,8 +234,8 @@ RomMixer<T>::RomMixer(const ModelConfig& cfg, const MixerSpec& spec)
       continue;
     }
     router_of_[m] = int(routers_.size());
-    routers_.push_back(std::make_unique<RomRouter<T>>());
-    routers_.back()->name = opt_.shared_router ? std::string("router") : std::string("router_") + rom_module_name(m);
+    routers_.push_back(std::make_unique<MoeRouter<T>>(
+        opt_.router, D, opt_.shared_router ? std::string("router") : std::string("router_") + rom_module_name(m)));
   }
 }
 
@@ -312,7 +278,7 @@ void RomMixer<T>::register_params(ParamTable& t, const std::string& p) {
     lin_[m].reset();
     if (opt_.expert[m]) lin_[m] = std::make_unique<RomLinear<T>>(RomLinear<T>{in_dim[m], out_dim[m], E, K, w[m], stride[m]});
   }
-  for (auto& r : routers_) r->w = t.add(p + r->name + ".weight", {E, D}, false);
+  for (auto& r : routers_) r->register_params(t, p);
 }
 
 template <typename T>
@@ -326,9 +292,7 @@ void RomMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) con
   }
   // As dense: out_proj scaled by 1/sqrt(n_layer); every expert drawn independently.
   init_linear(params, t.at(prefix_ + "out_proj.weight"), seed, 1.0 / std::sqrt(double(n_layer_)));
-  // Routers as nn.Linear (U(±1/sqrt(D))): distinct logits from the start (zeros would tie every
-  // token to expert 0).
-  for (const auto& r : routers_) init_linear(params, t.at(prefix_ + r->name + ".weight"), seed);
+  for (const auto& r : routers_) r->init_params(params, t, seed);  // as nn.Linear
 }
 
 template <typename T>
@@ -339,7 +303,7 @@ void RomMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
   x_ = a.carve(M * Di);
   z_ = a.carve(M * Di);
   y_ = a.carve(M * Di);
-  for (auto& r : routers_) r->plan(a, M, E, K, training);
+  for (auto& r : routers_) r->plan(a, B, T_, training);
   for (auto& l : lin_)
     if (l) l->plan(a, M, training);
   core_->plan(a, B, T_, training);
@@ -348,7 +312,6 @@ void RomMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
     dx_ = a.carve(M * Di);
     dz_ = a.carve(M * Di);
     dy_ = a.carve(M * Di);
-    dprobs_ = a.carve(M * E);
   }
 }
 
@@ -359,21 +322,16 @@ double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t 
   CHECK(M <= planned_BT_, "RomMixer: called with B·T=", M, " but planned for ", planned_BT_);
   // 1. routing
   double aux = 0, z = 0;
-  for (auto& rp : routers_) {
-    RomRouter<T>& r = *rp;
-    cpu::matmul_forward(r.logits, E, u, D, params + r.w, (const T*)nullptr, M, E, D);
-    cpu::router_topk_forward(r.probs, r.idx.data(), r.gw, r.logits, M, E, K, opt_.normalize_topk);
-    cpu::moe_permute_plan(r.offsets.data(), r.row_of_slot.data(), r.idx.data(), M, E, K);
-    r.aux = cpu::router_aux_loss_forward(r.load.data(), r.probs, r.idx.data(), M, E, K, opt_.aux_coef);
-    r.z = opt_.z_coef > 0 ? cpu::router_z_loss_forward(r.logits, M, E, opt_.z_coef) : 0.0;
-    aux += r.aux;
-    z += r.z;
+  for (auto& r : routers_) {
+    r->forward(u, D, params, M);
+    aux += r->aux_loss();
+    z += r->z_loss();
   }
   const double nr = double(routers_.size());
   last_aux_ = aux / nr;
   last_z_ = z / nr;
   last_BT_ = M;
-  auto route = [&](int m) -> const RomRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
+  auto route = [&](int m) -> const MoeRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
   core_->route_conv = route(kRomConv1d);
   core_->route_x = route(kRomXProj);
   core_->route_dt = route(kRomDtProj);
@@ -382,8 +340,8 @@ double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t 
   T* dst[2] = {x_, z_};
   for (int m = 0; m < 2; ++m) {
     if (lin_[m]) {
-      const RomRouter<T>& r = *route(m);
-      lin_[m]->forward(dst[m], Di, u, D, (m == kRomGateProj && at_gate) ? r.gw : nullptr, params, r, M);
+      const MoeRouter<T>& r = *route(m);
+      lin_[m]->forward(dst[m], Di, u, D, (m == kRomGateProj && at_gate) ? r.topk_weight() : nullptr, params, r, M);
     } else {
       cpu::matmul_forward(dst[m], Di, u, D, params + dense_w_[m], (const T*)nullptr, M, Di, D);
     }
@@ -392,8 +350,8 @@ double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t 
   core_->forward(y_, Di, x_, Di, z_, Di, params, B, T_, state_in, state_out);
   // 4. projection out (b = g with weight_at out/both)
   if (lin_[kRomOutProj]) {
-    const RomRouter<T>& r = *route(kRomOutProj);
-    lin_[kRomOutProj]->forward(out, D, y_, Di, at_out ? r.gw : nullptr, params, r, M);
+    const MoeRouter<T>& r = *route(kRomOutProj);
+    lin_[kRomOutProj]->forward(out, D, y_, Di, at_out ? r.topk_weight() : nullptr, params, r, M);
   } else {
     cpu::matmul_forward(out, D, y_, Di, params + dense_w_[kRomOutProj], (const T*)nullptr, M, D, Di);
   }
@@ -406,14 +364,14 @@ void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* 
   CHECK(training_, "RomMixer: backward needs an arena planned for training");
   const idx_t M = B * T_;
   CHECK(M == last_BT_, "RomMixer: backward for B·T=", M, " follows a forward of ", last_BT_);
-  auto route = [&](int m) -> RomRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
+  auto route = [&](int m) -> MoeRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
   const bool at_gate = opt_.weight_at != "out", at_out = opt_.weight_at != "gate";
-  for (auto& r : routers_) std::fill(r->dgw, r->dgw + M * K, T(0));
+  for (auto& r : routers_) std::fill(r->topk_weight_grad(), r->topk_weight_grad() + M * K, T(0));
   // out projection
   if (lin_[kRomOutProj]) {
-    RomRouter<T>& r = *route(kRomOutProj);
-    lin_[kRomOutProj]->backward(dy_, Di, false, at_out ? r.dgw : nullptr, grads, dout, D,
-                                at_out ? r.gw : nullptr, params, r, M);
+    MoeRouter<T>& r = *route(kRomOutProj);
+    lin_[kRomOutProj]->backward(dy_, Di, false, at_out ? r.topk_weight_grad() : nullptr, grads,
+                                dout, D, at_out ? r.topk_weight() : nullptr, params, r, M);
   } else {
     cpu::matmul_backward(dy_, Di, grads + dense_w_[kRomOutProj], (T*)nullptr, dout, D, y_, Di,
                          params + dense_w_[kRomOutProj], M, D, Di);
@@ -423,10 +381,10 @@ void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* 
   const T* dsrc[2] = {dx_, dz_};
   for (int m = 0; m < 2; ++m) {
     if (lin_[m]) {
-      RomRouter<T>& r = *route(m);
+      MoeRouter<T>& r = *route(m);
       const bool weighted = m == kRomGateProj && at_gate;
-      lin_[m]->backward(du, D, m > 0, weighted ? r.dgw : nullptr, grads, dsrc[m], Di,
-                        weighted ? r.gw : nullptr, params, r, M);
+      lin_[m]->backward(du, D, m > 0, weighted ? r.topk_weight_grad() : nullptr, grads, dsrc[m],
+                        Di, weighted ? r.topk_weight() : nullptr, params, r, M);
     } else {
       cpu::matmul_backward(du, D, grads + dense_w_[m], (T*)nullptr, dsrc[m], Di, u, D,
                            params + dense_w_[m], M, Di, D, /*din_accumulate=*/m > 0);
@@ -434,16 +392,7 @@ void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* 
   }
   // routers: weights' gradient + aux_grad × (mean over routers of aux + z)
   const double share = aux_grad / double(routers_.size());
-  for (auto& rp : routers_) {
-    RomRouter<T>& r = *rp;
-    std::fill(dprobs_, dprobs_ + M * E, T(0));
-    if (opt_.aux_coef > 0) cpu::router_aux_loss_backward(dprobs_, share, r.idx.data(), M, E, K, opt_.aux_coef);
-    cpu::router_topk_backward(r.dlogits, r.dgw, dprobs_, r.probs, r.idx.data(), r.gw, M, E, K,
-                              opt_.normalize_topk);
-    if (opt_.z_coef > 0) cpu::router_z_loss_backward(r.dlogits, share, r.logits, M, E, opt_.z_coef);
-    cpu::matmul_backward(du, D, grads + r.w, (T*)nullptr, r.dlogits, E, u, D, params + r.w, M, E, D,
-                         /*din_accumulate=*/true);
-  }
+  for (auto& r : routers_) r->backward(du, D, grads, u, D, params, M, share);
 }
 
 template <typename T>
@@ -469,10 +418,7 @@ MixerCounts RomMixer<T>::counts() const {
     c.gemm_flops += 2.0 * double(n_active * p);
     if (opt_.expert[m] && K > 1) c.other_flops += 2.0 * double(K * (m == kRomOutProj ? D : Di));  // combine
   }
-  const int64_t router = int64_t(routers_.size()) * E * D;
-  c.total_params += router;
-  c.active_params += router;
-  c.router_flops += 2.0 * double(router);
+  for (const auto& r : routers_) c += r->counts();
   c.other_flops += 4.0 * double(Di);  // D skip and SiLU(z) gate, as dense
   return c;
 }
@@ -483,15 +429,10 @@ Json RomMixer<T>::stats() const {
   s.set("type", "rom");
   s.set("aux_loss", last_aux_);
   s.set("z_loss", last_z_);
-  auto load = [](const RomRouter<T>& r) {
-    Json a = Json::array();
-    for (double f : r.load) a.push_back(f);
-    return a;
-  };
-  s.set("load", load(*routers_[0]));
+  s.set("load", routers_[0]->stats().at("load"));
   if (routers_.size() > 1) {
     Json by = Json::object();
-    for (const auto& r : routers_) by.set(r->name, load(*r));
+    for (const auto& r : routers_) by.set(r->name(), r->stats().at("load"));
     s.set("load_by_router", by);
   }
   return s;

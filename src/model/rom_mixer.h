@@ -7,12 +7,14 @@
 //   y   = SsmCore(x, z)   (conv1d → x_proj → dt_proj → scan ⊙ silu(z); ONE scan and state)
 //   o_t = Σ_{i∈S_t} b[t,i] · W_out[i] · y_t
 // weight_at: "gate" (a = g, b = 1, default), "out" (a = 1, b = g), "both" (a = b = g).
-// Tokens are grouped by expert (moe_permute) for the expert GEMMs (grouped_matmul) and put back
-// in sequence order before conv1d and the scan. Dropless: no capacity limit.
+// Tokens are grouped by expert (the router's moe_permute plan) for the expert GEMMs
+// (grouped_matmul) and put back in sequence order before conv1d and the scan. Dropless: no
+// capacity limit.
 //
-// Options (spec entries; anything else is an error naming it):
-//   n_experts (E, default 8), top_k (K, default 1, 1 <= K <= E), normalize_topk (false),
-//   weight_at ("gate"), shared_router (true), aux_coef (0.01), z_coef (0),
+// Options (spec entries; anything else is an error naming it). Router fields, read by
+// RouterOptions::parse from RoM's defaults: n_experts (E, default 8), top_k (K, default 1,
+// 1 <= K <= E), normalize_topk (false), aux_coef (0.01), z_coef (0). RoM's own:
+//   weight_at ("gate"), shared_router (true),
 //   experts_in (⊆ {conv_proj, gate_proj, out_proj, x_proj, dt_proj, conv1d}, default the first
 //   three; must contain the module(s) weight_at names, so every router weight reaches the loss).
 // Expertised small modules (x_proj, dt_proj.weight, conv1d weight and bias) follow the same
@@ -26,6 +28,7 @@
 //     [Di, D] each (rows as in_proj's halves)
 //   out_proj.weight [E, D, Di] (or [D, Di]);  x_proj.weight [E, R+2N, Di];
 //   dt_proj.weight [E, Di, R];  conv1d.weight [E, Di, 1, Kc], conv1d.bias [E, Di] when expertised.
+// Routers are MoeRouter (moe_router.h): logits, top-K, aux/z losses, the grouping plan.
 // forward() returns the load-balancing objective of the layer: the mean over its routers of
 // L_aux + L_z (router_topk.h), coefficients included; backward adds aux_grad × its gradient.
 // stats(): {"type": "rom", "aux_loss", "z_loss", "load": [f_i of the first router],
@@ -38,6 +41,7 @@
 #include <vector>
 
 #include "model/mixer.h"
+#include "model/moe_router.h"
 #include "model/ssm_core.h"
 
 namespace moessm {
@@ -47,15 +51,15 @@ enum RomModule { kRomConvProj = 0, kRomGateProj, kRomOutProj, kRomXProj, kRomDtP
 const char* rom_module_name(int m);
 
 struct RomOptions {
-  int64_t n_experts = 8, top_k = 1;
-  bool normalize_topk = false, shared_router = true;
+  // n_experts, top_k, normalize_topk, aux_coef, z_coef (RouterOptions::parse from these defaults)
+  RouterOptions router = router_defaults();
+  bool shared_router = true;
   std::string weight_at = "gate";
-  double aux_coef = 0.01, z_coef = 0.0;
   bool expert[kRomModules] = {true, true, true, false, false, false};
+  static RouterOptions router_defaults();  // RoM's: E = 8, top_k = 1, normalize_topk = false
   static RomOptions parse(const Json& spec, const std::string& where);
 };
 
-template <typename T> struct RomRouter;
 template <typename T> struct RomLinear;
 template <typename T> class RomCore;
 
@@ -83,7 +87,7 @@ class RomMixer : public Mixer<T> {
   const int n_layer_;
   std::string prefix_;
   std::unique_ptr<RomCore<T>> core_;
-  std::vector<std::unique_ptr<RomRouter<T>>> routers_;
+  std::vector<std::unique_ptr<MoeRouter<T>>> routers_;  // one, or one per expertised module
   int router_of_[kRomModules];  // index into routers_, -1 for a dense module
   // projections: conv (x), gate (z), out; each expertised (RomLinear) or dense (offset only)
   std::unique_ptr<RomLinear<T>> lin_[3];
@@ -92,7 +96,7 @@ class RomMixer : public Mixer<T> {
   idx_t planned_BT_ = 0;
   bool training_ = false;
   T *x_ = nullptr, *z_ = nullptr, *y_ = nullptr;                     // [B,T,Di]
-  T *dx_ = nullptr, *dz_ = nullptr, *dy_ = nullptr, *dprobs_ = nullptr;
+  T *dx_ = nullptr, *dz_ = nullptr, *dy_ = nullptr;
   double last_aux_ = 0, last_z_ = 0;
   idx_t last_BT_ = 0;
 };

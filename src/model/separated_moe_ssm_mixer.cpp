@@ -90,7 +90,6 @@ void SeparatedMoeSsmMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training
     dxdbl_ = a.carve(M * XW);
     ddelta_ = a.carve(M * Di);
     dA_ = a.carve(Di * N);
-    dg_ = a.carve(M * K);
   }
 }
 
@@ -153,7 +152,7 @@ void SeparatedMoeSsmMixer<T>::backward(T* du, T* grads, const T* dout, const T* 
                        params + out_proj_, M, D, Di);
   // Branch output gradients: g·dy where chosen, 0 elsewhere (the branch still carries state).
   for (idx_t i = 0; i < E * M * Di; ++i) dybr_[i] = T(0);
-  cpu::moe_unpermute_backward(dybr_, Di, dg_, dy_, Di, ybr_, Di, router_.topk_weight(),
+  cpu::moe_unpermute_backward(dybr_, Di, router_.topk_weight_grad(), dy_, Di, ybr_, Di, router_.topk_weight(),
                               rows_.data(), M, K, Di);
   std::vector<char> chosen(size_t(E), 0);
   for (idx_t s = 0; s < M * K; ++s) chosen[size_t(router_.topk_index()[s])] = 1;
@@ -191,7 +190,7 @@ void SeparatedMoeSsmMixer<T>::backward(T* du, T* grads, const T* dout, const T* 
                               state_in, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
   cpu::matmul_backward(du, D, grads + in_proj_, (T*)nullptr, dxz_, 2 * Di, u, D,
                        params + in_proj_, M, 2 * Di, D);
-  router_.backward(du, D, grads, dg_, u, D, params, M, aux_grad);
+  router_.backward(du, D, grads, u, D, params, M, aux_grad);
 }
 
 template <typename T>
@@ -213,11 +212,7 @@ MixerCounts SeparatedMoeSsmMixer<T>::counts() const {
 
 template <typename T>
 Json SeparatedMoeSsmMixer<T>::stats() const {
-  Json s = Json::object();
-  s.set("type", "separated_moe_ssm");
-  const Json r = router_.stats();
-  for (const auto& kv : r.as_object()) s.set(kv.first, kv.second);
-  return s;
+  return router_.stats("separated_moe_ssm");
 }
 
 template class SeparatedMoeSsmMixer<float>;

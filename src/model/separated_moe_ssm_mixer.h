@@ -60,7 +60,7 @@ class SeparatedMoeSsmMixer : public Mixer<T> {
     *chunk_states_ = nullptr, *ybr_ = nullptr, *y_ = nullptr;
   // backward scratch
   T *dxz_ = nullptr, *dy_ = nullptr, *dybr_ = nullptr, *dxc_ = nullptr, *dxc_e_ = nullptr,
-    *dz_e_ = nullptr, *dxdbl_ = nullptr, *ddelta_ = nullptr, *dA_ = nullptr, *dg_ = nullptr;
+    *dz_e_ = nullptr, *dxdbl_ = nullptr, *ddelta_ = nullptr, *dA_ = nullptr;
 };
 
 }  // namespace moessm

@@ -87,8 +87,6 @@ void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
   training_ = training;
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
   const bool per_slot_dt = mix_post || expert_dt_proj;
-  row_of_slot_.assign(size_t(MK), 0);
-  offsets_.assign(size_t(E + 1), 0);
   xz_ = a.carve(M * 2 * Di);
   xc_ = a.carve(M * Di);
   xg_ = a.carve(MK * Di);
@@ -111,8 +109,25 @@ void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
     ddts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
     sp_ = mix_post ? a.carve(MK * Di) : nullptr;
     dxg_ = a.carve(MK * Di);
-    dg_ = a.carve(MK);
   }
+}
+
+template <typename T>
+ScanParams<T> SwimbaMixer<T>::scan_params(const T* params, idx_t B, idx_t T_) const {
+  const idx_t XW = R + 2 * N;
+  ScanParams<T> p;
+  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
+  p.u = xc_; p.u_ld = Di;
+  p.delta = delta_; p.delta_ld = Di;
+  p.Bm = xmix_ + R; p.B_ld = XW;
+  p.Cm = xmix_ + R + N; p.C_ld = XW;
+  p.z = xz_ + Di; p.z_ld = 2 * Di;
+  p.A = A_; p.D = params + D_;
+  p.delta_bias = mix_post ? nullptr : params + dt_b_;  // post: Δ arrives mixed, after softplus
+  p.delta_softplus = !mix_post;
+  p.out = y_; p.out_ld = Di;  // written by forward only
+  p.chunk_states = chunk_states_;
+  return p;
 }
 
 template <typename T>
@@ -131,16 +146,15 @@ double SwimbaMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx
                              params + conv_b_, B, T_, Di, Kc, true);
   const double aux = route_on_conv ? router_.forward(xc_, Di, params, M)
                                    : router_.forward(u, D, params, M);
-  const int32_t* topk = router_.topk_index();
   const T* g = router_.topk_weight();
 
-  // Expert projections over each expert's slots (grouped order).
-  const int32_t* slot = row_of_slot_.data();
-  cpu::moe_permute_plan(offsets_.data(), row_of_slot_.data(), topk, M, E, K);
+  // Expert projections over each expert's slots (grouped order: the router's plan).
+  const int32_t* slot = router_.row_of_slot();
+  const int32_t* offsets = router_.offsets();
   cpu::moe_permute_forward(xg_, Di, xc_, Di, slot, M, K, Di);
-  cpu::grouped_matmul_forward(xs_, XW, xg_, Di, params + x_proj_, XW * Di, offsets_.data(), E, XW, Di);
+  cpu::grouped_matmul_forward(xs_, XW, xg_, Di, params + x_proj_, XW * Di, offsets, E, XW, Di);
   if (expert_dt_proj)
-    cpu::grouped_matmul_forward(dts_, Di, xs_, XW, params + dt_w_, Di * R, offsets_.data(), E, Di, R);
+    cpu::grouped_matmul_forward(dts_, Di, xs_, XW, params + dt_w_, Di * R, offsets, E, Di, R);
   if (mix_post && !expert_dt_proj)
     cpu::matmul_forward(dts_, Di, xs_, XW, params + dt_w_, (const T*)nullptr, MK, Di, R);
 
@@ -169,20 +183,9 @@ double SwimbaMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx
   }
 
   for (idx_t i = 0; i < Di * N; ++i) A_[i] = -std::exp(params[A_log_ + i]);
-  ScanParams<T> p;
-  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
-  p.u = xc_; p.u_ld = Di;
-  p.delta = delta_; p.delta_ld = Di;
-  p.Bm = xmix_ + R; p.B_ld = XW;
-  p.Cm = xmix_ + R + N; p.C_ld = XW;
-  p.z = xz_ + Di; p.z_ld = 2 * Di;
-  p.A = A_; p.D = params + D_;
-  p.delta_bias = mix_post ? nullptr : params + dt_b_;
-  p.delta_softplus = !mix_post;
+  ScanParams<T> p = scan_params(params, B, T_);
   p.h0 = ssm_state_in;
-  p.out = y_; p.out_ld = Di;
   p.h_last = ssm_state_out;
-  p.chunk_states = chunk_states_;
   cpu::selective_scan_forward(p);
   cpu::matmul_forward(out, D, y_, Di, params + out_proj_, (const T*)nullptr, M, D, Di);
   return aux;
@@ -194,23 +197,14 @@ void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const 
   CHECK(training_, "SwimbaMixer: backward needs an arena planned for training");
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
   const T* g = router_.topk_weight();
-  const int32_t* slot = row_of_slot_.data();
+  const int32_t* slot = router_.row_of_slot();
+  const int32_t* offsets = router_.offsets();
+  T* dg = router_.topk_weight_grad();
 
   cpu::matmul_backward(dy_, Di, grads + out_proj_, (T*)nullptr, dout, D, y_, Di,
                        params + out_proj_, M, D, Di);
-  ScanParams<T> p;
-  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
-  p.u = xc_; p.u_ld = Di;
-  p.delta = delta_; p.delta_ld = Di;
-  p.Bm = xmix_ + R; p.B_ld = XW;
-  p.Cm = xmix_ + R + N; p.C_ld = XW;
-  p.z = xz_ + Di; p.z_ld = 2 * Di;
-  p.A = A_; p.D = params + D_;
-  p.delta_bias = mix_post ? nullptr : params + dt_b_;
-  p.delta_softplus = !mix_post;
+  ScanParams<T> p = scan_params(params, B, T_);
   p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  p.chunk_states = chunk_states_;
-  p.out = y_; p.out_ld = Di;  // not written by backward
   for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
   ScanGrads<T> sg;
   sg.dout = dy_; sg.dout_ld = Di;
@@ -228,11 +222,11 @@ void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const 
   if (mixes_dt_low()) {
     cpu::matmul_backward(dxmix_, XW, grads + dt_w_, (T*)nullptr, ddelta_, Di, xmix_, XW,
                          params + dt_w_, M, Di, R);
-    cpu::moe_unpermute_backward(dxs_, XW, dg_, dxmix_, XW, xs_, XW, g, slot, M, K, XW);
+    cpu::moe_unpermute_backward(dxs_, XW, dg, dxmix_, XW, xs_, XW, g, slot, M, K, XW);
   } else {
-    cpu::moe_unpermute_backward(dxs_ + R, XW, dg_, dxmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
+    cpu::moe_unpermute_backward(dxs_ + R, XW, dg, dxmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
     if (!mix_post) {
-      cpu::moe_unpermute_backward(ddts_, Di, dg_, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
+      cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
                                   /*dw_accumulate=*/true);
     } else {
       // Δ = Σ g · softplus(dts + bias): dg = <dΔ, softplus(·)>, ddts = g · dΔ · σ(dts + bias).
@@ -240,7 +234,7 @@ void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const 
 #pragma omp parallel for schedule(static)
       for (idx_t s = 0; s < MK; ++s)
         for (idx_t c = 0; c < Di; ++c) sp_[s * Di + c] = softplus_of(dts_[s * Di + c] + bias[c]);
-      cpu::moe_unpermute_backward(ddts_, Di, dg_, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
+      cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
                                   /*dw_accumulate=*/true);
       for (idx_t s = 0; s < MK; ++s)
         for (idx_t c = 0; c < Di; ++c) {
@@ -255,17 +249,17 @@ void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const 
   }
   if (expert_dt_proj)
     cpu::grouped_matmul_backward(dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, params + dt_w_,
-                                 Di * R, offsets_.data(), E, Di, R);
+                                 Di * R, offsets, E, Di, R);
   cpu::grouped_matmul_backward(dxg_, Di, grads + x_proj_, dxs_, XW, xg_, Di, params + x_proj_,
-                               XW * Di, offsets_.data(), E, XW, Di);
+                               XW * Di, offsets, E, XW, Di);
   cpu::moe_permute_backward(dxc_, Di, dxg_, Di, slot, M, K, Di, /*accumulate=*/true);
 
-  if (route_on_conv) router_.backward(dxc_, Di, grads, dg_, xc_, Di, params, M, aux_grad);
+  if (route_on_conv) router_.backward(dxc_, Di, grads, xc_, Di, params, M, aux_grad);
   cpu::causal_conv1d_backward(dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di,
                               state_in, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
   cpu::matmul_backward(du, D, grads + in_proj_, (T*)nullptr, dxz_, 2 * Di, u, D,
                        params + in_proj_, M, 2 * Di, D);
-  if (!route_on_conv) router_.backward(du, D, grads, dg_, u, D, params, M, aux_grad);
+  if (!route_on_conv) router_.backward(du, D, grads, u, D, params, M, aux_grad);
 }
 
 template <typename T>
@@ -301,11 +295,7 @@ MixerCounts SwimbaMixer<T>::counts() const {
 
 template <typename T>
 Json SwimbaMixer<T>::stats() const {
-  Json s = Json::object();
-  s.set("type", "swimba");
-  const Json r = router_.stats();
-  for (const auto& kv : r.as_object()) s.set(kv.first, kv.second);
-  return s;
+  return router_.stats("swimba");
 }
 
 template class SwimbaMixer<float>;

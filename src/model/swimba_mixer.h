@@ -12,8 +12,8 @@
 //   out = y · out_projᵀ
 // Shared: in_proj.weight, conv1d.weight/bias, dt_proj.bias, A_log, D, out_proj.weight (HF names,
 // same shapes as dense). With E = 1 it is the dense mixer (router weight 1).
-// Only the K chosen experts' projections run per token: slots are grouped by expert
-// (moe_permute), each expert runs one GEMM over its slots (grouped_matmul), moe_unpermute with
+// Only the K chosen experts' projections run per token: slots are grouped by expert (the router's
+// moe_permute plan), each expert runs one GEMM over its slots (grouped_matmul), moe_unpermute with
 // the router weights does the mixing.
 // With mix "pre" and a shared dt_proj, Σ g_i dt_proj(dt_low^i) = dt_proj(Σ g_i dt_low^i): the
 // dt_low streams are mixed first and dt_proj runs once per token.
@@ -21,12 +21,12 @@
 // mix ("pre"), expert_dt_proj (false), router_input ("u"). Recurrent state: as dense
 // (conv [B, Di, Kc-1] then ssm [B, Di, N]).
 #pragma once
-#include <vector>
-
 #include "model/mixer.h"
 #include "model/moe_router.h"
 
 namespace moessm {
+
+template <typename T> struct ScanParams;
 
 struct SwimbaOptions {
   RouterOptions router;
@@ -65,6 +65,8 @@ class SwimbaMixer : public Mixer<T> {
 
  private:
   bool mixes_dt_low() const { return !mix_post && !expert_dt_proj; }
+  // The single scan over the mixed streams (forward and backward): all but the carried states.
+  ScanParams<T> scan_params(const T* params, idx_t B, idx_t T_) const;
   const ModelConfig cfg_;
   MoeRouter<T> router_;
   std::string prefix_;
@@ -72,14 +74,12 @@ class SwimbaMixer : public Mixer<T> {
          D_ = 0, out_proj_ = 0;
   idx_t planned_B_ = 0, planned_T_ = 0;
   bool training_ = false;
-  std::vector<int32_t> row_of_slot_, offsets_;  // moe_permute plan of the last forward
   // forward activations
   T *xz_ = nullptr, *xc_ = nullptr, *xg_ = nullptr, *xs_ = nullptr, *dts_ = nullptr,
     *xmix_ = nullptr, *delta_ = nullptr, *A_ = nullptr, *chunk_states_ = nullptr, *y_ = nullptr;
   // backward scratch
   T *dxz_ = nullptr, *dy_ = nullptr, *dxc_ = nullptr, *dxmix_ = nullptr, *ddelta_ = nullptr,
-    *dA_ = nullptr, *dxs_ = nullptr, *ddts_ = nullptr, *sp_ = nullptr, *dxg_ = nullptr,
-    *dg_ = nullptr;
+    *dA_ = nullptr, *dxs_ = nullptr, *ddts_ = nullptr, *sp_ = nullptr, *dxg_ = nullptr;
 };
 
 }  // namespace moessm
