@@ -87,11 +87,12 @@ TEST(Matmul, BuiltinGemmMatchesNaiveForEveryTransposeAndBeta) {
 }
 
 TEST(Matmul, SmallRowCountPathMatchesBlasPath) {
-  // M <= 8 takes the row-streaming path used by decode steps; compare with the GEMM path.
+  // M <= 8 takes the row-streaming path used by decode steps (blocks of 4 rows, then single
+  // rows); compare with the GEMM path.
   Rng rng(12);
   const idx_t N = 37, K = 53;
   Vec w = random_vector<double>(N * K, rng), x = random_vector<double>(20 * K, rng);
-  for (idx_t M : {1, 3, 8}) {
+  for (idx_t M : {1, 3, 4, 6, 8}) {
     Vec small(M * N, 0.5), big(20 * N, 0.5);
     cpu::matmul_forward(small.data(), N, x.data(), K, w.data(), (const double*)nullptr, M, N, K, true);
     cpu::matmul_forward(big.data(), N, x.data(), K, w.data(), (const double*)nullptr, 20, N, K, true);

@@ -86,22 +86,43 @@ void gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_
 
 // Few rows (decode steps): every weight row is read once and dotted with all M inputs, which
 // stay in cache. BLAS would first copy (pack) the whole weight matrix, which for M = 1 costs
-// more than the product itself.
+// more than the product itself. Four input rows share each load of the weight row (four
+// independent accumulator chains), so a batch of 8 costs far less than 8 single rows.
 constexpr idx_t kSmallM = 8;
 
 template <typename T>
 void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M,
                     idx_t N, idx_t K, bool accumulate) {
+  auto put = [&](idx_t m, idx_t n, T acc) {
+    T* o = &out[m * out_ld + n];
+    *o = accumulate ? *o + acc : acc;
+  };
 #pragma omp parallel for schedule(static) if (N * K > 32768)
   for (idx_t n = 0; n < N; ++n) {
     const T* w = weight + n * K;
-    for (idx_t m = 0; m < M; ++m) {
+    idx_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+      const T *x0 = in + m * in_ld, *x1 = x0 + in_ld, *x2 = x1 + in_ld, *x3 = x2 + in_ld;
+      T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (idx_t k = 0; k < K; ++k) {
+        const T wk = w[k];
+        a0 += wk * x0[k];
+        a1 += wk * x1[k];
+        a2 += wk * x2[k];
+        a3 += wk * x3[k];
+      }
+      put(m, n, a0);
+      put(m + 1, n, a1);
+      put(m + 2, n, a2);
+      put(m + 3, n, a3);
+    }
+    for (; m < M; ++m) {
       const T* x = in + m * in_ld;
       T acc = 0;
 #pragma omp simd reduction(+ : acc)
       for (idx_t k = 0; k < K; ++k) acc += w[k] * x[k];
-      T* o = &out[m * out_ld + n];
-      *o = accumulate ? *o + acc : acc;
+      put(m, n, acc);
     }
   }
 }
