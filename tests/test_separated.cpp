@@ -13,6 +13,7 @@
 #include "model/language_model.h"
 #include "model/separated_moe_ssm_mixer.h"
 #include "model/swimba_mixer.h"
+#include "recurrence_check.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -247,29 +248,7 @@ TEST(Separated, PrefillAndStepsEqualOnePass) {
       "test");
   LanguageModel<double> m(cfg);
   randomize(m, 3);
-  const idx_t B = 2, T = 150, T1 = 70, V = m.vocab();
-  Rng rng(6);
-  std::vector<int32_t> ids(B * T);
-  for (auto& x : ids) x = int32_t(rng.below(13));
-  std::vector<double> full(B * T * V), parts(B * T * V);
-  m.prepare(B, T, false);
-  m.forward_logits(full.data(), ids.data(), B, T, nullptr, nullptr);
-  std::vector<double> state(m.state_size() * B, 0.0);
-  auto run = [&](idx_t t0, idx_t len, bool first) {
-    std::vector<int32_t> seg(B * len);
-    for (idx_t b = 0; b < B; ++b)
-      for (idx_t t = 0; t < len; ++t) seg[b * len + t] = ids[b * T + t0 + t];
-    std::vector<double> out(B * len * V);
-    m.prepare(B, len, false);
-    m.forward_logits(out.data(), seg.data(), B, len, first ? nullptr : state.data(), state.data());
-    for (idx_t b = 0; b < B; ++b)
-      for (idx_t t = 0; t < len; ++t)
-        for (idx_t v = 0; v < V; ++v) parts[(b * T + t0 + t) * V + v] = out[(b * len + t) * V + v];
-  };
-  run(0, T1, true);
-  for (idx_t t = T1; t < T1 + 3; ++t) run(t, 1, false);
-  run(T1 + 3, T - T1 - 3, false);
-  EXPECT_LT(max_rel_diff(parts.data(), full.data(), full.size()), 1e-12);
+  EXPECT_LT(prefill_steps_vs_one_pass(m, 2, 150, 70, 13), 1e-12);  // crosses scan chunks
   EXPECT_EQ(m.mixer(0).state_size(), 16 * 2 + 3 * 16 * 3);  // conv + E ssm states
 }
 
