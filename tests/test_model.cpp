@@ -8,7 +8,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/language_model.h"
-#include "recurrence_check.h"
+#include "model_checks.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -40,19 +40,8 @@ TEST(LanguageModel, GradientsMatchFiniteDifferencesInDouble) {
   const idx_t B = 2, T = 5;
   std::vector<int32_t> ids = {1, 4, 7, 2, 9, 12, 0, 3, 3, 5};
   std::vector<int32_t> tg = {4, 7, 2, 9, -1, 0, 3, 3, 5, 11};
-  m.prepare(B, T, true);
-  m.zero_grads();
-  const double L0 = m.loss(ids.data(), tg.data(), B, T, true).total();
+  const double L0 = check_gradients_by_fd(m, ids, tg, B, T).total();
   EXPECT_GT(L0, 0.0);
-  std::vector<double> analytic = m.grads;
-  std::vector<double> numeric = numeric_gradient(m.params, [&] {
-    return m.loss(ids.data(), tg.data(), B, T, false).total();
-  }, 1e-6);
-  m.table().visit([&](const ParamInfo& p) {
-    std::vector<double> a(analytic.begin() + p.offset, analytic.begin() + p.offset + p.numel);
-    std::vector<double> n(numeric.begin() + p.offset, numeric.begin() + p.offset + p.numel);
-    EXPECT_EQ(compare_gradients(a, n, 1e-6, p.name), "");
-  });
 }
 
 TEST(LanguageModel, GradientsWithInitialStateMatchFiniteDifferences) {
@@ -63,14 +52,7 @@ TEST(LanguageModel, GradientsWithInitialStateMatchFiniteDifferences) {
   std::vector<int32_t> ids = {3, 1, 4, 1}, tg = {1, 4, 1, 5};
   Rng rng(5);
   std::vector<double> state = random_vector<double>(m.state_size() * B, rng);
-  m.prepare(B, T, true);
-  m.zero_grads();
-  m.loss(ids.data(), tg.data(), B, T, true, state.data());
-  std::vector<double> analytic = m.grads;
-  std::vector<double> numeric = numeric_gradient(m.params, [&] {
-    return m.loss(ids.data(), tg.data(), B, T, false, state.data()).total();
-  });
-  EXPECT_EQ(compare_gradients(analytic, numeric, 1e-6, "all parameters"), "");
+  check_gradients_by_fd(m, ids, tg, B, T, &state);
 }
 
 TEST(LanguageModel, ChunkedPrefillAndStepsEqualOnePass) {

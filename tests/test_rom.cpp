@@ -23,7 +23,7 @@
 #include "model/language_model.h"
 #include "model/mamba_mixer.h"
 #include "model/rom_mixer.h"
-#include "recurrence_check.h"
+#include "model_checks.h"
 #include "testing.h"
 
 using namespace moessm;

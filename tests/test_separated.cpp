@@ -13,7 +13,7 @@
 #include "model/language_model.h"
 #include "model/separated_moe_ssm_mixer.h"
 #include "model/swimba_mixer.h"
-#include "recurrence_check.h"
+#include "model_checks.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -80,18 +80,7 @@ TEST_P(SeparatedGrad, MatchesFiniteDifferencesInDouble) {
   std::vector<int32_t> tg = {4, 7, 2, 9, -1, 0, 3, 3, 5, 11};
   Rng rng(5);
   std::vector<double> state = random_vector<double>(m.state_size() * B, rng);
-  m.prepare(B, T, true);
-  m.zero_grads();
-  m.loss(ids.data(), tg.data(), B, T, true, state.data());
-  std::vector<double> analytic = m.grads;
-  std::vector<double> numeric = numeric_gradient(m.params, [&] {
-    return m.loss(ids.data(), tg.data(), B, T, false, state.data()).total();
-  });
-  m.table().visit([&](const ParamInfo& p) {
-    std::vector<double> a(analytic.begin() + p.offset, analytic.begin() + p.offset + p.numel);
-    std::vector<double> n(numeric.begin() + p.offset, numeric.begin() + p.offset + p.numel);
-    EXPECT_EQ(compare_gradients(a, n, 1e-6, p.name), "");
-  });
+  check_gradients_by_fd(m, ids, tg, B, T, &state);
 }
 
 INSTANTIATE_TEST_SUITE_P(EK, SeparatedGrad,
@@ -107,33 +96,8 @@ TEST(Separated, E1EqualsDenseValuesAndGradients) {
   LanguageModel<double> sep(tiny_config(sep_spec(1, 1, R"(, "aux_coef": 0)")));
   randomize(dense, 41);
   randomize(sep, 42);
-  dense.table().visit([&](const ParamInfo& p) {
-    const ParamInfo& q = sep.table().at(p.name);
-    ASSERT_EQ(p.numel, q.numel) << p.name;
-    std::copy(dense.params.begin() + p.offset, dense.params.begin() + p.offset + p.numel,
-              sep.params.begin() + q.offset);
-  });
-  const idx_t B = 2, T = 70, V = dense.vocab();
-  Rng rng(3);
-  std::vector<int32_t> ids(B * T), tg(B * T);
-  for (auto& x : ids) x = int32_t(rng.below(13));
-  for (auto& x : tg) x = int32_t(rng.below(13));
-  std::vector<double> la(B * T * V), lb(B * T * V);
-  dense.prepare(B, T, true);
-  sep.prepare(B, T, true);
-  dense.forward_logits(la.data(), ids.data(), B, T, nullptr, nullptr);
-  sep.forward_logits(lb.data(), ids.data(), B, T, nullptr, nullptr);
-  EXPECT_LT(max_rel_diff(lb.data(), la.data(), la.size()), 1e-12);
-  dense.zero_grads();
-  sep.zero_grads();
-  const double L1 = dense.loss(ids.data(), tg.data(), B, T, true).total();
-  const double L2 = sep.loss(ids.data(), tg.data(), B, T, true).total();
-  EXPECT_NEAR(L1, L2, 1e-12 * std::fabs(L1));
-  dense.table().visit([&](const ParamInfo& p) {
-    const ParamInfo& q = sep.table().at(p.name);
-    EXPECT_LT(max_rel_diff(sep.grads.data() + q.offset, dense.grads.data() + p.offset, p.numel), 1e-10)
-        << p.name;
-  });
+  copy_by_name(sep, dense);
+  expect_same_outputs_and_grads(dense, sep, 13);  // B 2, T 70: across a scan chunk
   // Same seed → the same initial weights as dense (per-tensor RNG streams keyed by name).
   LanguageModel<float> d2(tiny_config("\"mamba\"")), s2(tiny_config(sep_spec(1, 1)));
   d2.init(9);

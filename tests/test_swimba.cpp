@@ -12,7 +12,7 @@
 #include "model/language_model.h"
 #include "model/swimba_mixer.h"
 #include "ops/selective_scan.h"
-#include "recurrence_check.h"
+#include "model_checks.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -42,17 +42,6 @@ void randomize(LanguageModel<T>& m, uint64_t seed) {
   for (auto& p : m.params) p += static_cast<T>(rng.uniform(-0.1, 0.1));
 }
 
-// Copies every tensor of `from` into the same-named tensor of `to` (same element count).
-template <typename T>
-void copy_by_name(LanguageModel<T>& to, const LanguageModel<T>& from) {
-  from.table().visit([&](const ParamInfo& p) {
-    const ParamInfo& q = to.table().at(p.name);
-    ASSERT_EQ(p.numel, q.numel) << p.name;
-    std::copy(from.params.begin() + p.offset, from.params.begin() + p.offset + p.numel,
-              to.params.begin() + q.offset);
-  });
-}
-
 }  // namespace
 
 // ---- gradients -------------------------------------------------------------------------------
@@ -72,19 +61,8 @@ TEST_P(SwimbaGrad, MatchesFiniteDifferencesInDouble) {
   std::vector<int32_t> tg = {4, 7, 2, 9, -1, 0, 3, 3, 5, 11};
   Rng rng(5);
   std::vector<double> state = random_vector<double>(m.state_size() * B, rng);
-  m.prepare(B, T, true);
-  m.zero_grads();
-  const LossResult r = m.loss(ids.data(), tg.data(), B, T, true, state.data());
+  const LossResult r = check_gradients_by_fd(m, ids, tg, B, T, &state);
   if (ek.first > 1) EXPECT_GT(r.aux, 0.0);
-  std::vector<double> analytic = m.grads;
-  std::vector<double> numeric = numeric_gradient(m.params, [&] {
-    return m.loss(ids.data(), tg.data(), B, T, false, state.data()).total();
-  });
-  m.table().visit([&](const ParamInfo& p) {
-    std::vector<double> a(analytic.begin() + p.offset, analytic.begin() + p.offset + p.numel);
-    std::vector<double> n(numeric.begin() + p.offset, numeric.begin() + p.offset + p.numel);
-    EXPECT_EQ(compare_gradients(a, n, 1e-6, p.name), "");
-  });
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -110,27 +88,7 @@ TEST_P(SwimbaE1, EqualsDenseValuesAndGradients) {
   randomize(dense, 21);
   randomize(sw, 22);  // router.weight stays random: with E = 1 its weight is always 1
   copy_by_name(sw, dense);
-  const idx_t B = 2, T = 70, V = dense.vocab();  // crosses a scan chunk boundary
-  Rng rng(3);
-  std::vector<int32_t> ids(B * T), tg(B * T);
-  for (auto& x : ids) x = int32_t(rng.below(13));
-  for (auto& x : tg) x = int32_t(rng.below(13));
-  std::vector<double> la(B * T * V), lb(B * T * V);
-  dense.prepare(B, T, true);
-  sw.prepare(B, T, true);
-  dense.forward_logits(la.data(), ids.data(), B, T, nullptr, nullptr);
-  sw.forward_logits(lb.data(), ids.data(), B, T, nullptr, nullptr);
-  EXPECT_LT(max_rel_diff(lb.data(), la.data(), la.size()), 1e-12);
-  dense.zero_grads();
-  sw.zero_grads();
-  const double L1 = dense.loss(ids.data(), tg.data(), B, T, true).total();
-  const double L2 = sw.loss(ids.data(), tg.data(), B, T, true).total();
-  EXPECT_NEAR(L1, L2, 1e-12 * std::fabs(L1));
-  dense.table().visit([&](const ParamInfo& p) {
-    const ParamInfo& q = sw.table().at(p.name);
-    EXPECT_LT(max_rel_diff(sw.grads.data() + q.offset, dense.grads.data() + p.offset, p.numel), 1e-10)
-        << p.name;
-  });
+  expect_same_outputs_and_grads(dense, sw, 13);  // B 2, T 70: across a scan chunk
   const ParamInfo& rw = sw.table().at("backbone.layers.0.mixer.router.weight");
   for (size_t i = 0; i < rw.numel; ++i) EXPECT_EQ(sw.grads[rw.offset + i], 0.0);
 }

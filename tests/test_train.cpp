@@ -10,6 +10,7 @@
 #include "data/prepare.h"
 #include "io/file_util.h"
 #include "model/language_model.h"
+#include "model_checks.h"
 #include "testing.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
@@ -19,20 +20,7 @@ using namespace moessm::testing;
 
 namespace {
 
-std::string make_data(const std::string& tag) {
-  const std::string dir = temp_dir(tag);
-  std::string text;
-  Rng rng(11);
-  const char* words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat. ", "Emma ", "walked ", "home.\n"};
-  for (int i = 0; i < 6000; ++i) text += words[rng.below(9)];
-  write_file_atomic(dir + "/a.txt", text.substr(0, text.size() * 9 / 10));
-  write_file_atomic(dir + "/persuasion.txt", text.substr(text.size() * 9 / 10));
-  PrepareOptions o;
-  o.inputs = {dir + "/a.txt", dir + "/persuasion.txt"};
-  o.out_dir = dir + "/data";
-  prepare_data(o);
-  return dir + "/data";
-}
+std::string make_data(const std::string& tag) { return make_word_data(tag, 6000); }
 
 ModelConfig tiny() {
   return ModelConfig::from_json(Json::parse(R"({"d_model": 16, "n_layer": 2, "vocab_size": 256, "d_state": 4})"), "test");

@@ -23,6 +23,7 @@
 #include "io/file_util.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/language_model.h"
+#include "../model_checks.h"
 #include "../testing.h"
 #include "train/train_backend.h"
 #include "train/trainer.h"
@@ -400,22 +401,12 @@ TEST(CudaTrain, TwoRunsWithOneSeedGiveBitwiseEqualLosses) {
 
 TEST(CudaTrain, ShortRunReachesTheCpuValidationLoss) {
   REQUIRE_GPU();
-  const std::string dir = moessm::testing::temp_dir("cuda_train");
-  std::string text;
-  Rng rng(11);
-  const char* words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat. ", "Emma ", "walked ", "home.\n"};
-  for (int i = 0; i < 20000; ++i) text += words[rng.below(9)];
-  write_file_atomic(dir + "/a.txt", text.substr(0, text.size() * 9 / 10));
-  write_file_atomic(dir + "/persuasion.txt", text.substr(text.size() * 9 / 10));
-  PrepareOptions po;
-  po.inputs = {dir + "/a.txt", dir + "/persuasion.txt"};
-  po.out_dir = dir + "/data";
-  prepare_data(po);
+  const std::string data = moessm::testing::make_word_data("cuda_train", 20000);
   const ModelConfig cfg = small_vocab_config();
   auto train = [&](const std::string& device) {
     TrainOptions o;
-    o.data = dir + "/data";
-    o.out = dir + "/run_" + device;
+    o.data = data;
+    o.out = data + "/../run_" + device;
     o.device = device;
     o.max_steps = 120;
     o.batch_size = 8;
@@ -435,5 +426,5 @@ TEST(CudaTrain, ShortRunReachesTheCpuValidationLoss) {
   EXPECT_LT(cpu.last_val_loss, cpu.unigram_entropy - 0.3);
   EXPECT_NEAR(gpu.last_val_loss, cpu.last_val_loss, 0.05);
   // The CUDA checkpoint is an ordinary checkpoint: the CPU model loads it.
-  EXPECT_TRUE(file_exists(dir + "/run_cuda/checkpoint/model.safetensors"));
+  EXPECT_TRUE(file_exists(data + "/../run_cuda/checkpoint/model.safetensors"));
 }

@@ -40,27 +40,6 @@ CudaGenerator<Act>::~CudaGenerator() {
 }
 
 template <typename Act>
-void CudaGenerator<Act>::load(const float* state, const float* logits) {
-  m_.set_state(state);
-  has_logits_ = logits != nullptr;
-  if (logits) {
-    std::vector<Act> l(static_cast<size_t>(B_ * V_));
-    for (size_t i = 0; i < l.size(); ++i) l[i] = Act(logits[i]);
-    CUDA_CHECK(cudaMemcpy(logits_.data(), l.data(), l.size() * sizeof(Act), cudaMemcpyHostToDevice));
-  }
-}
-
-template <typename Act>
-std::vector<float> CudaGenerator<Act>::pending_logits() const {
-  std::vector<Act> l(static_cast<size_t>(B_ * V_));
-  CUDA_CHECK(cudaStreamSynchronize(m_.stream()));
-  CUDA_CHECK(cudaMemcpy(l.data(), logits_.data(), l.size() * sizeof(Act), cudaMemcpyDeviceToHost));
-  std::vector<float> f(l.size());
-  for (size_t i = 0; i < l.size(); ++i) f[i] = float(l[i]);
-  return f;
-}
-
-template <typename Act>
 void CudaGenerator<Act>::step_launches() {
   int32_t* S = slots_.as<int32_t>();
   DecodeSlots s;
@@ -94,6 +73,8 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
     common = std::min(common, p.size());
     longest = std::max(longest, p.size());
   }
+  CHECK(common > 0 || opts_.max_new_tokens == 0,
+        "cuda generate: every slot needs at least one prompt token (the first step samples from the prompt's logits)");
   stats_ = GenerateStats();
   // 1. batched prefill of the common length, chunk by chunk, from the carried state
   const auto t0 = Clock::now();
@@ -104,14 +85,11 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
       std::copy(prompts[b].begin() + at, prompts[b].begin() + at + T, gather.begin() + b * T);
     CUDA_CHECK(cudaMemcpyAsync(ids_.data(), gather.data(), B_ * T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
     m_.forward_last_logits(logits_.as<Act>(), ids_.as<int32_t>(), B_, T, true, true);
-    has_logits_ = true;
   }
   CUDA_CHECK(cudaStreamSynchronize(st));
   stats_.prefill_tokens = int64_t(common) * B_;
   stats_.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (after_prefill) after_prefill();
-  CHECK(has_logits_ || opts_.max_new_tokens == 0,
-        "cuda generate: nothing to continue from (empty prompts and no saved logits)");
 
   // 2. slot bookkeeping: ragged prompt tails are fed by the steps
   forced_ld_ = idx_t(std::max<size_t>(1, longest - common));

@@ -29,15 +29,12 @@ class CudaGenerator {
   ~CudaGenerator();
   using TokenCallback = std::function<void(idx_t slot, int32_t token)>;
   // As Generator::run. The model's carried state is the starting point (zero after prepare, or
-  // what load() put there); after_prefill runs after the batched prefill.
+  // what CudaLanguageModel::set_state put there); after_prefill runs after the batched prefill.
+  // The first step samples from the prefill's logits, so the common prompt length must be >= 1
+  // (state snapshots with pending logits run on the CPU so far).
   std::vector<SlotOutput> run(const std::vector<std::vector<int32_t>>& prompts,
                               const TokenCallback& on_token = nullptr,
                               const std::function<void()>& after_prefill = nullptr);
-  // Starts from a saved state (host layout) and, optionally, its pending logits [B, V] (host fp32).
-  void load(const float* state, const float* logits);
-  // The pending logits [B, V] after the prefill (host fp32), e.g. for a state snapshot.
-  std::vector<float> pending_logits() const;
-  bool has_logits() const { return has_logits_; }
   const GenerateStats& stats() const { return stats_; }
 
   static constexpr int kDoneCheckEvery = 16;
@@ -51,7 +48,6 @@ class CudaGenerator {
   DeviceBuffer logits_, ids_, slots_, out_, forced_;
   int32_t* pinned_ = nullptr;  // [2B] tokens + emitted of the last step
   cudaGraphExec_t graph_ = nullptr;
-  bool has_logits_ = false;
   idx_t forced_ld_ = 0;
 };
 

@@ -3,6 +3,7 @@
 #include "model/cuda/cuda_language_model.h"
 
 #include <algorithm>
+#include <string>
 #include <type_traits>
 
 #include "core/check.h"
@@ -57,6 +58,10 @@ CudaLanguageModel<Act>::CudaLanguageModel(const ModelConfig& cfg, int device)
     L.Dp = table_.at(p + "D").offset;
     L.out_w = table_.at(p + "out_proj.weight").offset;
   }
+  int n_dev = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n_dev);
+  CHECK(e == cudaSuccess && device_ < n_dev, "--device cuda: no usable CUDA device ", device_, " on this machine (",
+        e == cudaSuccess ? std::to_string(n_dev) + " found" : std::string(cudaGetErrorString(e)), ")");
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   const size_t n = table_.total();

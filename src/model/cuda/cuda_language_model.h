@@ -49,8 +49,6 @@ class CudaLanguageModel {
   int n_layers() const { return int(layers_.size()); }
   cudaStream_t stream() const { return stream_; }
   MixerCounts counts() const;
-  idx_t planned_batch() const { return max_B_; }
-  idx_t planned_len() const { return max_T_; }
 
   // Weights (host buffers in the table's layout, fp32).
   void upload_params(const float* host);

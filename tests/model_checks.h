@@ -1,0 +1,132 @@
+// Whole-model checks shared by the model, RoM, Swimba, separated, trainer and GPU tests:
+//   - copy_by_name: weights of one model into another by checkpoint name (E = 1 vs dense);
+//   - check_gradients_by_fd: every parameter's gradient of the loss (with an optional carried
+//     state) against central finite differences in double, tensor by tensor;
+//   - expect_same_outputs_and_grads: two models give the same logits, loss and gradients
+//     (compared by name) on the same random batch;
+//   - prefill_steps_vs_one_pass: the recurrence invariant of every mixer (DESIGN.md §1): one pass
+//     over ids [B, T] equals a prefill of T1 tokens, three single-token steps and then the rest,
+//     with the state carried between calls (state_in aliasing state_out, as the decoder does);
+//   - make_word_data: a small prepared data directory (byte tokenizer) from a random word
+//     sequence, persuasion.txt held out, for trainer tests.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data/prepare.h"
+#include "io/file_util.h"
+#include "model/language_model.h"
+#include "testing.h"
+
+namespace moessm::testing {
+
+template <typename T>
+void copy_by_name(LanguageModel<T>& to, const LanguageModel<T>& from) {
+  from.table().visit([&](const ParamInfo& p) {
+    const ParamInfo& q = to.table().at(p.name);
+    ASSERT_EQ(p.numel, q.numel) << p.name;
+    std::copy(from.params.begin() + p.offset, from.params.begin() + p.offset + p.numel,
+              to.params.begin() + q.offset);
+  });
+}
+
+// Backward of loss(ids, tg) (+ aux losses) against finite differences of every parameter,
+// compared per tensor (tolerance 1e-6 · max(1, max |numeric|)). Returns the loss of the pass.
+inline LossResult check_gradients_by_fd(LanguageModel<double>& m, const std::vector<int32_t>& ids,
+                                        const std::vector<int32_t>& tg, idx_t B, idx_t T,
+                                        const std::vector<double>* state = nullptr) {
+  const double* s = state ? state->data() : nullptr;
+  m.prepare(B, T, true);
+  m.zero_grads();
+  const LossResult r = m.loss(ids.data(), tg.data(), B, T, true, s);
+  const std::vector<double> analytic = m.grads;
+  const std::vector<double> numeric = numeric_gradient(m.params, [&] {
+    return m.loss(ids.data(), tg.data(), B, T, false, s).total();
+  });
+  m.table().visit([&](const ParamInfo& p) {
+    std::vector<double> a(analytic.begin() + p.offset, analytic.begin() + p.offset + p.numel);
+    std::vector<double> n(numeric.begin() + p.offset, numeric.begin() + p.offset + p.numel);
+    EXPECT_EQ(compare_gradients(a, n, 1e-6, p.name), "");
+  });
+  return r;
+}
+
+// a and b on one random batch (ids and targets in [0, vocab), B = 2, T = 70: across a scan
+// chunk boundary): logits ≤ 1e-12 relative, loss ≤ 1e-12, every gradient of a's tensors ≤ 1e-10
+// against b's tensor of the same name.
+inline void expect_same_outputs_and_grads(LanguageModel<double>& a, LanguageModel<double>& b,
+                                          int32_t vocab) {
+  const idx_t B = 2, T = 70, V = a.vocab();
+  Rng rng(3);
+  std::vector<int32_t> ids(static_cast<size_t>(B * T)), tg(ids.size());
+  for (auto& x : ids) x = int32_t(rng.below(uint64_t(vocab)));
+  for (auto& x : tg) x = int32_t(rng.below(uint64_t(vocab)));
+  std::vector<double> la(static_cast<size_t>(B * T * V)), lb(la.size());
+  a.prepare(B, T, true);
+  b.prepare(B, T, true);
+  a.forward_logits(la.data(), ids.data(), B, T, nullptr, nullptr);
+  b.forward_logits(lb.data(), ids.data(), B, T, nullptr, nullptr);
+  EXPECT_LT(max_rel_diff(lb.data(), la.data(), la.size()), 1e-12);
+  a.zero_grads();
+  b.zero_grads();
+  const double L1 = a.loss(ids.data(), tg.data(), B, T, true).total();
+  const double L2 = b.loss(ids.data(), tg.data(), B, T, true).total();
+  EXPECT_NEAR(L1, L2, 1e-12 * std::fabs(L1));
+  a.table().visit([&](const ParamInfo& p) {
+    const ParamInfo& q = b.table().at(p.name);
+    EXPECT_LT(max_rel_diff(b.grads.data() + q.offset, a.grads.data() + p.offset, p.numel), 1e-10) << p.name;
+  });
+}
+
+// Returns max |pieces - one pass| / max |one pass| over all logits. Token ids are drawn in
+// [0, vocab) from `seed`. T1 + 3 < T.
+inline double prefill_steps_vs_one_pass(LanguageModel<double>& m, idx_t B, idx_t T, idx_t T1,
+                                        int32_t vocab, uint64_t seed = 6) {
+  const idx_t V = m.vocab();
+  Rng rng(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(B * T));
+  for (auto& x : ids) x = int32_t(rng.below(uint64_t(vocab)));
+  std::vector<double> full(static_cast<size_t>(B * T * V)), parts(full.size());
+  m.prepare(B, T, false);
+  m.forward_logits(full.data(), ids.data(), B, T, nullptr, nullptr);
+  std::vector<double> state(static_cast<size_t>(m.state_size() * B), 0.0);
+  auto run = [&](idx_t t0, idx_t len, bool first) {
+    std::vector<int32_t> seg(static_cast<size_t>(B * len));
+    for (idx_t b = 0; b < B; ++b)
+      for (idx_t t = 0; t < len; ++t) seg[b * len + t] = ids[b * T + t0 + t];
+    std::vector<double> out(static_cast<size_t>(B * len * V));
+    m.prepare(B, len, false);
+    m.forward_logits(out.data(), seg.data(), B, len, first ? nullptr : state.data(), state.data());
+    for (idx_t b = 0; b < B; ++b)
+      for (idx_t t = 0; t < len; ++t)
+        for (idx_t v = 0; v < V; ++v) parts[(b * T + t0 + t) * V + v] = out[(b * len + t) * V + v];
+  };
+  run(0, T1, true);
+  for (idx_t t = T1; t < T1 + 3; ++t) run(t, 1, false);  // three single-token steps
+  run(T1 + 3, T - T1 - 3, false);
+  return max_rel_diff(parts.data(), full.data(), full.size());
+}
+
+// <temp>/data prepared from n_words random words (90% train, the rest persuasion.txt).
+inline std::string make_word_data(const std::string& tag, int n_words) {
+  const std::string dir = temp_dir(tag);
+  std::string text;
+  Rng rng(11);
+  const char* words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat. ", "Emma ", "walked ", "home.\n"};
+  for (int i = 0; i < n_words; ++i) text += words[rng.below(9)];
+  write_file_atomic(dir + "/a.txt", text.substr(0, text.size() * 9 / 10));
+  write_file_atomic(dir + "/persuasion.txt", text.substr(text.size() * 9 / 10));
+  PrepareOptions o;
+  o.inputs = {dir + "/a.txt", dir + "/persuasion.txt"};
+  o.out_dir = dir + "/data";
+  prepare_data(o);
+  return dir + "/data";
+}
+
+}  // namespace moessm::testing
