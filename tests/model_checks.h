@@ -1,4 +1,7 @@
 // Whole-model checks shared by the model, RoM, Swimba, separated, trainer and GPU tests:
+//   - randomize: the real initialisation plus U(±0.1) on every parameter (the real init leaves
+//     some tensors constant, which would hide gradient errors);
+//   - tiny_mixer_config: a 2-layer D 8 model whose every layer is the given mixer spec;
 //   - copy_by_name: weights of one model into another by checkpoint name (E = 1 vs dense);
 //   - check_gradients_by_fd: every parameter's gradient of the loss (with an optional carried
 //     state) against central finite differences in double, tensor by tensor;
@@ -25,6 +28,21 @@
 #include "testing.h"
 
 namespace moessm::testing {
+
+template <typename T>
+void randomize(LanguageModel<T>& m, uint64_t seed) {
+  m.init(seed);
+  Rng rng(seed, 99);
+  for (auto& p : m.params) p += static_cast<T>(rng.uniform(-0.1, 0.1));
+}
+
+inline ModelConfig tiny_mixer_config(const std::string& mixer, int n_layer = 2) {
+  return ModelConfig::from_json(
+      Json::parse(R"({"d_model": 8, "n_layer": )" + std::to_string(n_layer) +
+                  R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8, "mixer": )" +
+                  mixer + "}"),
+      "test");
+}
 
 template <typename T>
 void copy_by_name(LanguageModel<T>& to, const LanguageModel<T>& from) {

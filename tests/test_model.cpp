@@ -23,14 +23,6 @@ ModelConfig tiny_config(const std::string& extra = "") {
       "test");
 }
 
-// Random but well-scaled parameters (the real init leaves some tensors constant).
-template <typename T>
-void randomize(LanguageModel<T>& m, uint64_t seed) {
-  m.init(seed);
-  Rng rng(seed, 99);
-  for (auto& p : m.params) p += static_cast<T>(rng.uniform(-0.1, 0.1));
-}
-
 }  // namespace
 
 TEST(LanguageModel, GradientsMatchFiniteDifferencesInDouble) {

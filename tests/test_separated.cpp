@@ -21,24 +21,9 @@ using namespace moessm::testing;
 
 namespace {
 
-ModelConfig tiny_config(const std::string& mixer, int n_layer = 2) {
-  return ModelConfig::from_json(
-      Json::parse(R"({"d_model": 8, "n_layer": )" + std::to_string(n_layer) +
-                  R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8, "mixer": )" +
-                  mixer + "}"),
-      "test");
-}
-
 std::string sep_spec(int E, int K, const std::string& extra = "") {
   return R"({"type": "separated_moe_ssm", "n_experts": )" + std::to_string(E) + R"(, "top_k": )" +
          std::to_string(K) + extra + "}";
-}
-
-template <typename T>
-void randomize(LanguageModel<T>& m, uint64_t seed) {
-  m.init(seed);
-  Rng rng(seed, 99);
-  for (auto& p : m.params) p += static_cast<T>(rng.uniform(-0.1, 0.1));
 }
 
 // A mixer on its own: table under prefix "m.", parameters, an arena planned for (B, T).
@@ -73,7 +58,7 @@ class SeparatedGrad : public ::testing::TestWithParam<std::pair<int, int>> {};
 
 TEST_P(SeparatedGrad, MatchesFiniteDifferencesInDouble) {
   const auto [E, K] = GetParam();
-  LanguageModel<double> m(tiny_config(sep_spec(E, K, R"(, "aux_coef": 0.05, "z_coef": 0.01)")));
+  LanguageModel<double> m(tiny_mixer_config(sep_spec(E, K, R"(, "aux_coef": 0.05, "z_coef": 0.01)")));
   randomize(m, 31);
   const idx_t B = 2, T = 5;
   std::vector<int32_t> ids = {1, 4, 7, 2, 9, 12, 0, 3, 3, 5};
@@ -92,14 +77,14 @@ INSTANTIATE_TEST_SUITE_P(EK, SeparatedGrad,
 // ---- E = 1 is the dense mixer ----------------------------------------------------------------
 
 TEST(Separated, E1EqualsDenseValuesAndGradients) {
-  LanguageModel<double> dense(tiny_config("\"mamba\""));
-  LanguageModel<double> sep(tiny_config(sep_spec(1, 1, R"(, "aux_coef": 0)")));
+  LanguageModel<double> dense(tiny_mixer_config("\"mamba\""));
+  LanguageModel<double> sep(tiny_mixer_config(sep_spec(1, 1, R"(, "aux_coef": 0)")));
   randomize(dense, 41);
   randomize(sep, 42);
   copy_by_name(sep, dense);
   expect_same_outputs_and_grads(dense, sep, 13);  // B 2, T 70: across a scan chunk
   // Same seed → the same initial weights as dense (per-tensor RNG streams keyed by name).
-  LanguageModel<float> d2(tiny_config("\"mamba\"")), s2(tiny_config(sep_spec(1, 1)));
+  LanguageModel<float> d2(tiny_mixer_config("\"mamba\"")), s2(tiny_mixer_config(sep_spec(1, 1)));
   d2.init(9);
   s2.init(9);
   d2.table().visit([&](const ParamInfo& p) {
@@ -116,7 +101,7 @@ namespace {
 // every token, weight 1/K — routing constant in time), and expert x_proj rows whose C (and,
 // unless dt_differs, dt_low) rows agree while the B rows differ. Returns max rel diff of outputs.
 double swimba_vs_separated(int E, int K, const std::string& mix, bool dt_differs) {
-  ModelConfig cfg = tiny_config("\"mamba\"", 1);
+  ModelConfig cfg = tiny_mixer_config("\"mamba\"", 1);
   const idx_t Di = cfg.d_inner(), N = cfg.d_state, R = cfg.resolved_dt_rank(), XW = R + 2 * N, D = cfg.d_model;
   Standalone<SwimbaMixer<double>> sw(cfg, ModelConfig::from_json(Json::parse(
       R"({"d_model": 8, "n_layer": 1, "vocab_size": 13, "d_state": 3, "d_conv": 3, "layers": [{"type": "swimba", "n_experts": )" +
@@ -183,11 +168,11 @@ TEST(Separated, SwimbaDiffersFromSeparatedOnceDeltaDiffers) {
 // ---- accounting ------------------------------------------------------------------------------
 
 TEST(Separated, ScanWorkLinearInExpertsWhileSwimbasIsConstant) {
-  const MixerCounts dense = LanguageModel<float>(tiny_config("\"mamba\"", 1)).mixer(0).counts();
+  const MixerCounts dense = LanguageModel<float>(tiny_mixer_config("\"mamba\"", 1)).mixer(0).counts();
   for (int E : {1, 2, 4, 8}) {
     const int K = std::min(E, 2);
-    LanguageModel<float> sep(tiny_config(sep_spec(E, K), 1));
-    LanguageModel<float> sw(tiny_config(R"({"type": "swimba", "n_experts": )" + std::to_string(E) +
+    LanguageModel<float> sep(tiny_mixer_config(sep_spec(E, K), 1));
+    LanguageModel<float> sw(tiny_mixer_config(R"({"type": "swimba", "n_experts": )" + std::to_string(E) +
                                         R"(, "top_k": )" + std::to_string(K) + "}", 1));
     const MixerCounts cs = sep.mixer(0).counts(), cw = sw.mixer(0).counts();
     EXPECT_EQ(cs.scan_flops, E * dense.scan_flops) << "E=" << E;
@@ -219,7 +204,7 @@ TEST(Separated, PrefillAndStepsEqualOnePass) {
 // ---- names, initialisation, options, statistics ----------------------------------------------
 
 TEST(Separated, CheckpointNamesShapesAndInitialisation) {
-  LanguageModel<float> m(tiny_config(sep_spec(3, 2), 1));
+  LanguageModel<float> m(tiny_mixer_config(sep_spec(3, 2), 1));
   m.init(4);
   const std::string p = "backbone.layers.0.mixer.";
   const idx_t E = 3, Di = 16, D = 8, N = 3, R = 1, Kc = 3;
@@ -254,7 +239,7 @@ TEST(Separated, CheckpointNamesShapesAndInitialisation) {
 TEST(Separated, OptionErrorsAndStats) {
   auto err = [](const std::string& spec) {
     try {
-      LanguageModel<float> m(tiny_config(spec, 1));
+      LanguageModel<float> m(tiny_mixer_config(spec, 1));
     } catch (const Error& e) {
       return std::string(e.what());
     }
@@ -264,7 +249,7 @@ TEST(Separated, OptionErrorsAndStats) {
   EXPECT_NE(err(R"({"type": "separated_moe_ssm", "n_experts": 0})").find("n_experts"), std::string::npos);
   EXPECT_NE(err(R"({"type": "separated_moe_ssm", "aux_coef": -1})").find("aux_coef"), std::string::npos);
 
-  LanguageModel<float> m(tiny_config(sep_spec(4, 2), 1));
+  LanguageModel<float> m(tiny_mixer_config(sep_spec(4, 2), 1));
   m.init(1);
   const idx_t B = 2, T = 17;
   std::vector<int32_t> ids(B * T, 3), tg(B * T, 4);

@@ -20,26 +20,11 @@ using namespace moessm::testing;
 
 namespace {
 
-ModelConfig tiny_config(const std::string& mixer, int n_layer = 2) {
-  return ModelConfig::from_json(
-      Json::parse(R"({"d_model": 8, "n_layer": )" + std::to_string(n_layer) +
-                  R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8, "mixer": )" +
-                  mixer + "}"),
-      "test");
-}
-
 std::string swimba_spec(int E, int K, const std::string& mix, bool expert_dt, const std::string& input,
                         const std::string& extra = "") {
   return R"({"type": "swimba", "n_experts": )" + std::to_string(E) + R"(, "top_k": )" +
          std::to_string(K) + R"(, "mix": ")" + mix + R"(", "expert_dt_proj": )" +
          (expert_dt ? "true" : "false") + R"(, "router_input": ")" + input + "\"" + extra + "}";
-}
-
-template <typename T>
-void randomize(LanguageModel<T>& m, uint64_t seed) {
-  m.init(seed);
-  Rng rng(seed, 99);
-  for (auto& p : m.params) p += static_cast<T>(rng.uniform(-0.1, 0.1));
 }
 
 }  // namespace
@@ -52,7 +37,7 @@ class SwimbaGrad : public ::testing::TestWithParam<GradCase> {};
 TEST_P(SwimbaGrad, MatchesFiniteDifferencesInDouble) {
   const auto& [mix, ek, expert_dt, input] = GetParam();
   // aux and z losses on, so their gradients through the router are checked too.
-  ModelConfig cfg = tiny_config(swimba_spec(ek.first, ek.second, mix, expert_dt, input,
+  ModelConfig cfg = tiny_mixer_config(swimba_spec(ek.first, ek.second, mix, expert_dt, input,
                                             R"(, "aux_coef": 0.05, "z_coef": 0.01)"));
   LanguageModel<double> m(cfg);
   randomize(m, 11);
@@ -83,8 +68,8 @@ class SwimbaE1 : public ::testing::TestWithParam<DenseCase> {};
 
 TEST_P(SwimbaE1, EqualsDenseValuesAndGradients) {
   const auto& [mix, expert_dt, input] = GetParam();
-  LanguageModel<double> dense(tiny_config("\"mamba\""));
-  LanguageModel<double> sw(tiny_config(swimba_spec(1, 1, mix, expert_dt, input, R"(, "aux_coef": 0)")));
+  LanguageModel<double> dense(tiny_mixer_config("\"mamba\""));
+  LanguageModel<double> sw(tiny_mixer_config(swimba_spec(1, 1, mix, expert_dt, input, R"(, "aux_coef": 0)")));
   randomize(dense, 21);
   randomize(sw, 22);  // router.weight stays random: with E = 1 its weight is always 1
   copy_by_name(sw, dense);
@@ -98,8 +83,8 @@ INSTANTIATE_TEST_SUITE_P(Modes, SwimbaE1,
                                             ::testing::Values("u", "conv")));
 
 TEST(Swimba, E1InitialisesLikeDense) {
-  LanguageModel<float> dense(tiny_config("\"mamba\""));
-  LanguageModel<float> sw(tiny_config(swimba_spec(1, 1, "pre", false, "u")));
+  LanguageModel<float> dense(tiny_mixer_config("\"mamba\""));
+  LanguageModel<float> sw(tiny_mixer_config(swimba_spec(1, 1, "pre", false, "u")));
   dense.init(5);
   sw.init(5);
   dense.table().visit([&](const ParamInfo& p) {
@@ -119,7 +104,7 @@ struct MixerRun {
   std::vector<float> params;
   Arena<float> arena;
   MixerRun(const std::string& spec_json, uint64_t seed, double router_scale)
-      : cfg(tiny_config(spec_json, 1)), mixer(cfg, cfg.layers[0]) {
+      : cfg(tiny_mixer_config(spec_json, 1)), mixer(cfg, cfg.layers[0]) {
     mixer.register_params(table, "m.");
     params.assign(table.total(), 0.f);
     mixer.init_params(params.data(), table, seed);
@@ -255,12 +240,12 @@ TEST(SelectiveScan, DeltaAsGivenMatchesFiniteDifferences) {
 // ---- accounting ------------------------------------------------------------------------------
 
 TEST(Swimba, ScanWorkDoesNotGrowWithExperts) {
-  ModelConfig cfg = tiny_config("\"mamba\"", 1);
+  ModelConfig cfg = tiny_mixer_config("\"mamba\"", 1);
   MixerCounts dense = LanguageModel<float>(cfg).mixer(0).counts();
   MixerCounts prev;
   for (int E : {1, 2, 4, 8, 16}) {
     for (bool expert_dt : {false, true}) {
-      ModelConfig c = tiny_config(swimba_spec(E, std::min(E, 2), "pre", expert_dt, "u"), 1);
+      ModelConfig c = tiny_mixer_config(swimba_spec(E, std::min(E, 2), "pre", expert_dt, "u"), 1);
       LanguageModel<float> m(c);
       MixerCounts k = m.mixer(0).counts();
       EXPECT_EQ(k.scan_flops, dense.scan_flops) << "E=" << E;
@@ -301,7 +286,7 @@ TEST(Swimba, PrefillAndStepsEqualOnePass) {
 // ---- configuration, checkpoint names, statistics ---------------------------------------------
 
 TEST(Swimba, CheckpointNamesAndShapes) {
-  LanguageModel<float> m(tiny_config(swimba_spec(3, 2, "pre", true, "conv"), 1));
+  LanguageModel<float> m(tiny_mixer_config(swimba_spec(3, 2, "pre", true, "conv"), 1));
   const std::string p = "backbone.layers.0.mixer.";
   const idx_t E = 3, Di = 16, D = 8, N = 3, R = 1;
   EXPECT_EQ(m.table().at(p + "x_proj.weight").shape, (Shape{E, R + 2 * N, Di}));
@@ -312,13 +297,13 @@ TEST(Swimba, CheckpointNamesAndShapes) {
   EXPECT_EQ(m.table().at(p + "in_proj.weight").shape, (Shape{2 * Di, D}));
   EXPECT_EQ(m.table().at(p + "out_proj.weight").shape, (Shape{D, Di}));
   EXPECT_EQ(m.table().at(p + "router.weight").shape, (Shape{E, Di}));  // routes on xc
-  LanguageModel<float> m2(tiny_config(swimba_spec(3, 2, "pre", false, "u"), 1));
+  LanguageModel<float> m2(tiny_mixer_config(swimba_spec(3, 2, "pre", false, "u"), 1));
   EXPECT_EQ(m2.table().at(p + "dt_proj.weight").shape, (Shape{Di, R}));
   EXPECT_EQ(m2.table().at(p + "router.weight").shape, (Shape{E, D}));
 }
 
 TEST(Swimba, DefaultsAndOptionErrors) {
-  ModelConfig cfg = tiny_config("\"swimba\"", 1);
+  ModelConfig cfg = tiny_mixer_config("\"swimba\"", 1);
   SwimbaMixer<float> d(cfg, cfg.layers[0]);
   EXPECT_EQ(d.E, 8);
   EXPECT_EQ(d.K, 2);
@@ -330,7 +315,7 @@ TEST(Swimba, DefaultsAndOptionErrors) {
   EXPECT_DOUBLE_EQ(d.router().opt.z_coef, 0.0);
   auto err = [](const std::string& spec) {
     try {
-      LanguageModel<float> m(tiny_config(spec, 1));
+      LanguageModel<float> m(tiny_mixer_config(spec, 1));
     } catch (const Error& e) {
       return std::string(e.what());
     }
@@ -344,7 +329,7 @@ TEST(Swimba, DefaultsAndOptionErrors) {
 }
 
 TEST(Swimba, StatsReportPerExpertLoad) {
-  LanguageModel<float> m(tiny_config(swimba_spec(4, 2, "pre", false, "u"), 2));
+  LanguageModel<float> m(tiny_mixer_config(swimba_spec(4, 2, "pre", false, "u"), 2));
   m.init(1);
   const idx_t B = 2, T = 33;
   Rng rng(2);
