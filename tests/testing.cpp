@@ -1,15 +1,21 @@
 // Shared test helpers (see testing.h).
 #include "testing.h"
 
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
+
+extern char** environ;
 
 namespace moessm::testing {
 
@@ -18,11 +24,12 @@ std::string binary_dir() { return MOESSM_BINARY_DIR; }
 
 std::string temp_dir(const std::string& tag) {
   static int counter = 0;
-  std::string base = binary_dir() + "/test_tmp";
-  ::mkdir(base.c_str(), 0755);
-  std::string dir = base + "/" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-  std::string cmd = "rm -rf '" + dir + "' && mkdir -p '" + dir + "'";
-  if (std::system(cmd.c_str()) != 0) std::abort();
+  std::string dir = binary_dir() + "/test_tmp/" + tag + "_" + std::to_string(::getpid()) + "_" +
+                    std::to_string(counter++);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) std::abort();
   return dir;
 }
 
@@ -35,6 +42,38 @@ int run_cli(const std::string& args, std::string* output) {
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   int status = ::pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_cli_argv(const std::vector<std::string>& args, std::string* output) {
+  std::vector<std::string> all = {binary_dir() + "/moessm"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  pid_t pid;
+  int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    return -1;
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

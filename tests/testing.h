@@ -15,6 +15,8 @@ std::string source_dir();   // repository root
 std::string binary_dir();   // CMake build directory (where the `moessm` program is)
 // Runs the moessm CLI with args; returns exit code and captures stdout+stderr into *output.
 int run_cli(const std::string& args, std::string* output);
+// The same without a shell: each element is one argument, passed through unchanged.
+int run_cli_argv(const std::vector<std::string>& args, std::string* output);
 
 template <typename T>
 std::vector<T> random_vector(size_t n, Rng& rng, double lo = -1.0, double hi = 1.0) {

@@ -140,9 +140,9 @@ int cmd_generate(int argc, char** argv) {
          "independent continuations (slot i uses random stream i of --seed). Slot 0 streams to\n"
          "stdout; with several slots each slot's text follows a line '=== slot i ===' and slots\n"
          "1.. are printed at the end. Prompt and generation throughput go to stderr.");
-  a.option("model", "checkpoint directory (config.json, model.safetensors, optional tokenizer.json)", "", true)
+  a.path("model", "checkpoint directory (config.json, model.safetensors, optional tokenizer.json)", "", true)
       .option("prompt", "prompt text (repeatable: one slot each); may be empty with --state-in")
-      .option("tokenizer", "tokenizer.json path or 'byte' (default: <model>/tokenizer.json)")
+      .path("tokenizer", "tokenizer.json path or 'byte' (default: <model>/tokenizer.json)")
       .option("max-new-tokens", "tokens to generate per slot (stops earlier at end-of-text)", "128")
       .option("temperature", "softmax temperature; 0 = greedy", "1.0")
       .option("top-k", "keep the k most likely tokens; 0 = off", "0")
@@ -150,9 +150,9 @@ int cmd_generate(int argc, char** argv) {
       .option("seed", "sampling seed", "0")
       .option("batch", "independent slots for a single prompt (default 1, or the --state-in batch)")
       .option("prefill-chunk", "tokens per prefill forward pass; 0 = auto", "0")
-      .option("ids-out", "write prompt+generated ids per slot (one line each, space-separated)")
-      .option("state-out", "save the recurrent state after the prompt (safetensors)")
-      .option("state-in", "resume from a saved state (the prompt continues it)")
+      .path("ids-out", "write prompt+generated ids per slot (one line each, space-separated)")
+      .path("state-out", "save the recurrent state after the prompt (safetensors)")
+      .path("state-in", "resume from a saved state (the prompt continues it)")
       .option("device", "cpu or cuda (one GPU, dense Mamba layers: CUDA-graph decode, sampling on the device)", "cpu")
       .option("dtype", "with --device cuda: bfloat16 (bf16 activations, fp32 state) or float32", "bfloat16")
       .flag("ignore-eot", "do not stop at the end-of-text id (fixed-length runs for benchmarks)");

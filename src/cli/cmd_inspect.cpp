@@ -57,8 +57,8 @@ bool on_cuda(const Args& a) {
 
 int cmd_init(int argc, char** argv) {
   Args a("init", "Write a freshly initialised checkpoint (config.json + model.safetensors).");
-  a.option("config", "model config JSON (see configs/)", "", true)
-      .option("out", "output checkpoint directory", "", true)
+  a.path("config", "model config JSON (see configs/)", "", true)
+      .path("out", "output checkpoint directory", "", true)
       .option("seed", "initialisation seed", "0");
   if (!a.parse(argc, argv)) return 0;
   ModelConfig cfg = ModelConfig::from_file(a.str("config"));
@@ -73,10 +73,10 @@ int cmd_init(int argc, char** argv) {
 
 int cmd_logits(int argc, char** argv) {
   Args a("logits", "Run the model on token ids and write float32 logits [B, T, V] as .npy.");
-  a.option("model", "checkpoint directory", "", true)
-      .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
-      .option("out", "output .npy path", "", true)
-      .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
+  a.path("model", "checkpoint directory", "", true)
+      .path("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .path("out", "output .npy path", "", true)
+      .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
   const bool cuda_dev = on_cuda(a);
@@ -109,10 +109,10 @@ int cmd_grads(int argc, char** argv) {
          "Mean next-token cross-entropy over each line of ids (targets = ids shifted by one);\n"
          "writes every parameter's gradient (fp32, checkpoint names) and the loss as\n"
          "__metadata__[\"loss\"].");
-  a.option("model", "checkpoint directory", "", true)
-      .option("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
-      .option("out", "output .safetensors path", "", true)
-      .option("state-in", "initial recurrent state (a state file, one slot per line of ids)");
+  a.path("model", "checkpoint directory", "", true)
+      .path("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .path("out", "output .safetensors path", "", true)
+      .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
   const bool cuda_dev = on_cuda(a);

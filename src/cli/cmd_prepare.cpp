@@ -58,10 +58,10 @@ int cmd_prepare(int argc, char** argv) {
       "persuasion.txt when it is among several inputs (the bundled Austen corpus); else the last\n"
       "--val-fraction of the tokens. Inputs must be non-empty UTF-8 text.\n\n"
       "example: moessm prepare --input data/corpus/austen --tokenizer byte --out runs/data/austen-byte");
-  args.option("input", "text files or directories (their *.txt), comma-separated; may be repeated", "", true)
-      .option("tokenizer", "'byte', a tokenizer.json, or a prepared data directory", "byte")
-      .option("out", "output directory (created if missing; existing files are replaced)", "", true)
-      .option("val", "validation files, comma-separated; may be repeated (also removed from --input)")
+  args.path("input", "text files or directories (their *.txt), comma-separated; may be repeated", "", true)
+      .path("tokenizer", "'byte', a tokenizer.json, or a prepared data directory", "byte")
+      .path("out", "output directory (created if missing; existing files are replaced)", "", true)
+      .path("val", "validation files, comma-separated; may be repeated (also removed from --input)")
       .option("val-fraction", "share of the tokens for validation when no validation files apply", "0.05")
       .option("min-tokens", "fewest tokens each split may have", std::to_string(moessm::kMinSplitTokens))
       .flag("quiet", "print only the summary line");

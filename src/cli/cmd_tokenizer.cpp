@@ -46,9 +46,9 @@ std::vector<std::string> split_list(const std::string& s, const char* seps) {
 
 int encode_action(int argc, char** argv) {
   Args a("tokenizer encode", "Print the token ids of a text, space-separated on one line.");
-  a.option("tokenizer", "'byte' or a tokenizer.json", "", true)
+  a.path("tokenizer", "'byte' or a tokenizer.json", "", true)
       .option("text", "the text to encode (or use --file)")
-      .option("file", "encode the contents of this file instead of --text");
+      .path("file", "encode the contents of this file instead of --text");
   if (!a.parse(argc, argv)) return 0;
   CHECK(a.has("text") != a.has("file"), "moessm tokenizer encode: give exactly one of --text and --file");
   auto tok = Tokenizer::load(a.str("tokenizer"));
@@ -64,7 +64,7 @@ int encode_action(int argc, char** argv) {
 
 int decode_action(int argc, char** argv) {
   Args a("tokenizer decode", "Print the text of token ids (followed by a newline).");
-  a.option("tokenizer", "'byte' or a tokenizer.json", "", true)
+  a.path("tokenizer", "'byte' or a tokenizer.json", "", true)
       .option("ids", "token ids separated by spaces or commas, e.g. \"15496 995\"", "", true);
   if (!a.parse(argc, argv)) return 0;
   auto tok = Tokenizer::load(a.str("tokenizer"));
@@ -101,9 +101,9 @@ int train_action(int argc, char** argv) {
          "tokenizer.json: ids 0..255 are bytes (GPT-2 order), then learned tokens, and the last\n"
          "id is <|endoftext|>. Deterministic: the same input gives the same file.\n"
          "example: moessm tokenizer train --input data/corpus/austen --vocab-size 4096 --out runs/tok/tokenizer.json");
-  a.option("input", "text files or directories, comma-separated or repeated (required)")
+  a.path("input", "text files or directories, comma-separated or repeated (required)")
       .option("vocab-size", "total number of ids, including the 256 bytes and <|endoftext|>", "4096")
-      .option("out", "output tokenizer.json", "", true);
+      .path("out", "output tokenizer.json", "", true);
   if (!a.parse(static_cast<int>(rest.size()), rest.data())) return 0;
   CHECK(!inputs.empty(), "moessm tokenizer train: missing required option --input (see --help)");
 
@@ -125,6 +125,7 @@ int train_action(int argc, char** argv) {
   CHECK(vocab >= 257 && vocab <= (int64_t(1) << 24), "moessm tokenizer train: --vocab-size: expected 257..",
         int64_t(1) << 24, ", found ", vocab);
 
+  prepare_output_file(a.str("out"));  // fail before training, not after
   const auto t0 = std::chrono::steady_clock::now();
   BpeTrainer trainer;
   for (const std::string& f : files) {

@@ -22,13 +22,15 @@ int cmd_train(int argc, char** argv) {
          "Train a model on a prepared data directory. Options come from the config's \"train\"\n"
          "object and are overridden by these flags. Writes <out>/metrics.jsonl and\n"
          "<out>/checkpoint/ (usable as --model by generate, logits and grads).");
-  a.option("config", "model config JSON (with an optional \"train\" object)", "", true);
+  a.path("config", "model config JSON (with an optional \"train\" object)", "", true);
   TrainOptions defaults;
   Json dj = defaults.to_json();
   for (int i = 0; i < kNumTrainOptionDocs; ++i) {
     const Json* d = dj.get(kTrainOptionDocs[i].name);
     std::string def = d && !d->is_string() ? d->dump() : "";
-    a.option(flag_name(kTrainOptionDocs[i].name), kTrainOptionDocs[i].help, def);
+    const std::string name = kTrainOptionDocs[i].name;
+    if (name == "data" || name == "out" || name == "resume") a.path(flag_name(name.c_str()), kTrainOptionDocs[i].help, def);
+    else a.option(flag_name(name.c_str()), kTrainOptionDocs[i].help, def);
   }
   if (!a.parse(argc, argv)) return 0;
   ModelConfig cfg = ModelConfig::from_file(a.str("config"));

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "core/check.h"
+#include "data/prepare.h"
 
 namespace moessm::cli {
 
@@ -24,6 +25,11 @@ Args& Args::flag(const std::string& name, const std::string& help) {
 Args& Args::option(const std::string& name, const std::string& help, const std::string& def,
                    bool required) {
   specs_.push_back({name, help, def, false, required});
+  return *this;
+}
+Args& Args::path(const std::string& name, const std::string& help, const std::string& def,
+                 bool required) {
+  specs_.push_back({name, help, def, false, required, true});
   return *this;
 }
 Args& Args::positional(const std::string& name, const std::string& help) {
@@ -84,6 +90,11 @@ bool Args::parse(int argc, char** argv) {
         if (!has_eq) {
           CHECK(i + 1 < argc, "moessm ", program_, ": option --", key, " needs a value");
           value = argv[++i];
+        }
+        if (s->is_path) {
+          const size_t bad = first_invalid_utf8(value);
+          CHECK(bad == std::string::npos, "moessm ", program_, ": --", key, ": the path is not valid UTF-8 (byte ", bad,
+                "); moessm records paths in JSON files, which hold UTF-8 only: rename it or use a link with a UTF-8 name");
         }
         values_[key] = value;
       }

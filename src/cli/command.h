@@ -32,6 +32,10 @@ class Args {
   Args& flag(const std::string& name, const std::string& help);  // boolean
   Args& option(const std::string& name, const std::string& help, const std::string& def = "",
                bool required = false);
+  // An option whose value is a file-system path: refused at parse time unless it is valid UTF-8
+  // (paths are written into JSON files, which hold UTF-8 only). Paths never reach a shell.
+  Args& path(const std::string& name, const std::string& help, const std::string& def = "",
+             bool required = false);
   Args& positional(const std::string& name, const std::string& help);  // required, in order
   bool parse(int argc, char** argv);  // false when --help was printed
 
@@ -43,7 +47,7 @@ class Args {
   std::string usage() const;
 
  private:
-  struct Spec { std::string name, help, def; bool is_flag, required; };
+  struct Spec { std::string name, help, def; bool is_flag, required, is_path = false; };
   std::string program_, description_;
   std::vector<Spec> specs_;
   std::vector<std::string> positional_names_, positional_help_;

@@ -39,6 +39,9 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& in, const
     std::sort(txt.begin(), txt.end());
     out.insert(out.end(), txt.begin(), txt.end());
   }
+  for (const std::string& f : out)
+    CHECK(first_invalid_utf8(f) == std::string::npos, "prepare: ", what, ": the file name '", f,
+          "' is not valid UTF-8 (meta.json records the sources, and JSON holds UTF-8 only)");
   return out;
 }
 

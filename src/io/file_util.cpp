@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "core/check.h"
 
@@ -72,6 +74,30 @@ void make_dirs(const std::string& path) {
     }
     FAIL("cannot create directory '", path, "' (at '", prefix, "'): ", std::strerror(err));
   }
+}
+
+void remove_tree(const std::string& path) {
+  CHECK(!path.empty(), "remove_tree: empty path");
+  std::error_code ec;
+  std::filesystem::remove_all(std::filesystem::path(path), ec);
+  if (ec) FAIL("cannot remove '", path, "': ", ec.message());
+}
+
+void prepare_output_file(const std::string& path) {
+  CHECK(!path.empty(), "prepare_output_file: empty path");
+  CHECK(!is_directory(path), "cannot write '", path, "': it is a directory");
+  const std::string dir = dir_of(path);
+  if (!is_directory(dir)) make_dirs(dir);
+  const std::string probe = path + ".probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) FAIL("cannot write '", path, "': ", std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+void rename_path(const std::string& from, const std::string& to) {
+  if (std::rename(from.c_str(), to.c_str()) != 0)
+    FAIL("cannot rename '", from, "' to '", to, "': ", std::strerror(errno));
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t n) {

@@ -12,6 +12,14 @@ std::string read_file(const std::string& path);          // whole file; clear er
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);                 // mkdir -p; error names the path
+// rm -rf through std::filesystem (never a shell): removes PATH and everything under it; a
+// missing PATH is fine; any other failure names the path and the reason.
+void remove_tree(const std::string& path);
+// Before long work that ends by writing PATH: creates PATH's directory (mkdir -p) and checks that
+// a file can be created there, so the failure comes first, naming the path.
+void prepare_output_file(const std::string& path);
+// Renames FROM to TO (std::rename; replaces an empty directory TO); the error names both.
+void rename_path(const std::string& from, const std::string& to);
 void write_file_atomic(const std::string& path, const void* data, size_t n);
 void write_file_atomic(const std::string& path, const std::string& text);
 std::string path_join(const std::string& a, const std::string& b);

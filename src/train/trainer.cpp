@@ -54,7 +54,7 @@ void save_checkpoint(const std::string& out, const LanguageModel<float>& model, 
                      const Json& state, const std::string& tokenizer_src) {
   const std::string tmp = path_join(out, "checkpoint.tmp"), cur = path_join(out, "checkpoint"),
                     old = path_join(out, "checkpoint.old");
-  std::system(("rm -rf '" + tmp + "'").c_str());
+  remove_tree(tmp);
   make_dirs(tmp);
   save_model(tmp, model, {{"step", std::to_string(state.at("step").as_int())}});
   {
@@ -68,10 +68,10 @@ void save_checkpoint(const std::string& out, const LanguageModel<float>& model, 
   if (!tokenizer_src.empty()) write_file_atomic(path_join(tmp, "tokenizer.json"), read_file(tokenizer_src));
   write_file_atomic(path_join(tmp, "trainer_state.json"), state.dump(2) + "\n");
   // Swap: cur → old, tmp → cur, drop old. At every instant one complete checkpoint exists.
-  std::system(("rm -rf '" + old + "'").c_str());
-  if (is_directory(cur)) CHECK(std::rename(cur.c_str(), old.c_str()) == 0, "cannot rename ", cur, " to ", old);
-  CHECK(std::rename(tmp.c_str(), cur.c_str()) == 0, "cannot rename ", tmp, " to ", cur);
-  std::system(("rm -rf '" + old + "'").c_str());
+  remove_tree(old);
+  if (is_directory(cur)) rename_path(cur, old);
+  rename_path(tmp, cur);
+  remove_tree(old);
 }
 
 // Keeps the metrics lines of steps <= last_step (a resumed run rewrites what came after).
