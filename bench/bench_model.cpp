@@ -23,6 +23,7 @@
 #include "model/accounting.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/language_model.h"
+#include "backend/cuda_backend.h"
 #include "train/train_backend.h"
 
 using namespace moessm;
@@ -76,6 +77,18 @@ std::pair<double, double> model_ms(idx_t D, idx_t L, idx_t V, idx_t B, idx_t T, 
   return {f, fb};
 }
 
+// The same through the one model written for every backend (Model<CudaBackend<bf16>>).
+std::pair<double, double> one_model_ms(idx_t D, idx_t L, idx_t V, idx_t B, idx_t T, int reps) {
+  const ModelConfig cfg = config(D, L, V);
+  Model<CudaBackend<bf16>> m(cfg);
+  m.init(1);
+  m.prepare(B, T, true);
+  const auto ids = ids_of(size_t(B * T), int32_t(V), 3), tg = ids_of(size_t(B * T), int32_t(V), 4);
+  const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
+  const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
+  return {f, fb};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,6 +110,18 @@ int main(int argc, char** argv) {
   const double layer_f = l2.first - l1.first, layer_fb = l2.second - l1.second;
   std::printf("\n[layer] dense Mamba layer D 1024, B 8, T 2048 (bf16): fwd %.3f ms, fwd+bwd %.3f ms "
               "(mamba_ssm on H100: 1.06 / 4.48 ms; target fwd+bwd <= 3.2 ms)\n", layer_f, layer_fb);
+
+  // 1b. the one model (the CPU's layer code on the CUDA backend) against the CUDA-only model,
+  // measured here in the same run: the structure change must cost nothing.
+  {
+    const auto o1 = one_model_ms(1024, 1, 16, 8, 2048, reps), o2 = one_model_ms(1024, 2, 16, 8, 2048, reps);
+    const double of = o2.first - o1.first, ofb = o2.second - o1.second;
+    std::printf("[one model] layer D 1024, B 8, T 2048 (bf16) through Model<CudaBackend>: fwd %.3f ms, fwd+bwd %.3f ms "
+                "(%.3fx / %.3fx the CUDA-only model above)\n", of, ofb, of / layer_f, ofb / layer_fb);
+    const auto cu = model_ms(768, 24, 50280, 8, 2048, reps), om = one_model_ms(768, 24, 50280, 8, 2048, reps);
+    std::printf("[one model] 24 x D768, V 50280, B 8 x T 2048 loss fwd+bwd: CUDA-only model %.2f ms, Model<CudaBackend> "
+                "%.2f ms (%.3fx)\n", cu.second, om.second, om.second / cu.second);
+  }
 
   // 2. training step
   const ModelConfig big = config(768, 24, 50280);

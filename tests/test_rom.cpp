@@ -22,6 +22,7 @@
 #include "model/config.h"
 #include "model/language_model.h"
 #include "model/mamba_mixer.h"
+#include "model/mixer_registry.h"
 #include "model/rom_mixer.h"
 #include "model_checks.h"
 #include "testing.h"
@@ -46,7 +47,7 @@ ModelConfig tiny_config(const std::string& layers = "", int n_layer = 2) {
 struct Harness {
   ModelConfig cfg;
   ParamTable table;
-  std::unique_ptr<Mixer<double>> mixer;
+  std::unique_ptr<Mixer<CpuBackend<double>>> mixer;
   Vec params, grads;
   Arena<double> arena;
   idx_t B, T;
@@ -56,7 +57,7 @@ struct Harness {
     MixerSpec spec;
     spec.options = Json::parse(spec_json);
     spec.type = spec.options.at("type").as_string();
-    mixer = make_mixer<double>(cfg, spec, 0);
+    mixer = make_mixer<CpuBackend<double>>(cfg, spec, 0);
     mixer->register_params(table, kPrefix);
     params.assign(table.total(), 0.0);
     grads.assign(table.total(), 0.0);
@@ -76,8 +77,10 @@ struct Harness {
   double forward(Vec& out, const Vec& u, const Vec* state) {
     out.assign(M() * D(), 0.0);
     Vec st_out(state ? state->size() : 0);
-    return mixer->forward(out.data(), u.data(), params.data(), B, T, state ? state->data() : nullptr,
-                          state ? st_out.data() : nullptr);
+    double aux = 0;
+    mixer->forward({}, out.data(), u.data(), {params.data(), params.data()}, B, T, state ? state->data() : nullptr,
+                   state ? st_out.data() : nullptr, &aux);
+    return aux;
   }
   // Objective L = Σ out ⊙ R + aux_w · aux; returns L, fills grads (zeroed first) and du.
   double value_and_grad(const Vec& u, const Vec& R, const Vec* state, double aux_w, Vec* du) {
@@ -87,7 +90,7 @@ struct Harness {
     for (size_t i = 0; i < out.size(); ++i) L += out[i] * R[i];
     std::fill(grads.begin(), grads.end(), 0.0);
     du->assign(u.size(), 0.0);
-    mixer->backward(du->data(), grads.data(), R.data(), u.data(), params.data(), B, T,
+    mixer->backward({}, du->data(), grads.data(), R.data(), u.data(), {params.data(), params.data()}, B, T,
                     state ? state->data() : nullptr, aux_w);
     return L;
   }

@@ -45,7 +45,7 @@ struct Standalone {
     arena.allocate_planned();
     mixer.plan(arena, B, T, false);
     std::vector<double> out(u.size());
-    mixer.forward(out.data(), u.data(), params.data(), B, T, nullptr, nullptr);
+    mixer.forward_cpu(out.data(), u.data(), params.data(), B, T, nullptr, nullptr);
     return out;
   }
 };

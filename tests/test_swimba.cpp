@@ -131,7 +131,7 @@ TEST(Swimba, DeltaPositiveAndDecayInUnitIntervalForAnyRouting) {
         r.plan(B, T);
         Rng rng(9);
         std::vector<float> u = random_vector<float>(B * T * D, rng, -3, 3), out(B * T * D);
-        r.mixer.forward(out.data(), u.data(), r.params.data(), B, T, nullptr, nullptr);
+        r.mixer.forward_cpu(out.data(), u.data(), r.params.data(), B, T, nullptr, nullptr);
         std::vector<float> delta(B * T * Di);
         r.mixer.effective_delta(delta.data(), r.params.data(), B * T);
         const float* A_log = r.params.data() + r.table.at("m.A_log").offset;
@@ -158,7 +158,7 @@ TEST(Swimba, StateStaysBoundedOverALongRandomInput) {
     Rng rng(10);
     std::vector<float> u = random_vector<float>(B * T * D, rng, -3, 3), out(B * T * D);
     std::vector<float> state(r.mixer.state_size() * B, 0.f);
-    r.mixer.forward(out.data(), u.data(), r.params.data(), B, T, nullptr, state.data());
+    r.mixer.forward_cpu(out.data(), u.data(), r.params.data(), B, T, nullptr, state.data());
     std::vector<float> delta(T * Di);
     r.mixer.effective_delta(delta.data(), r.params.data(), T);
     const float* xc = r.mixer.conv_output();

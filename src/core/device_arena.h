@@ -17,6 +17,7 @@ class DeviceArena {
   U* carve(size_t n) {
     const size_t at = used_;
     used_ += (n * sizeof(U) + 255) / 256 * 256;
+    high_ = used_ > high_ ? used_ : high_;
     if (!buf_.data()) return nullptr;  // planning pass
     CHECK(used_ <= buf_.bytes(), "device arena overflow: need ", used_, " bytes, have ", buf_.bytes(),
           " (the plan and the use disagree)");
@@ -24,18 +25,22 @@ class DeviceArena {
   }
   // After the planning pass: allocates exactly what was counted and rewinds for the real pass.
   void allocate_planned() {
-    buf_.resize(used_ ? used_ : 256);
-    used_ = 0;
+    buf_.resize(high_ ? high_ : 256);
+    used_ = high_ = 0;
   }
   void reset() {  // back to planning (frees the allocation)
     buf_.release();
-    used_ = 0;
+    used_ = high_ = 0;
   }
+  // Layers that never live at the same time share space: rewind to a mark (the planned size is
+  // the high-water mark).
+  size_t mark() const { return used_; }
+  void rewind(size_t m) { used_ = m; }
   size_t bytes() const { return buf_.bytes(); }
 
  private:
   DeviceBuffer buf_;
-  size_t used_ = 0;
+  size_t used_ = 0, high_ = 0;
 };
 
 }  // namespace moessm

@@ -75,4 +75,23 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// A typed device array (data(), size()): the device twin of std::vector for flat parameter,
+// gradient and state buffers. resize() loses the contents (zero-filled).
+template <typename U>
+class DeviceVector {
+ public:
+  void resize(size_t n) {
+    buf_.resize(n * sizeof(U));
+    n_ = n;
+    if (n) CUDA_CHECK(cudaMemset(buf_.data(), 0, n * sizeof(U)));
+  }
+  U* data() { return buf_.as<U>(); }
+  const U* data() const { return buf_.as<U>(); }
+  size_t size() const { return n_; }
+
+ private:
+  DeviceBuffer buf_;
+  size_t n_ = 0;
+};
+
 }  // namespace moessm

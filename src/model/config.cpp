@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "model/mixer_registry.h"
 
 namespace moessm {
 
@@ -38,9 +39,11 @@ MixerSpec parse_mixer(const Json& e, const std::string& where) {
     m.type = t->as_string();
     m.options = e;
   }
-  static const std::set<std::string> kKnown = {"mamba", "rom", "swimba", "separated_moe_ssm"};
-  CHECK(kKnown.count(m.type), where, ": unknown mixer type '", m.type,
-        "' (expected one of mamba, rom, swimba, separated_moe_ssm)");
+  if (!is_mixer_type(m.type)) {
+    std::string names;
+    for (const std::string& n : mixer_type_names()) names += (names.empty() ? "" : ", ") + n;
+    FAIL(where, ": unknown mixer type '", m.type, "' (expected one of ", names, ")");
+  }
   return m;
 }
 

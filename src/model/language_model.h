@@ -1,16 +1,29 @@
-// LanguageModel: embedding → per layer h = h + mixer(rmsnorm(h)) → rmsnorm_f → head tied to the
-// embedding (DESIGN.md §1). The residual stream is kept in the model's scalar type (fp32 in use;
-// fp64 in gradient tests). Parameters live in one flat buffer described by table(); grads mirror
-// it. The LM head and cross-entropy run in row chunks, so a [B·T, V] logits buffer is never held
-// in training, and the head's backward is fused into the loss pass.
+// Model<Bk>: embedding → per layer h = h + mixer(rmsnorm(h)) → rmsnorm_f → head tied to the
+// embedding (DESIGN.md §1), written once for every backend (src/backend/): it calls only Bk's
+// ops, and its layers come from the mixer registry. LanguageModel<T> = Model<CpuBackend<T>> is
+// the CPU model (T = float for use, double for gradient tests).
 //
-// Recurrent state (decode / chunked prefill): one block per layer, layer l holding
-// B·mixer(l).state_size() elements (layout owned by the mixer); state_offset(l, B) locates it.
+// Memory: parameters live in one flat master buffer described by table() (Bk::Buffer: a host
+// vector on the CPU, device memory on CUDA), grads mirror it; for bf16 activations a GEMM copy
+// of the whole buffer feeds the matrix products (refresh_weights after every change of the
+// master, done by upload_params / init and the fused AdamW). The residual stream, norm
+// statistics and losses are F (fp32 on CUDA). Activations come from one arena planned by
+// prepare(B, T, training); calls may use any T' <= T with the same B. Training keeps every
+// layer's activations for backward; inference shares one set across layers.
+//
+// Recurrent state (decode / chunked prefill): one block per layer in backend memory, layer l
+// holding mixer(l).state_bytes(B) bytes in the typed parts the mixer lists; state_byte_offset(l,
+// B) locates it. On the CPU backends the block is the host layout of state files (elements:
+// state_offset(l, B)); state_to_host / state_from_host exchange it as fp32 on every backend.
+//
+// The LM head and cross-entropy run in row chunks of Bk::kHeadChunkRows, so a [B·T, V] logits
+// buffer is never held in training, and the head's backward is fused into the loss pass. The
+// loss and every layer's auxiliary loss are summed in backend memory and read once per call.
 #pragma once
 #include <memory>
 #include <vector>
 
-#include "core/arena.h"
+#include "backend/cpu_backend.h"
 #include "core/json.h"
 #include "core/params.h"
 #include "model/config.h"
@@ -27,76 +40,136 @@ struct LossResult {
 
 // The model's tensors in checkpoint order (embedding; per layer norm + mixer; norm_f) registered
 // into a ParamTable, with the mixers that own the layer tensors. The one place the layout is
-// decided: LanguageModel and the CUDA model (model/cuda/) both build their table with it.
-template <typename T>
+// decided.
+template <typename Bk>
 struct ModelLayout {
-  std::vector<std::unique_ptr<Mixer<T>>> mixers;
+  std::vector<std::unique_ptr<Mixer<Bk>>> mixers;
   size_t emb = 0, norm_f = 0;
   std::vector<size_t> norm;  // per layer
 };
-template <typename T>
-ModelLayout<T> register_model(const ModelConfig& cfg, ParamTable& table);
+template <typename Bk>
+ModelLayout<Bk> register_model(const ModelConfig& cfg, ParamTable& table);
 // Whole-model accounting per token (DESIGN.md §5): the mixers' counts plus embedding, tied head
 // and norms.
-template <typename T>
-MixerCounts count_model(const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<T>>>& mixers);
+template <typename Bk>
+MixerCounts count_model(const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<Bk>>>& mixers);
 
-template <typename T>
-class LanguageModel {
+template <typename Bk>
+class Model {
  public:
-  explicit LanguageModel(const ModelConfig& cfg);
+  using Act = typename Bk::Act;
+  using Param = typename Bk::Param;
+  using F = typename Bk::F;
+  using Ctx = typename Bk::Ctx;
+  // Logits delivered to the host: the scalar on the CPU (double in gradient tests), fp32 on CUDA.
+  using HostLogit = std::conditional_t<Bk::kOnDevice, float, Act>;
+
+  explicit Model(const ModelConfig& cfg, int device = 0);
+  Model(Model&&) noexcept = default;  // buffers keep their addresses; the stream moves along
+  Model& operator=(Model&&) noexcept = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& table() const { return table_; }
-  T* param(const std::string& name) { return params.data() + table_.at(name).offset; }
+  const Ctx& ctx() const { return ctx_.c; }
+  Param* param(const std::string& name) { return params.data() + table_.at(name).offset; }
 
-  std::vector<T> params, grads;  // same layout as table()
+  typename Bk::template Buffer<Param> params, grads;  // same layout as table(), backend memory
 
-  void init(uint64_t seed);
+  void init(uint64_t seed);  // initialises on the host, then uploads
   void zero_grads();
+  // Host copies of the master weights / gradients in the table's layout (fp32 on CUDA).
+  void upload_params(const Param* host);
+  void download_params(Param* host) const;
+  void download_grads(Param* host) const;
+  // The GEMM operand copy (== params.data() unless the activations are bf16).
+  const typename Bk::Weight* gemm_weights() const;
+  typename Bk::Weight* gemm_weights_mut();
+  // After writing params directly (tests, optimisers that do not refresh): rebuild the GEMM copy.
+  void refresh_weights();
 
   idx_t vocab() const { return V_; }  // padded vocabulary (the logits' width)
   int n_layers() const { return int(mixers_.size()); }
-  Mixer<T>& mixer(int l) { return *mixers_[l]; }
+  Mixer<Bk>& mixer(int l) { return *mixers_[l]; }
   idx_t state_size() const;                       // elements per sequence, all layers
-  idx_t state_offset(int layer, idx_t B) const;   // start of layer's block in a [B] state
+  idx_t state_offset(int layer, idx_t B) const;   // host layout: start of layer's block in a [B] state
+  size_t state_bytes(idx_t B) const;              // backend layout: the whole state of B sequences
+  size_t state_byte_offset(int layer, idx_t B) const;
+  // Backend state block of B sequences <-> host fp32 in the host layout (state files).
+  void state_to_host(float* host, const void* state, idx_t B) const;
+  void state_from_host(void* state, const float* host, idx_t B) const;
 
   // Sizes the activation arena for batches of at most B×T tokens; `training` adds backward's needs.
   void prepare(idx_t B, idx_t T_, bool training);
 
-  // logits[B,T,V] for ids[B,T]. state_in / state_out: the whole-model state for B sequences
-  // (B·state_size() elements), optional, may alias.
-  void forward_logits(T* logits, const int32_t* ids, idx_t B, idx_t T_, const T* state_in,
-                      T* state_out);
-  // Mean cross-entropy of targets[B,T] (entries < 0 ignored) + aux losses. With backward=true,
-  // gradients of that total are ACCUMULATED into grads (call zero_grads() first).
+  // logits[B,T,V] (host) for ids[B,T] (host). state_in / state_out: the whole-model state of B
+  // sequences in backend memory, optional, may alias.
+  void forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, idx_t T_, const void* state_in,
+                      void* state_out);
+  // Device-facing, capturable in a CUDA graph (no host sync, no allocation): runs ids_mem
+  // [B, T] (backend memory) and writes the logits of each sequence's LAST position to
+  // logits_mem [B, V] (backend memory).
+  void forward_last_logits(Act* logits_mem, const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in,
+                           void* state_out);
+  // Mean cross-entropy of targets[B,T] (host; entries < 0 ignored) + aux losses. With
+  // backward=true, gradients of that total are ACCUMULATED into grads (call zero_grads() first).
+  // One host sync (the loss values).
   LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T_, bool backward,
-                  const T* state_in = nullptr, T* state_out = nullptr);
+                  const void* state_in = nullptr, void* state_out = nullptr);
 
   MixerCounts counts() const;  // whole model, per token (embedding/head/norms included)
   Json stats() const;          // per-layer mixer statistics of the last forward (MoE load)
 
  private:
-  void forward_body(const int32_t* ids, idx_t B, idx_t T_, const T* state_in, T* state_out,
-                    double* aux);
-  void carve(Arena<T>& a, idx_t B, idx_t T_, bool training);
+  void forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out);
+  void backward_body(idx_t B, idx_t T_, const void* state_in);
+  void carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training);
+  ParamsRef<Bk> params_ref() const { return {params.data(), gemm_weights()}; }
+  F* resid(int l) { return training_ ? resid_[l] : resid_[0]; }
+  void upload_ids(int32_t* dst, const int32_t* host, idx_t n);
 
   ModelConfig cfg_;
   ParamTable table_;
-  std::vector<std::unique_ptr<Mixer<T>>> mixers_;
+  std::vector<std::unique_ptr<Mixer<Bk>>> mixers_;
   idx_t D_, V_;
   size_t emb_ = 0, norm_f_ = 0;
   std::vector<size_t> norm_;
-  Arena<T> arena_;
-  idx_t max_B_ = 0, max_T_ = 0;
+  std::vector<size_t> state_seq_bytes_;  // per layer: bytes of one sequence's state (a block is B×)
+  // The execution context (the CUDA stream), owned: destroyed with the model, moved with it.
+  struct OwnedCtx {
+    Ctx c{};
+    bool owned = false;
+    OwnedCtx() = default;
+    OwnedCtx(OwnedCtx&& o) noexcept : c(o.c), owned(o.owned) { o.owned = false; }
+    OwnedCtx& operator=(OwnedCtx&& o) noexcept {
+      std::swap(c, o.c);
+      std::swap(owned, o.owned);
+      return *this;
+    }
+    ~OwnedCtx() {
+      if (owned) Bk::destroy_ctx(c);
+    }
+    operator const Ctx&() const { return c; }
+  };
+  OwnedCtx ctx_;
+  typename Bk::template Buffer<typename Bk::Weight> gemm_copy_;  // bf16 activations only
+  typename Bk::Arena arena_;
+  idx_t max_B_ = 0, max_T_ = 0, head_rows_ = 0;
   bool training_ = false;
   // activations
-  std::vector<T*> resid_, normed_, rstd_;  // resid_ has n_layer+1 entries
-  T *mix_out_ = nullptr, *hf_ = nullptr, *rstd_f_ = nullptr;
-  T *logits_chunk_ = nullptr, *lse_ = nullptr, *row_loss_ = nullptr, *dloss_ = nullptr;
-  T *dres_ = nullptr, *du_ = nullptr, *dhf_ = nullptr;
+  std::vector<F*> resid_;            // L+1 (training) or 1
+  std::vector<Act*> normed_;         // per layer (training) or one shared
+  std::vector<F*> rstd_;
+  Act *mix_out_ = nullptr, *hf_ = nullptr, *logits_chunk_ = nullptr, *dhf_ = nullptr, *du_ = nullptr,
+      *dres_act_ = nullptr;
+  F *rstd_f_ = nullptr, *lse_ = nullptr, *row_loss_ = nullptr, *dloss_ = nullptr, *dres_ = nullptr,
+    *logits_stage_ = nullptr;
+  int32_t *ids_mem_ = nullptr, *targets_mem_ = nullptr;
+  double* sums_ = nullptr;  // [0] loss sum, [1] aux sum (backend memory)
 };
 
-// Rows of the LM head processed at once in loss().
-constexpr idx_t kHeadChunkRows = 256;
+template <typename T>
+using LanguageModel = Model<CpuBackend<T>>;
 
 }  // namespace moessm

@@ -1,24 +1,31 @@
-// Mixer: the per-layer sequence mixer interface every layer type implements (dense Mamba, RoM,
-// Swimba, separated MoE-SSM, later attention ...). A model is a list of mixers built from the
-// config's per-layer list by make_mixer().
+// Mixer<Bk>: the per-layer sequence mixer interface every layer type implements (dense Mamba,
+// RoM, Swimba, separated MoE-SSM, later attention ...), written once for every backend Bk
+// (src/backend/: CpuBackend<float|double>, CudaBackend<float|bf16>). A model is a list of mixers
+// built from the config's per-layer list by the registry (model/mixer_registry.h).
 //
 // Contract:
 // - register_params() appends the layer's tensors to the model's ParamTable (names prefixed with
-//   e.g. "backbone.layers.3.mixer."), remembering their offsets; every call then receives the base
-//   pointer of the flat parameter (or gradient) buffer.
+//   e.g. "backbone.layers.3.mixer."), remembering their offsets.
+// - init_params() fills this layer's slices of a HOST buffer in the table's layout (the model
+//   uploads it): initialisation is host code on every backend, seeded per tensor name.
 // - plan() carves every activation the layer needs from the arena (the same calls size the arena
 //   in its planning pass and hand out pointers in the real pass); forward/backward allocate nothing.
-// - forward(out[B,T,D], u[B,T,D]) with optional recurrent state: state_in / state_out point to a
-//   block of B·state_size() elements whose layout the mixer owns; they may alias (decode step:
-//   T = 1). Returns the auxiliary loss the layer adds to the objective (0 for dense).
-// - backward() must follow the forward of the same inputs: du assigns, parameter grads accumulate;
-//   aux_grad is dLoss/d(aux loss) (1 in training).
+// - forward(out[B,T,D], u[B,T,D]) reads weights through ParamsRef (master buffer for small
+//   parameters, GEMM copy for projection weights; the same buffer on the CPU). The recurrent state
+//   of B sequences is a block of state_bytes(B) in backend memory whose typed parts the mixer
+//   lists in state_parts() (so the model can exchange it with a host fp32 layout); state_in /
+//   state_out are optional and may alias (decode step: T = 1). The auxiliary loss the layer adds
+//   to the objective is ADDED to *aux, a scalar in backend memory (no host sync per layer).
+// - backward() must follow the forward of the same inputs: du assigns, parameter grads
+//   accumulate; aux_grad is dLoss/d(aux loss) (1 in training).
+// - stats() describes the routing of the last forward as plain data (null for dense mixers).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
-#include "core/arena.h"
+#include "core/dtype.h"
 #include "core/json.h"
 #include "core/params.h"
 #include "model/config.h"
@@ -34,27 +41,45 @@ struct MixerCounts {
   MixerCounts& operator+=(const MixerCounts& o);
 };
 
-template <typename T>
+// One typed part of a layer's recurrent state: `per_seq` elements per sequence of `dtype`; the
+// block for B sequences holds B·per_seq of them; parts follow each other without padding (so a
+// CPU block is exactly the host layout of state files).
+struct StatePart {
+  idx_t per_seq = 0;
+  DType dtype = DType::F32;
+};
+// Bytes of a state block with these parts for B sequences, and the byte offset of part i.
+size_t state_block_bytes(const std::vector<StatePart>& parts, idx_t B);
+size_t state_part_offset(const std::vector<StatePart>& parts, size_t i, idx_t B);
+
+// The weights a layer reads: master (small parameters: conv, A_log, D, biases, norms, routers)
+// and gemm (the GEMM operand copy; == master on the CPU). Both point at offset 0 of the table.
+template <typename Bk>
+struct ParamsRef {
+  const typename Bk::Param* master = nullptr;
+  const typename Bk::Weight* gemm = nullptr;
+};
+
+template <typename Bk>
 class Mixer {
  public:
+  using Act = typename Bk::Act;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   virtual ~Mixer() = default;
   virtual std::string type() const = 0;
   virtual void register_params(ParamTable& table, const std::string& prefix) = 0;
-  // Initialises this layer's slices of `params` (seeded per tensor name: thread-count independent).
-  virtual void init_params(T* params, const ParamTable& table, uint64_t seed) const = 0;
-  virtual idx_t state_size() const = 0;  // recurrent state elements per sequence
-  virtual void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) = 0;
-  virtual double forward(T* out, const T* u, const T* params, idx_t B, idx_t T_,
-                         const T* state_in, T* state_out) = 0;
-  virtual void backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
-                        idx_t T_, const T* state_in, double aux_grad) = 0;
+  virtual void init_params(Param* host_params, const ParamTable& table, uint64_t seed) const = 0;
+  virtual idx_t state_size() const = 0;  // recurrent state elements per sequence (all parts)
+  virtual std::vector<StatePart> state_parts() const = 0;
+  size_t state_bytes(idx_t B) const { return state_block_bytes(state_parts(), B); }  // allocates: set-up only
+  virtual void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) = 0;
+  virtual void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+                       const void* state_in, void* state_out, double* aux) = 0;
+  virtual void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u,
+                        const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, double aux_grad) = 0;
   virtual MixerCounts counts() const = 0;
-  // Routing statistics of the last forward (per-expert load etc.); null for dense mixers.
   virtual Json stats() const { return Json(); }
 };
-
-// Builds the mixer for one layer from its spec (validates the spec's options).
-template <typename T>
-std::unique_ptr<Mixer<T>> make_mixer(const ModelConfig& cfg, const MixerSpec& spec, int layer);
 
 }  // namespace moessm

@@ -114,9 +114,9 @@ struct RomLinear {
 };
 
 template <typename T>
-class RomCore : public SsmCore<T> {
+class RomCore : public SsmCore<CpuBackend<T>> {
  public:
-  RomCore(const ModelConfig& cfg, const SsmExpertDims& ex, idx_t K) : SsmCore<T>(cfg, ex), K_(K) {}
+  RomCore(const ModelConfig& cfg, const SsmExpertDims& ex, idx_t K) : SsmCore<CpuBackend<T>>(cfg, ex), K_(K) {}
   // routing of the expertised small modules (nullptr for dense ones); set by the mixer
   const MoeRouter<T>* route_conv = nullptr;
   const MoeRouter<T>* route_x = nullptr;
@@ -147,7 +147,7 @@ class RomCore : public SsmCore<T> {
   void conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld, const T* conv_state_in,
                     const T* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
-    if (!E) return SsmCore<T>::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
+    if (!E) return SsmCore<CpuBackend<T>>::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
     const MoeRouter<T>& r = *route_conv;
     std::fill(pre_, pre_ + M * Di, T(0));
     for (idx_t e = 0; e < E; ++e) {
@@ -164,7 +164,7 @@ class RomCore : public SsmCore<T> {
   void conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
                      const T* conv_state_in, const T* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
-    if (!E) return SsmCore<T>::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
+    if (!E) return SsmCore<CpuBackend<T>>::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
     const MoeRouter<T>& r = *route_conv;
     for (idx_t m = 0; m < M; ++m)
       for (idx_t c = 0; c < Di; ++c) dx[m * dx_ld + c] = T(0);
@@ -184,21 +184,21 @@ class RomCore : public SsmCore<T> {
     }
   }
   void x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT) override {
-    if (!this->experts.x_proj) return SsmCore<T>::x_proj_forward(xdbl, xc, params, BT);
+    if (!this->experts.x_proj) return SsmCore<CpuBackend<T>>::x_proj_forward(xdbl, xc, params, BT);
     xl_.forward(xdbl, xl_.out_dim, xc, this->Di, nullptr, params, *route_x, BT);
   }
   void x_proj_backward(T* dxc, T* grads, const T* dxdbl, const T* xc, const T* params, idx_t BT) override {
-    if (!this->experts.x_proj) return SsmCore<T>::x_proj_backward(dxc, grads, dxdbl, xc, params, BT);
+    if (!this->experts.x_proj) return SsmCore<CpuBackend<T>>::x_proj_backward(dxc, grads, dxdbl, xc, params, BT);
     xl_.backward(dxc, this->Di, /*din_acc=*/true, nullptr, grads, dxdbl, xl_.out_dim, nullptr,
                  params, *route_x, BT);
   }
   void dt_proj_forward(T* delta, const T* xdbl, const T* params, idx_t BT) override {
-    if (!this->experts.dt_proj) return SsmCore<T>::dt_proj_forward(delta, xdbl, params, BT);
+    if (!this->experts.dt_proj) return SsmCore<CpuBackend<T>>::dt_proj_forward(delta, xdbl, params, BT);
     dl_.forward(delta, this->Di, xdbl, this->R + 2 * this->N, nullptr, params, *route_dt, BT);
   }
   void dt_proj_backward(T* dxdbl, T* grads, const T* ddelta, const T* xdbl, const T* params,
                         idx_t BT) override {
-    if (!this->experts.dt_proj) return SsmCore<T>::dt_proj_backward(dxdbl, grads, ddelta, xdbl, params, BT);
+    if (!this->experts.dt_proj) return SsmCore<CpuBackend<T>>::dt_proj_backward(dxdbl, grads, ddelta, xdbl, params, BT);
     dl_.backward(dxdbl, this->R + 2 * this->N, /*din_acc=*/false, nullptr, grads, ddelta, this->Di,
                  nullptr, params, *route_dt, BT);
   }
@@ -316,7 +316,7 @@ void RomMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
 }
 
 template <typename T>
-double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t T_,
+double RomMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_,
                             const T* state_in, T* state_out) {
   const idx_t M = B * T_;
   CHECK(M <= planned_BT_, "RomMixer: called with B·T=", M, " but planned for ", planned_BT_);
@@ -347,7 +347,8 @@ double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t 
     }
   }
   // 3. the shared SSM (one scan, one state), gated by silu(z)
-  core_->forward(y_, Di, x_, Di, z_, Di, params, B, T_, state_in, state_out);
+  core_->forward(typename CpuBackend<T>::Ctx{}, y_, Di, x_, Di, z_, Di, ParamsRef<CpuBackend<T>>{params, params}, B, T_,
+                 state_in, state_out);
   // 4. projection out (b = g with weight_at out/both)
   if (lin_[kRomOutProj]) {
     const MoeRouter<T>& r = *route(kRomOutProj);
@@ -359,7 +360,7 @@ double RomMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t 
 }
 
 template <typename T>
-void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
+void RomMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
                            idx_t T_, const T* state_in, double aux_grad) {
   CHECK(training_, "RomMixer: backward needs an arena planned for training");
   const idx_t M = B * T_;
@@ -376,7 +377,8 @@ void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* 
     cpu::matmul_backward(dy_, Di, grads + dense_w_[kRomOutProj], (T*)nullptr, dout, D, y_, Di,
                          params + dense_w_[kRomOutProj], M, D, Di);
   }
-  core_->backward(dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di, params, B, T_, state_in);
+  core_->backward(typename CpuBackend<T>::Ctx{}, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di,
+                  ParamsRef<CpuBackend<T>>{params, params}, B, T_, state_in);
   // in projections: du = (conv part) + (gate part)
   const T* dsrc[2] = {dx_, dz_};
   for (int m = 0; m < 2; ++m) {
@@ -397,7 +399,7 @@ void RomMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* 
 
 template <typename T>
 MixerCounts RomMixer<T>::counts() const {
-  MixerCounts c = core_->SsmCore<T>::counts();  // dense conv, x_proj, dt_proj, scan
+  MixerCounts c = core_->SsmCore<CpuBackend<T>>::counts();  // dense conv, x_proj, dt_proj, scan
   const idx_t R = core_->R, N = core_->N, Kc = core_->Kc;
   // expertised small modules: E copies stored, K used per token
   const int64_t small[3] = {Di * Kc + Di, (R + 2 * N) * Di, Di * R};

@@ -40,7 +40,7 @@
 #include <string>
 #include <vector>
 
-#include "model/mixer.h"
+#include "model/cpu_mixer.h"
 #include "model/moe_router.h"
 #include "model/ssm_core.h"
 
@@ -64,7 +64,7 @@ template <typename T> struct RomLinear;
 template <typename T> class RomCore;
 
 template <typename T>
-class RomMixer : public Mixer<T> {
+class RomMixer : public CpuMixer<T> {
  public:
   RomMixer(const ModelConfig& cfg, const MixerSpec& spec);
   ~RomMixer() override;
@@ -73,9 +73,9 @@ class RomMixer : public Mixer<T> {
   void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override;
   void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
+  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
                  T* state_out) override;
-  void backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
+  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
                 const T* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;

@@ -51,7 +51,7 @@ template <typename T>
 void SeparatedMoeSsmMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
   // The dense initialisation tensor by tensor (draws keyed by name, so E = 1 equals dense);
   // it fills the first branch's A_log and D, which every branch then copies.
-  SsmCore<T> dense(cfg_);
+  SsmCore<CpuBackend<T>> dense(cfg_);
   dense.conv_w = conv_w_; dense.conv_b = conv_b_; dense.x_proj = x_proj_;
   dense.dt_proj_w = dt_w_; dense.dt_proj_b = dt_b_; dense.A_log = A_log_; dense.D_skip = D_;
   dense.init_params(params, t, seed);
@@ -115,7 +115,7 @@ ScanParams<T> branch_scan(idx_t e, const T* xc, const T* xz, const T* xdbl, cons
 }  // namespace
 
 template <typename T>
-double SeparatedMoeSsmMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t T_,
+double SeparatedMoeSsmMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_,
                                         const T* state_in, T* state_out) {
   CHECK(B <= planned_B_ && T_ <= planned_T_, "SeparatedMoeSsmMixer: called with B=", B, " T=", T_,
         " but planned for B=", planned_B_, " T=", planned_T_);
@@ -144,7 +144,7 @@ double SeparatedMoeSsmMixer<T>::forward(T* out, const T* u, const T* params, idx
 }
 
 template <typename T>
-void SeparatedMoeSsmMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* params,
+void SeparatedMoeSsmMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params,
                                        idx_t B, idx_t T_, const T* state_in, double aux_grad) {
   CHECK(training_, "SeparatedMoeSsmMixer: backward needs an arena planned for training");
   const idx_t M = B * T_, XW = R + 2 * N, conv_n = B * Di * (Kc - 1);

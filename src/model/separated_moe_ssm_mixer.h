@@ -21,13 +21,13 @@
 #pragma once
 #include <vector>
 
-#include "model/mixer.h"
+#include "model/cpu_mixer.h"
 #include "model/moe_router.h"
 
 namespace moessm {
 
 template <typename T>
-class SeparatedMoeSsmMixer : public Mixer<T> {
+class SeparatedMoeSsmMixer : public CpuMixer<T> {
  public:
   SeparatedMoeSsmMixer(const ModelConfig& cfg, const MixerSpec& spec);
   SeparatedMoeSsmMixer(const ModelConfig& cfg, const RouterOptions& opt);
@@ -36,9 +36,9 @@ class SeparatedMoeSsmMixer : public Mixer<T> {
   void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override { return Di * (Kc - 1) + E * Di * N; }
   void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
+  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
                  T* state_out) override;
-  void backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
+  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
                 const T* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;

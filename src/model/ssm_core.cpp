@@ -1,20 +1,18 @@
-// SsmCore: conv1d → x_proj → dt_proj → selective scan (see ssm_core.h).
+// SsmCore<Bk>: conv1d → x_proj → dt_proj → selective scan (see ssm_core.h). Written once; the
+// explicit instantiations at the end make it for every backend this build has.
 #include "model/ssm_core.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "backend/backends.h"
 #include "core/check.h"
 #include "model/init.h"
-#include "ops/causal_conv1d.h"
-#include "ops/matmul.h"
-#include "ops/selective_scan.h"
-#include "ops/ssm_a.h"
 
 namespace moessm {
 
-template <typename T>
-SsmCore<T>::SsmCore(const ModelConfig& c, const SsmExpertDims& ex)
+template <typename Bk>
+SsmCore<Bk>::SsmCore(const ModelConfig& c, const SsmExpertDims& ex)
     : D(c.d_model), Di(c.d_inner()), N(c.d_state), R(c.resolved_dt_rank()), Kc(c.d_conv),
       experts(ex), dt_min_(c.dt_min), dt_max_(c.dt_max), dt_floor_(c.dt_init_floor) {
   CHECK(ex.conv1d >= 0 && ex.x_proj >= 0 && ex.dt_proj >= 0, "SsmCore: expert dimensions must be >= 0, found conv1d=",
@@ -29,8 +27,8 @@ Shape slab(int64_t e, Shape s) {
 }
 }  // namespace
 
-template <typename T>
-void SsmCore<T>::register_params(ParamTable& t, const std::string& p) {
+template <typename Bk>
+void SsmCore<Bk>::register_params(ParamTable& t, const std::string& p) {
   conv_w = t.add(p + "conv1d.weight", slab(experts.conv1d, {Di, 1, Kc}), false);
   conv_b = t.add(p + "conv1d.bias", slab(experts.conv1d, {Di}), true);
   x_proj = t.add(p + "x_proj.weight", slab(experts.x_proj, {R + 2 * N, Di}), false);
@@ -40,8 +38,8 @@ void SsmCore<T>::register_params(ParamTable& t, const std::string& p) {
   D_skip = t.add(p + "D", {Di}, true);
 }
 
-template <typename T>
-void SsmCore<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
+template <typename Bk>
+void SsmCore<Bk>::init_params(Param* params, const ParamTable& t, uint64_t seed) const {
   for (const ParamInfo& info : t.entries()) {
     const size_t off = info.offset;
     if (off == conv_w || off == conv_b) {
@@ -59,88 +57,103 @@ void SsmCore<T>::init_params(T* params, const ParamTable& t, uint64_t seed) cons
       for (size_t i = 0; i < info.numel; ++i) {
         double dt = std::exp(rng.uniform(std::log(dt_min_), std::log(dt_max_)));
         dt = std::max(dt, dt_floor_);
-        params[off + i] = static_cast<T>(dt + std::log(-std::expm1(-dt)));
+        params[off + i] = static_cast<Param>(dt + std::log(-std::expm1(-dt)));
       }
     } else if (off == A_log) {
       for (idx_t c = 0; c < Di; ++c)
-        for (idx_t n = 0; n < N; ++n) params[off + c * N + n] = static_cast<T>(std::log(double(n + 1)));
+        for (idx_t n = 0; n < N; ++n) params[off + c * N + n] = static_cast<Param>(std::log(double(n + 1)));
     } else if (off == D_skip) {
       init_constant(params + off, Di, 1.0);
     }
   }
 }
 
-template <typename T>
-void SsmCore<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
+template <typename Bk>
+std::vector<StatePart> SsmCore<Bk>::state_parts() const {
+  return {{Di * (Kc - 1), dtype_of<Act>()}, {Di * N, dtype_of<F>()}};
+}
+
+template <typename Bk>
+void SsmCore<Bk>::plan(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
   planned_B_ = B;
   planned_T_ = T_;
   training_ = training;
   const idx_t BT = B * T_;
-  xc_ = a.carve(BT * Di);
-  xdbl_ = a.carve(BT * (R + 2 * N));
-  delta_ = a.carve(BT * Di);
-  chunk_states_ = a.carve(B * scan_num_chunks(T_) * Di * N);
-  A_ = a.carve(Di * N);
+  xc_ = a.template carve<Act>(BT * Di);
+  xdbl_ = a.template carve<Act>(BT * (R + 2 * N));
+  delta_ = a.template carve<Act>(BT * Di);
+  chunk_states_ = a.template carve<F>(B * scan_num_chunks(T_) * Di * N);
+  A_ = a.template carve<F>(Di * N);
   if (training) {
-    delta_saved_ = a.carve(BT * Di);
-    dxc_ = a.carve(BT * Di);
-    dxdbl_ = a.carve(BT * (R + 2 * N));
-    ddelta_ = a.carve(BT * Di);
-    dA_ = a.carve(Di * N);
+    if (Bk::kScanSavesDelta) delta_saved_ = a.template carve<Act>(BT * Di);
+    dxc_ = a.template carve<Act>(BT * Di);
+    dxdbl_ = a.template carve<Act>(BT * (R + 2 * N));
+    ddelta_ = a.template carve<Act>(BT * Di);
+    dA_ = a.template carve<F>(Di * N);
   }
 }
 
-template <typename T>
-void SsmCore<T>::forward(T* out, idx_t out_ld, const T* x, idx_t x_ld, const T* z, idx_t z_ld,
-                         const T* params, idx_t B, idx_t T_, const T* state_in, T* state_out) {
+template <typename Bk>
+typename Bk::ScanParams SsmCore<Bk>::scan_params(const Act* z, idx_t z_ld, const Param* params, idx_t B,
+                                                 idx_t T_, const F* h0) const {
+  const idx_t XW = R + 2 * N;
+  typename Bk::ScanParams p;
+  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
+  p.u = xc_; p.u_ld = Di;
+  p.delta = delta_; p.delta_ld = Di;
+  p.Bm = xdbl_ + R; p.B_ld = XW;
+  p.Cm = xdbl_ + R + N; p.C_ld = XW;
+  p.z = z; p.z_ld = z_ld;
+  p.A = A_; p.D = params + D_skip; p.delta_bias = params + dt_proj_b;
+  p.h0 = h0;
+  p.chunk_states = chunk_states_;
+  return p;
+}
+
+template <typename Bk>
+void SsmCore<Bk>::forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* x, idx_t x_ld, const Act* z,
+                          idx_t z_ld, const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in,
+                          void* state_out) {
   CHECK(B <= planned_B_ && T_ <= planned_T_, "SsmCore: called with B=", B, " T=", T_,
         " but planned for B=", planned_B_, " T=", planned_T_);
-  const idx_t BT = B * T_, XW = R + 2 * N;
-  const T* conv_state_in = state_in;
-  const T* ssm_state_in = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  T* conv_state_out = state_out;
-  T* ssm_state_out = state_out ? state_out + B * Di * (Kc - 1) : nullptr;
+  ctx_ = ctx;
+  gemm_ = P.gemm;
+  const Param* params = P.master;
+  const idx_t BT = B * T_;
+  const size_t ssm_at = ssm_state_byte_offset(B);
+  const Act* conv_state_in = static_cast<const Act*>(state_in);
+  const F* ssm_state_in = state_in ? reinterpret_cast<const F*>(static_cast<const char*>(state_in) + ssm_at) : nullptr;
+  Act* conv_state_out = static_cast<Act*>(state_out);
+  F* ssm_state_out = state_out ? reinterpret_cast<F*>(static_cast<char*>(state_out) + ssm_at) : nullptr;
   conv_forward(xc_, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
   x_proj_forward(xdbl_, xc_, params, BT);
   dt_proj_forward(delta_, xdbl_, params, BT);
-  cpu::ssm_a_forward(A_, params + A_log, Di * N);
-  ScanParams<T> p;
-  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
-  p.u = xc_; p.u_ld = Di;
-  p.delta = delta_; p.delta_ld = Di;
-  p.Bm = xdbl_ + R; p.B_ld = XW;
-  p.Cm = xdbl_ + R + N; p.C_ld = XW;
-  p.z = z; p.z_ld = z_ld;
-  p.A = A_; p.D = params + D_skip; p.delta_bias = params + dt_proj_b;
-  p.h0 = ssm_state_in;
+  Bk::ssm_a_forward(ctx, A_, params + A_log, Di * N);
+  typename Bk::ScanParams p = scan_params(z, z_ld, params, B, T_, ssm_state_in);
   p.out = out; p.out_ld = out_ld;
   p.h_last = ssm_state_out;
-  p.chunk_states = chunk_states_;
-  p.delta_saved = training_ ? delta_saved_ : nullptr;
-  cpu::selective_scan_forward(p);
+  if (training_) Bk::set_delta_saved(p, delta_saved_);
+  Bk::scan_forward(ctx, p);
 }
 
-template <typename T>
-void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, const T* dout,
-                          idx_t dout_ld, const T* x, idx_t x_ld, const T* z, idx_t z_ld,
-                          const T* params, idx_t B, idx_t T_, const T* state_in) {
+template <typename Bk>
+void SsmCore<Bk>::backward(const Ctx& ctx, Act* dx, idx_t dx_ld, Act* dz, idx_t dz_ld, Param* grads,
+                           const Act* dout, idx_t dout_ld, const Act* x, idx_t x_ld, const Act* z, idx_t z_ld,
+                           const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in) {
   CHECK(training_, "SsmCore: backward needs an arena planned for training");
+  ctx_ = ctx;
+  gemm_ = P.gemm;
+  const Param* params = P.master;
   const idx_t BT = B * T_, XW = R + 2 * N;
-  ScanParams<T> p;
-  p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
-  p.u = xc_; p.u_ld = Di;
-  p.delta = delta_; p.delta_ld = Di;
-  p.Bm = xdbl_ + R; p.B_ld = XW;
-  p.Cm = xdbl_ + R + N; p.C_ld = XW;
-  p.z = z; p.z_ld = z_ld;
-  p.A = A_; p.D = params + D_skip; p.delta_bias = params + dt_proj_b;
-  p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  p.chunk_states = chunk_states_;
-  p.delta_saved = delta_saved_;
+  const Act* conv_state_in = static_cast<const Act*>(state_in);
+  const F* ssm_state_in =
+      state_in ? reinterpret_cast<const F*>(static_cast<const char*>(state_in) + ssm_state_byte_offset(B)) : nullptr;
+  typename Bk::ScanParams p = scan_params(z, z_ld, params, B, T_, ssm_state_in);
+  Bk::set_delta_saved(p, delta_saved_);
   p.out = dxc_;  // not written by backward; validate() only wants a valid pointer
   p.out_ld = Di;
-  for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
-  ScanGrads<T> g;
+  Bk::zero(ctx, dA_, Di * N);
+  typename Bk::ScanGrads g;
   g.dout = dout; g.dout_ld = dout_ld;
   g.du = dxc_; g.du_ld = Di;
   g.ddelta = ddelta_; g.ddelta_ld = Di;
@@ -148,58 +161,58 @@ void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, cons
   g.dC = dxdbl_ + R + N; g.dC_ld = XW;
   g.dz = dz; g.dz_ld = dz_ld;
   g.dA = dA_; g.dD = grads + D_skip; g.ddelta_bias = grads + dt_proj_b;
-  cpu::selective_scan_backward(g, p);
-  cpu::ssm_a_backward(grads + A_log, dA_, A_, Di * N);
+  Bk::scan_backward(ctx, g, p);
+  Bk::ssm_a_backward(ctx, grads + A_log, dA_, A_, Di * N);
   dt_proj_backward(dxdbl_, grads, ddelta_, xdbl_, params, BT);
   x_proj_backward(dxc_, grads, dxdbl_, xc_, params, BT);
-  conv_backward(dx, dx_ld, grads, dxc_, x, x_ld, state_in, params, B, T_);
+  conv_backward(dx, dx_ld, grads, dxc_, x, x_ld, conv_state_in, params, B, T_);
 }
 
-template <typename T>
-void SsmCore<T>::conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld,
-                              const T* conv_state_in, const T* params, idx_t B, idx_t T_) {
+template <typename Bk>
+void SsmCore<Bk>::conv_forward(Act* xc, Act* conv_state_out, const Act* x, idx_t x_ld, const Act* conv_state_in,
+                               const Param* params, idx_t B, idx_t T_) {
   CHECK(experts.conv1d == 0, "SsmCore: conv1d has ", experts.conv1d, " experts; the dense stage has none");
-  cpu::causal_conv1d_forward(xc, Di, conv_state_out, x, x_ld, conv_state_in, params + conv_w,
-                             params + conv_b, B, T_, Di, Kc, true);
+  Bk::conv_forward(ctx_, xc, Di, conv_state_out, x, x_ld, conv_state_in, params + conv_w, params + conv_b, B, T_,
+                   Di, Kc, true);
 }
 
-template <typename T>
-void SsmCore<T>::conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
-                               const T* conv_state_in, const T* params, idx_t B, idx_t T_) {
-  cpu::causal_conv1d_backward(dx, dx_ld, grads + conv_w, grads + conv_b, dxc, Di, x, x_ld,
-                              conv_state_in, params + conv_w, params + conv_b, B, T_, Di, Kc, true);
+template <typename Bk>
+void SsmCore<Bk>::conv_backward(Act* dx, idx_t dx_ld, Param* grads, const Act* dxc, const Act* x, idx_t x_ld,
+                                const Act* conv_state_in, const Param* params, idx_t B, idx_t T_) {
+  Bk::conv_backward(ctx_, dx, dx_ld, grads + conv_w, grads + conv_b, dxc, Di, x, x_ld, conv_state_in,
+                    params + conv_w, params + conv_b, B, T_, Di, Kc, true);
 }
 
-template <typename T>
-void SsmCore<T>::x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT) {
+template <typename Bk>
+void SsmCore<Bk>::x_proj_forward(Act* xdbl, const Act* xc, const Param*, idx_t BT) {
   CHECK(experts.x_proj == 0, "SsmCore: x_proj has ", experts.x_proj, " experts; the dense stage has none");
-  cpu::matmul_forward(xdbl, R + 2 * N, xc, Di, params + x_proj, (const T*)nullptr, BT, R + 2 * N, Di);
+  Bk::matmul_forward(ctx_, xdbl, R + 2 * N, xc, Di, gemm_ + x_proj, BT, R + 2 * N, Di);
 }
 
-template <typename T>
-void SsmCore<T>::x_proj_backward(T* dxc, T* grads, const T* dxdbl, const T* xc, const T* params,
-                                 idx_t BT) {
+template <typename Bk>
+void SsmCore<Bk>::x_proj_backward(Act* dxc, Param* grads, const Act* dxdbl, const Act* xc, const Param*,
+                                  idx_t BT) {
   // xdbl = xc · x_projᵀ ; dxc += dxdbl · x_proj
-  cpu::matmul_backward(dxc, Di, grads + x_proj, (T*)nullptr, dxdbl, R + 2 * N, xc, Di,
-                       params + x_proj, BT, R + 2 * N, Di, /*din_accumulate=*/true);
+  Bk::matmul_backward(ctx_, dxc, Di, grads + x_proj, dxdbl, R + 2 * N, xc, Di, gemm_ + x_proj, BT, R + 2 * N, Di,
+                      /*din_accumulate=*/true);
 }
 
-template <typename T>
-void SsmCore<T>::dt_proj_forward(T* delta, const T* xdbl, const T* params, idx_t BT) {
+template <typename Bk>
+void SsmCore<Bk>::dt_proj_forward(Act* delta, const Act* xdbl, const Param*, idx_t BT) {
   CHECK(experts.dt_proj == 0, "SsmCore: dt_proj has ", experts.dt_proj, " experts; the dense stage has none");
-  cpu::matmul_forward(delta, Di, xdbl, R + 2 * N, params + dt_proj_w, (const T*)nullptr, BT, Di, R);
+  Bk::matmul_forward(ctx_, delta, Di, xdbl, R + 2 * N, gemm_ + dt_proj_w, BT, Di, R);
 }
 
-template <typename T>
-void SsmCore<T>::dt_proj_backward(T* dxdbl, T* grads, const T* ddelta, const T* xdbl,
-                                  const T* params, idx_t BT) {
+template <typename Bk>
+void SsmCore<Bk>::dt_proj_backward(Act* dxdbl, Param* grads, const Act* ddelta, const Act* xdbl, const Param*,
+                                   idx_t BT) {
   // delta = dt_low · dt_projᵀ  (dt_low = xdbl[:, :R])
-  cpu::matmul_backward(dxdbl, R + 2 * N, grads + dt_proj_w, (T*)nullptr, ddelta, Di, xdbl,
-                       R + 2 * N, params + dt_proj_w, BT, Di, R);
+  Bk::matmul_backward(ctx_, dxdbl, R + 2 * N, grads + dt_proj_w, ddelta, Di, xdbl, R + 2 * N, gemm_ + dt_proj_w, BT,
+                      Di, R);
 }
 
-template <typename T>
-MixerCounts SsmCore<T>::counts() const {
+template <typename Bk>
+MixerCounts SsmCore<Bk>::counts() const {
   MixerCounts c;
   const int64_t p = Di * Kc + Di + (R + 2 * N) * Di + Di * R + Di + Di * N + Di;
   c.total_params = c.active_params = p;
@@ -209,7 +222,6 @@ MixerCounts SsmCore<T>::counts() const {
   return c;
 }
 
-template class SsmCore<float>;
-template class SsmCore<double>;
+MOESSM_INSTANTIATE_FOR_BACKENDS(SsmCore)
 
 }  // namespace moessm

@@ -71,7 +71,7 @@ void SwimbaMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) 
   // The dense initialisation, tensor by tensor (each tensor's draws are keyed by its name, and
   // the stacked expert tensors are drawn with the same per-row bounds), so E = 1 initialises
   // exactly like the dense mixer.
-  SsmCore<T> dense(cfg_);
+  SsmCore<CpuBackend<T>> dense(cfg_);
   dense.conv_w = conv_w_; dense.conv_b = conv_b_; dense.x_proj = x_proj_;
   dense.dt_proj_w = dt_w_; dense.dt_proj_b = dt_b_; dense.A_log = A_log_; dense.D_skip = D_;
   dense.init_params(params, t, seed);
@@ -131,7 +131,7 @@ ScanParams<T> SwimbaMixer<T>::scan_params(const T* params, idx_t B, idx_t T_) co
 }
 
 template <typename T>
-double SwimbaMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx_t T_,
+double SwimbaMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_,
                                const T* state_in, T* state_out) {
   CHECK(B <= planned_B_ && T_ <= planned_T_, "SwimbaMixer: called with B=", B, " T=", T_,
         " but planned for B=", planned_B_, " T=", planned_T_);
@@ -192,7 +192,7 @@ double SwimbaMixer<T>::forward(T* out, const T* u, const T* params, idx_t B, idx
 }
 
 template <typename T>
-void SwimbaMixer<T>::backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
+void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
                               idx_t T_, const T* state_in, double aux_grad) {
   CHECK(training_, "SwimbaMixer: backward needs an arena planned for training");
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;

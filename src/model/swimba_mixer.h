@@ -21,7 +21,7 @@
 // mix ("pre"), expert_dt_proj (false), router_input ("u"). Recurrent state: as dense
 // (conv [B, Di, Kc-1] then ssm [B, Di, N]).
 #pragma once
-#include "model/mixer.h"
+#include "model/cpu_mixer.h"
 #include "model/moe_router.h"
 
 namespace moessm {
@@ -35,7 +35,7 @@ struct SwimbaOptions {
 };
 
 template <typename T>
-class SwimbaMixer : public Mixer<T> {
+class SwimbaMixer : public CpuMixer<T> {
  public:
   SwimbaMixer(const ModelConfig& cfg, const MixerSpec& spec)
       : SwimbaMixer(cfg, SwimbaOptions::parse(spec)) {}
@@ -45,9 +45,9 @@ class SwimbaMixer : public Mixer<T> {
   void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override { return Di * (Kc - 1) + Di * N; }
   void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
+  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
                  T* state_out) override;
-  void backward(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
+  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
                 const T* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;

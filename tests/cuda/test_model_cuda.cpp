@@ -23,6 +23,8 @@
 #include "io/file_util.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/language_model.h"
+#include "backend/cuda_backend.h"
+#include "core/check.h"
 #include "../model_checks.h"
 #include "../testing.h"
 #include "train/train_backend.h"
@@ -107,6 +109,35 @@ Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const
   return o;
 }
 
+// The same through the one model written for every backend (Model<CudaBackend<Act>>): the
+// state lives in a device block in the backend layout, exchanged with the host fp32 layout.
+template <typename Act>
+Outputs run_one_model_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
+                           idx_t B, idx_t T_, const std::vector<float>* state) {
+  Model<CudaBackend<Act>> m(cfg);
+  m.upload_params(params.data());
+  Outputs o;
+  std::vector<float> logits(size_t(B * T_ * m.vocab())), grads(m.table().total());
+  m.prepare(B, T_, true);
+  DeviceBuffer st(m.state_bytes(B));
+  if (state) m.state_from_host(st.data(), state->data(), B);
+  std::vector<float> back(state ? state->size() : 0);
+  if (state) {  // the exchange round-trips (bf16 conv parts hold bf16-rounded values)
+    m.state_to_host(back.data(), st.data(), B);
+    const double rel = std::is_same_v<Act, float> ? 0.0 : 4e-3;  // bf16: 2^-9 relative rounding
+    for (size_t i = 0; i < back.size(); ++i) EXPECT_NEAR(back[i], (*state)[i], rel * std::fabs((*state)[i])) << i;
+  }
+  const void* s = state ? st.data() : nullptr;
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  o.loss = m.loss(ids.data(), tg.data(), B, T_, true, s).ce;
+  m.download_grads(grads.data());
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(grads.begin(), grads.end());
+  return o;
+}
+
 std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
   LanguageModel<float> m(cfg);
   m.init(seed);
@@ -126,7 +157,7 @@ std::vector<float> random_state(const ModelConfig& cfg, idx_t B, uint64_t seed) 
   return s;
 }
 
-void compare_fp32(bool with_state) {
+void compare_fp32(bool with_state, bool one_model = false) {
   const ModelConfig cfg = awkward_config();
   const idx_t B = 2, T = 70;
   const auto params = init_params(cfg, 3);
@@ -135,8 +166,9 @@ void compare_fp32(bool with_state) {
   const std::vector<float>* s = with_state ? &st : nullptr;
   const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
   const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
-  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
-  const std::string tag = with_state ? " (carried state)" : "";
+  const Outputs fast = one_model ? run_one_model_cuda<float>(cfg, params, ids, B, T, s)
+                                 : run_cuda<float>(cfg, params, ids, B, T, s);
+  const std::string tag = std::string(with_state ? " (carried state)" : "") + (one_model ? " [Model<CudaBackend>]" : "");
   expect_within_budget("logits" + tag, rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
   EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
   LanguageModel<float> layout(cfg);
@@ -192,6 +224,55 @@ TEST(CudaModel, Bf16LogitsAndGradsNearTheReference) {
     const double e = l2_rel(fast.grads, ref.grads, p.offset, p.numel);
     EXPECT_LT(e, 0.06) << "grad " << p.name;
     std::printf("  bf16 grad %-42s L2 rel err %.4f\n", p.name.c_str(), e);
+  }
+}
+
+// The one model (the CPU's layers on the CUDA backend) under the same budgets as above.
+TEST(OneModelOnCuda, Fp32LogitsAndGradsMatchTheCpu) {
+  REQUIRE_GPU();
+  compare_fp32(false, true);
+}
+
+TEST(OneModelOnCuda, Fp32WithACarriedStateMatchesTheCpu) {
+  REQUIRE_GPU();
+  compare_fp32(true, true);
+}
+
+TEST(OneModelOnCuda, Bf16LogitsAndGradsNearTheReferenceAndEqualTheCudaModel) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = awkward_config();
+  const idx_t B = 2, T = 70;
+  const auto params = init_params(cfg, 3);
+  const auto ids = random_ids(size_t(B * T), 300, 4);
+  const auto st = random_state(cfg, B, 5);
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, nullptr);
+  const Outputs fast = run_one_model_cuda<bf16>(cfg, params, ids, B, T, nullptr);
+  EXPECT_LT(l2_rel(fast.logits, ref.logits, 0, ref.logits.size()), 0.02);
+  EXPECT_NEAR(fast.loss, ref.loss, 0.01 * std::fabs(ref.loss));
+  LanguageModel<float> layout(cfg);
+  for (const ParamInfo& p : layout.table().entries())
+    EXPECT_LT(l2_rel(fast.grads, ref.grads, p.offset, p.numel), 0.06) << "grad " << p.name;
+  // The same ops in the same order as the dense CUDA model: bitwise the same results, with and
+  // without a carried state.
+  for (const std::vector<float>* s : {static_cast<const std::vector<float>*>(nullptr), &st}) {
+    const Outputs a = run_one_model_cuda<bf16>(cfg, params, ids, B, T, s);
+    const Outputs b = run_cuda<bf16>(cfg, params, ids, B, T, s);
+    EXPECT_EQ(a.logits, b.logits);
+    EXPECT_EQ(a.loss, b.loss);
+    EXPECT_EQ(a.grads, b.grads);
+  }
+}
+
+TEST(OneModelOnCuda, RefusesAMixerWithoutCudaOpsNamingLayerAndOp) {
+  const ModelConfig cfg = ModelConfig::from_json(Json::parse(
+      R"({"d_model": 16, "n_layer": 2, "vocab_size": 64, "layers": ["mamba", {"type": "rom", "n_experts": 2, "top_k": 1}]})"),
+      "test");
+  try {
+    Model<CudaBackend<bf16>> m(cfg);
+    GTEST_FAIL() << "a rom layer was accepted on cuda";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1: rom on cuda needs router_topk, moe_permute and grouped_matmul (cuda)"),
+              std::string::npos) << e.what();
   }
 }
 

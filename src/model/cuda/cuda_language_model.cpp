@@ -39,7 +39,7 @@ CudaLanguageModel<Act>::CudaLanguageModel(const ModelConfig& cfg, int device)
   for (int l = 0; l < int(cfg.n_layer); ++l)
     CHECK(cfg.layers[l].type == "mamba", "--device cuda runs dense 'mamba' layers only so far; layer ", l,
           " is '", cfg.layers[l].type, "' (train or run MoE models with --device cpu)");
-  ModelLayout<float> layout = register_model<float>(cfg, table_);
+  ModelLayout<CpuBackend<float>> layout = register_model<CpuBackend<float>>(cfg, table_);
   cpu_mixers_ = std::move(layout.mixers);
   emb_ = layout.emb;
   norm_ = layout.norm;

@@ -93,7 +93,7 @@ class CudaLanguageModel {
 
   ModelConfig cfg_;
   ParamTable table_;
-  std::vector<std::unique_ptr<Mixer<float>>> cpu_mixers_;  // layout and accounting only
+  std::vector<std::unique_ptr<Mixer<CpuBackend<float>>>> cpu_mixers_;  // layout and accounting only
   std::vector<Layer> layers_;
   size_t emb_ = 0, norm_f_ = 0;
   std::vector<size_t> norm_;

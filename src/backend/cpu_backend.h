@@ -1,0 +1,142 @@
+// CpuBackend<T>: the CPU side of the backend contract (docs/design.md, "Backends"). A layer is
+// written once against a backend Bk and calls only Bk's ops; CpuBackend<float> runs models,
+// CpuBackend<double> runs them in double precision for finite-difference tests.
+//
+// Element types (every backend names the same five):
+//   Act    activations between ops (the token streams)            T
+//   Weight GEMM operand copy of the weights                        T (the master buffer itself)
+//   Param  master weights and their gradients                      T
+//   F      "fp32 streams": residual, norm statistics, scan state,   T
+//          A = -exp(A_log), losses
+// Buffers come from an Arena (typed carve<U>, int32 routing plans too); Ctx is the execution
+// context passed to every op (empty on the CPU; the stream on CUDA). Every op forwards to the
+// reference implementation in moessm::cpu with the arguments unchanged, so CPU results are the
+// reference's to the bit.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/arena.h"
+#include "ops/adamw.h"
+#include "ops/causal_conv1d.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/selective_scan.h"
+#include "ops/ssm_a.h"
+
+namespace moessm {
+
+template <typename T>
+struct CpuBackend {
+  using Act = T;
+  using Weight = T;
+  using Param = T;
+  using F = T;
+  using Arena = moessm::Arena<T>;
+  struct Ctx {};
+  using ScanParams = moessm::ScanParams<T>;
+  using ScanGrads = moessm::ScanGrads<T>;
+  static constexpr bool kOnDevice = false;
+  static constexpr const char* kName = std::is_same_v<T, double> ? "cpu (f64)" : "cpu (f32)";
+  static constexpr const char* kDevice = "cpu";
+  // Rows of the LM head and loss processed at once (bounds the [rows, V] logits buffer).
+  static constexpr idx_t kHeadChunkRows = 256;
+
+  template <typename U> using Buffer = std::vector<U>;
+  // A zero-filled buffer of n elements.
+  template <typename U> static void alloc(Buffer<U>& b, size_t n) { b.assign(n, U(0)); }
+  static Ctx make_ctx(int /*device*/) { return {}; }
+  static void destroy_ctx(Ctx&) {}
+
+  // ---- memory ----
+  template <typename U> static void zero(const Ctx&, U* p, idx_t n) { std::fill(p, p + n, U(0)); }
+  template <typename U> static void copy(const Ctx&, U* dst, const U* src, idx_t n) {
+    if (n > 0 && dst != src) std::memcpy(dst, src, size_t(n) * sizeof(U));
+  }
+  // Host <-> backend memory (plain copies on the CPU).
+  template <typename U> static void to_host(const Ctx& c, U* host, const U* mem, idx_t n) { copy(c, host, mem, n); }
+  template <typename U> static void from_host(const Ctx& c, U* mem, const U* host, idx_t n) { copy(c, mem, host, n); }
+  static void sync(const Ctx&) {}
+  // F stream -> Act stream (same type on the CPU: a copy only when the buffers differ).
+  static void f_to_act(const Ctx& c, Act* out, const F* in, idx_t n) { copy(c, out, in, n); }
+  // Refreshes the GEMM copy of the weights from the master buffer (none on the CPU).
+  static void refresh_weights(const Ctx&, Weight*, const Param*, idx_t) {}
+
+  // ---- ops (argument order as in the op headers: outputs, inputs, weights, sizes) ----
+  static void matmul_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
+                             idx_t M, idx_t N, idx_t K, bool accumulate = false) {
+    cpu::matmul_forward(out, out_ld, in, in_ld, w, (const T*)nullptr, M, N, K, accumulate);
+  }
+  static void matmul_backward(const Ctx&, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
+                              const Act* in, idx_t in_ld, const Weight* w, idx_t M, idx_t N, idx_t K,
+                              bool din_accumulate = false) {
+    cpu::matmul_backward(din, din_ld, dw, (T*)nullptr, dout, dout_ld, in, in_ld, w, M, N, K, din_accumulate);
+  }
+  static void conv_forward(const Ctx&, Act* out, idx_t out_ld, Act* state_out, const Act* x, idx_t x_ld,
+                           const Act* state_in, const Param* w, const Param* bias, idx_t B, idx_t T_, idx_t Di,
+                           idx_t Kc, bool silu) {
+    cpu::causal_conv1d_forward(out, out_ld, state_out, x, x_ld, state_in, w, bias, B, T_, Di, Kc, silu);
+  }
+  static void conv_backward(const Ctx&, Act* dx, idx_t dx_ld, Param* dw, Param* dbias, const Act* dout,
+                            idx_t dout_ld, const Act* x, idx_t x_ld, const Act* state_in, const Param* w,
+                            const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
+    cpu::causal_conv1d_backward(dx, dx_ld, dw, dbias, dout, dout_ld, x, x_ld, state_in, w, bias, B, T_, Di, Kc, silu);
+  }
+  static void ssm_a_forward(const Ctx&, F* A, const Param* A_log, idx_t n) { cpu::ssm_a_forward(A, A_log, n); }
+  static void ssm_a_backward(const Ctx&, Param* dA_log, const F* dA, const F* A, idx_t n) {
+    cpu::ssm_a_backward(dA_log, dA, A, n);
+  }
+  static void scan_forward(const Ctx&, const ScanParams& p) { cpu::selective_scan_forward(p); }
+  static void scan_backward(const Ctx&, const ScanGrads& g, const ScanParams& p) { cpu::selective_scan_backward(g, p); }
+  // The CPU scan can keep Δ from its forward for the backward (saves two softplus per element).
+  static void set_delta_saved(ScanParams& p, T* buf) { p.delta_saved = buf; }
+  static constexpr bool kScanSavesDelta = true;
+
+  static void embedding_forward(const Ctx&, F* out, const int32_t* ids, const Param* table, idx_t rows, idx_t V,
+                                idx_t D) {
+    cpu::embedding_forward(out, ids, table, rows, V, D);
+  }
+  static void embedding_backward(const Ctx&, Param* dtable, const F* dout, const int32_t* ids, idx_t rows, idx_t V,
+                                 idx_t D) {
+    cpu::embedding_backward(dtable, dout, ids, rows, V, D);
+  }
+  static void rmsnorm_forward(const Ctx&, Act* out, F* rstd, const F* x, const Param* w, idx_t rows, idx_t D,
+                              double eps) {
+    cpu::rmsnorm_forward(out, rstd, x, w, rows, D, eps);
+  }
+  // residual += delta, then out = rmsnorm(residual) (the pre-norm block's residual add).
+  static void rmsnorm_add_forward(const Ctx&, Act* out, F* rstd, F* residual, const Act* delta, const Param* w,
+                                  idx_t rows, idx_t D, double eps) {
+    for (idx_t i = 0; i < rows * D; ++i) residual[i] = residual[i] + delta[i];
+    cpu::rmsnorm_forward(out, rstd, residual, w, rows, D, eps);
+  }
+  static void rmsnorm_backward(const Ctx&, F* dx, Param* dw, const Act* dout, const F* x, const Param* w,
+                               const F* rstd, idx_t rows, idx_t D, bool dx_accumulate) {
+    cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, D, dx_accumulate);
+  }
+  static void cross_entropy_forward(const Ctx&, F* loss, F* lse, const Act* logits, const int32_t* targets,
+                                    idx_t rows, idx_t V) {
+    cpu::cross_entropy_forward(loss, lse, logits, targets, rows, V);
+  }
+  // Forward, then dlogits = dloss_scale · (softmax − onehot) for every row (in place allowed).
+  static void cross_entropy_forward_backward(const Ctx&, F* loss, F* lse, Act* dlogits, const Act* logits,
+                                             const int32_t* targets, double dloss_scale, idx_t rows, idx_t V,
+                                             F* dloss_scratch) {
+    cpu::cross_entropy_forward(loss, lse, logits, targets, rows, V);
+    for (idx_t i = 0; i < rows; ++i) dloss_scratch[i] = T(dloss_scale);
+    cpu::cross_entropy_backward(dlogits, dloss_scratch, logits, lse, targets, rows, V);
+  }
+  // *out = Σ x (in order, in double).
+  static void sum_to(const Ctx&, double* out, const F* x, idx_t n) { *out = cpu::sum(x, n); }
+  // Logits [n elements] as fp32 on the host.
+  static void logits_to_host(const Ctx&, float* host, const Act* logits, F*, idx_t n) {
+    for (idx_t i = 0; i < n; ++i) host[i] = float(logits[i]);
+  }
+};
+
+}  // namespace moessm

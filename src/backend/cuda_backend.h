@@ -1,0 +1,163 @@
+// CudaBackend<Act>: the CUDA side of the backend contract (docs/design.md, "Backends"), built
+// only with MOESSM_CUDA. Every op forwards to its twin in moessm::cuda (src/ops/cuda) on the
+// context's stream; nothing here synchronises except to_host / logits_to_host.
+//
+// Element types (mamba_ssm's precision policy):
+//   Act    activations between ops          __nv_bfloat16 (training, decode) or float (reference)
+//   Weight GEMM operand copy of the weights  Act: a bf16 copy of the master buffer, refreshed by
+//                                            refresh_weights and the fused AdamW; for Act = float
+//                                            the master buffer itself
+//   Param  master weights and gradients      float
+//   F      residual, norm statistics, scan   float
+//          state, A, losses
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "core/cuda_check.h"
+#include "core/device_arena.h"
+#include "core/device_buffer.h"
+#include "core/dtype.h"
+#include "ops/adamw.h"
+#include "ops/causal_conv1d.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/selective_scan.h"
+#include "ops/ssm_a.h"
+
+namespace moessm {
+
+template <> constexpr DType dtype_of<__nv_bfloat16>() { return DType::BF16; }
+
+template <typename ActT>
+struct CudaBackend {
+  static_assert(std::is_same_v<ActT, float> || std::is_same_v<ActT, __nv_bfloat16>, "Act: float or bf16");
+  using Act = ActT;
+  using Weight = ActT;
+  using Param = float;
+  using F = float;
+  using Arena = DeviceArena;
+  struct Ctx {
+    cudaStream_t stream = nullptr;
+  };
+  using ScanParams = cuda::ScanParamsT<Act>;
+  using ScanGrads = cuda::ScanGradsT<Act>;
+  static constexpr bool kOnDevice = true;
+  static constexpr bool kActIsF32 = std::is_same_v<Act, float>;
+  static constexpr const char* kName = kActIsF32 ? "cuda (f32)" : "cuda (bf16 activations, fp32 master weights)";
+  static constexpr const char* kDevice = "cuda";
+  static constexpr idx_t kHeadChunkRows = 4096;
+
+  template <typename U> using Buffer = DeviceVector<U>;
+  template <typename U> static void alloc(Buffer<U>& b, size_t n) { b.resize(n); }
+  // Selects `device` and creates the stream every op of this model runs on (a clear error when
+  // there is no usable GPU).
+  static Ctx make_ctx(int device);
+  static void destroy_ctx(Ctx& c);
+
+  // ---- memory ----
+  template <typename U> static void zero(const Ctx& c, U* p, idx_t n) {
+    if (n > 0) CUDA_CHECK(cudaMemsetAsync(p, 0, size_t(n) * sizeof(U), c.stream));
+  }
+  template <typename U> static void copy(const Ctx& c, U* dst, const U* src, idx_t n) {
+    if (n > 0 && dst != src)
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(U), cudaMemcpyDeviceToDevice, c.stream));
+  }
+  template <typename U> static void to_host(const Ctx& c, U* host, const U* mem, idx_t n) {
+    if (n > 0) CUDA_CHECK(cudaMemcpyAsync(host, mem, size_t(n) * sizeof(U), cudaMemcpyDeviceToHost, c.stream));
+    CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  }
+  template <typename U> static void from_host(const Ctx& c, U* mem, const U* host, idx_t n) {
+    if (n > 0) CUDA_CHECK(cudaMemcpyAsync(mem, host, size_t(n) * sizeof(U), cudaMemcpyHostToDevice, c.stream));
+    CUDA_CHECK(cudaStreamSynchronize(c.stream));  // the host buffer may be reused at once
+  }
+  static void sync(const Ctx& c) { CUDA_CHECK(cudaStreamSynchronize(c.stream)); }
+  static void f_to_act(const Ctx& c, Act* out, const F* in, idx_t n) {
+    if constexpr (kActIsF32) copy(c, out, in, n);
+    else cuda::convert_f32_to_bf16(out, in, n, c.stream);
+  }
+  static void refresh_weights(const Ctx& c, Weight* gemm, const Param* master, idx_t n) {
+    if constexpr (!kActIsF32) cuda::convert_f32_to_bf16(gemm, master, n, c.stream);
+  }
+
+  // ---- ops ----
+  static void matmul_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
+                             idx_t M, idx_t N, idx_t K, bool accumulate = false) {
+    cuda::matmul_forward<Act>(out, out_ld, in, in_ld, w, nullptr, M, N, K, accumulate, c.stream);
+  }
+  static void matmul_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
+                              const Act* in, idx_t in_ld, const Weight* w, idx_t M, idx_t N, idx_t K,
+                              bool din_accumulate = false) {
+    cuda::matmul_backward<Act>(din, din_ld, dw, nullptr, dout, dout_ld, in, in_ld, w, M, N, K, din_accumulate,
+                               c.stream);
+  }
+  static void conv_forward(const Ctx& c, Act* out, idx_t out_ld, Act* state_out, const Act* x, idx_t x_ld,
+                           const Act* state_in, const Param* w, const Param* bias, idx_t B, idx_t T_, idx_t Di,
+                           idx_t Kc, bool silu) {
+    cuda::causal_conv1d_forward<Act>(out, out_ld, state_out, x, x_ld, state_in, w, bias, B, T_, Di, Kc, silu,
+                                     c.stream);
+  }
+  static void conv_backward(const Ctx& c, Act* dx, idx_t dx_ld, Param* dw, Param* dbias, const Act* dout,
+                            idx_t dout_ld, const Act* x, idx_t x_ld, const Act* state_in, const Param* w,
+                            const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
+    cuda::causal_conv1d_backward<Act>(dx, dx_ld, dw, dbias, dout, dout_ld, x, x_ld, state_in, w, bias, B, T_, Di,
+                                      Kc, silu, c.stream);
+  }
+  static void ssm_a_forward(const Ctx& c, F* A, const Param* A_log, idx_t n) { cuda::ssm_a_forward(A, A_log, n, c.stream); }
+  static void ssm_a_backward(const Ctx& c, Param* dA_log, const F* dA, const F* A, idx_t n) {
+    cuda::ssm_a_backward(dA_log, dA, A, n, c.stream);
+  }
+  static void scan_forward(const Ctx& c, const ScanParams& p) { cuda::selective_scan_forward<Act>(p, c.stream); }
+  static void scan_backward(const Ctx& c, const ScanGrads& g, const ScanParams& p) {
+    cuda::selective_scan_backward<Act>(g, p, c.stream);
+  }
+  static void set_delta_saved(ScanParams&, Act*) {}  // the CUDA backward recomputes Δ
+  static constexpr bool kScanSavesDelta = false;
+
+  static void embedding_forward(const Ctx& c, F* out, const int32_t* ids, const Param* table, idx_t rows, idx_t V,
+                                idx_t D) {
+    cuda::embedding_forward(out, ids, table, rows, V, D, c.stream);
+  }
+  static void embedding_backward(const Ctx& c, Param* dtable, const F* dout, const int32_t* ids, idx_t rows,
+                                 idx_t V, idx_t D) {
+    cuda::embedding_backward(dtable, dout, ids, rows, V, D, c.stream);
+  }
+  static void rmsnorm_forward(const Ctx& c, Act* out, F* rstd, const F* x, const Param* w, idx_t rows, idx_t D,
+                              double eps) {
+    cuda::rmsnorm_forward<Act>(out, rstd, x, w, rows, D, eps, c.stream);
+  }
+  static void rmsnorm_add_forward(const Ctx& c, Act* out, F* rstd, F* residual, const Act* delta, const Param* w,
+                                  idx_t rows, idx_t D, double eps) {
+    cuda::rmsnorm_add_forward<Act>(out, rstd, residual, delta, w, rows, D, eps, c.stream);
+  }
+  static void rmsnorm_backward(const Ctx& c, F* dx, Param* dw, const Act* dout, const F* x, const Param* w,
+                               const F* rstd, idx_t rows, idx_t D, bool dx_accumulate) {
+    cuda::rmsnorm_backward<Act>(dx, dw, dout, x, w, rstd, rows, D, dx_accumulate, c.stream);
+  }
+  static void cross_entropy_forward(const Ctx& c, F* loss, F* lse, const Act* logits, const int32_t* targets,
+                                    idx_t rows, idx_t V) {
+    cuda::cross_entropy_forward<Act>(loss, lse, logits, targets, rows, V, c.stream);
+  }
+  static void cross_entropy_forward_backward(const Ctx& c, F* loss, F* lse, Act* dlogits, const Act* logits,
+                                             const int32_t* targets, double dloss_scale, idx_t rows, idx_t V,
+                                             F*) {
+    cuda::cross_entropy_forward_backward<Act>(loss, lse, dlogits, logits, targets, float(dloss_scale), rows, V,
+                                              c.stream);
+  }
+  static void sum_to(const Ctx& c, double* out, const F* x, idx_t n) { cuda::sum(out, x, n, c.stream); }
+  // Logits [n elements] as fp32 on the host; `staging` holds n F elements (bf16 only).
+  static void logits_to_host(const Ctx& c, float* host, const Act* logits, F* staging, idx_t n) {
+    if constexpr (kActIsF32) {
+      to_host(c, host, logits, n);
+    } else {
+      cuda::convert_bf16_to_f32(staging, logits, n, c.stream);
+      to_host(c, host, staging, n);
+    }
+  }
+};
+
+}  // namespace moessm
