@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "model/init.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -127,9 +128,7 @@ void LanguageModel<T>::forward_body(const int32_t* ids, idx_t B, idx_t T_, const
     const idx_t so = state_offset(l, B);
     aux_sum += mixers_[l]->forward(mix_out_, normed_[l], P, B, T_, state_in ? state_in + so : nullptr,
                                    state_out ? state_out + so : nullptr);
-    T* next = resid_[l + 1];
-    const T* prev = resid_[l];
-    for (idx_t i = 0; i < BT * D_; ++i) next[i] = prev[i] + mix_out_[i];
+    cpu::add_forward(resid_[l + 1], D_, resid_[l], D_, mix_out_, D_, BT, D_);  // residual
   }
   cpu::rmsnorm_forward(hf_, rstd_f_, resid_[n_layers()], P + norm_f_, BT, D_, cfg_.norm_eps);
   if (aux) *aux = aux_sum;
@@ -160,9 +159,9 @@ LossResult LanguageModel<T>::loss(const int32_t* ids, const int32_t* targets, id
     const idx_t rows = std::min<idx_t>(kHeadChunkRows, BT - r0);
     cpu::matmul_forward(logits_chunk_, V_, hf_ + r0 * D_, D_, E, (const T*)nullptr, rows, V_, D_);
     cpu::cross_entropy_forward(row_loss_, lse_, logits_chunk_, targets + r0, rows, V_);
-    for (idx_t i = 0; i < rows; ++i) sum += double(row_loss_[i]);
+    cpu::accumulate_sum(&sum, row_loss_, rows);
     if (backward) {
-      for (idx_t i = 0; i < rows; ++i) dloss_[i] = T(1.0 / double(r.count));
+      cpu::fill(dloss_, T(1.0 / double(r.count)), rows);
       cpu::cross_entropy_backward(logits_chunk_, dloss_, logits_chunk_, lse_, targets + r0, rows, V_);
       cpu::matmul_backward(dhf_ + r0 * D_, D_, grads.data() + emb_, (T*)nullptr, logits_chunk_, V_,
                            hf_ + r0 * D_, D_, E, rows, V_, D_);

@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "model/init.h"
 #include "ops/causal_conv1d.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
@@ -139,7 +140,7 @@ void SsmCore<T>::backward(T* dx, idx_t dx_ld, T* dz, idx_t dz_ld, T* grads, cons
   p.delta_saved = delta_saved_;
   p.out = dxc_;  // not written by backward; validate() only wants a valid pointer
   p.out_ld = Di;
-  for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
+  cpu::fill(dA_, T(0), Di * N);
   ScanGrads<T> g;
   g.dout = dout; g.dout_ld = dout_ld;
   g.du = dxc_; g.du_ld = Di;
