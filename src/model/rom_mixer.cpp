@@ -14,7 +14,6 @@
 
 #include "core/check.h"
 #include "model/init.h"
-#include "ops/activations.h"
 #include "ops/elementwise.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"

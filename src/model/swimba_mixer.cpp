@@ -6,7 +6,6 @@
 #include "core/check.h"
 #include "model/init.h"
 #include "model/ssm_core.h"
-#include "ops/activations.h"
 #include "ops/causal_conv1d.h"
 #include "ops/delta_softplus.h"
 #include "ops/elementwise.h"
