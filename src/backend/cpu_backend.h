@@ -23,6 +23,7 @@
 #include "ops/adamw.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -54,7 +55,10 @@ struct CpuBackend {
   static void destroy_ctx(Ctx&) {}
 
   // ---- memory ----
-  template <typename U> static void zero(const Ctx&, U* p, idx_t n) { std::fill(p, p + n, U(0)); }
+  template <typename U> static void zero(const Ctx&, U* p, idx_t n) {
+    if constexpr (std::is_floating_point_v<U>) cpu::fill(p, U(0), n);
+    else std::fill(p, p + n, U(0));
+  }
   template <typename U> static void copy(const Ctx&, U* dst, const U* src, idx_t n) {
     if (n > 0 && dst != src) std::memcpy(dst, src, size_t(n) * sizeof(U));
   }
@@ -112,7 +116,7 @@ struct CpuBackend {
   // residual += delta, then out = rmsnorm(residual) (the pre-norm block's residual add).
   static void rmsnorm_add_forward(const Ctx&, Act* out, F* rstd, F* residual, const Act* delta, const Param* w,
                                   idx_t rows, idx_t D, double eps) {
-    for (idx_t i = 0; i < rows * D; ++i) residual[i] = residual[i] + delta[i];
+    cpu::add_forward(residual, D, residual, D, delta, D, rows, D);
     cpu::rmsnorm_forward(out, rstd, residual, w, rows, D, eps);
   }
   static void rmsnorm_backward(const Ctx&, F* dx, Param* dw, const Act* dout, const F* x, const Param* w,
@@ -128,7 +132,7 @@ struct CpuBackend {
                                              const int32_t* targets, double dloss_scale, idx_t rows, idx_t V,
                                              F* dloss_scratch) {
     cpu::cross_entropy_forward(loss, lse, logits, targets, rows, V);
-    for (idx_t i = 0; i < rows; ++i) dloss_scratch[i] = T(dloss_scale);
+    cpu::fill(dloss_scratch, T(dloss_scale), rows);
     cpu::cross_entropy_backward(dlogits, dloss_scratch, logits, lse, targets, rows, V);
   }
   // *out = Σ x (in order, in double).

@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "model/init.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
 #include "ops/router_topk.h"
@@ -108,7 +109,7 @@ void MoeRouter<T>::backward(T* din, idx_t din_ld, T* grads, const T* in, idx_t i
                             const T* params, idx_t M, double aux_grad) {
   CHECK(dlogits_, "router: backward needs an arena planned for training");
   CHECK(M == last_M_, "router: backward for ", M, " tokens follows a forward of ", last_M_);
-  for (idx_t i = 0; i < M * E; ++i) dprobs_[i] = T(0);
+  cpu::fill(dprobs_, T(0), M * E);
   if (opt.aux_coef > 0)
     cpu::router_aux_loss_backward(dprobs_, aux_grad, topk_idx_.data(), M, E, K, opt.aux_coef);
   cpu::router_topk_backward(dlogits_, dg_, dprobs_, probs_, topk_idx_.data(), topk_w_, M, E, K,

@@ -14,8 +14,8 @@
 
 #include "core/check.h"
 #include "model/init.h"
-#include "ops/activations.h"
-#include "ops/causal_conv1d.h"
+#include "ops/elementwise.h"
+#include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
@@ -142,46 +142,22 @@ class RomCore : public SsmCore<CpuBackend<T>> {
   }
 
  protected:
-  // conv1d experts: pre_t = Σ_{e∈S_t} conv_e(x)_t (indicator), xc = silu(pre). The reference
-  // evaluates every expert's conv on all tokens (E× a small op) and keeps the chosen ones.
+  // conv1d experts: pre_t = Σ_{e∈S_t} conv_e(x)_t (indicator), xc = silu(pre) (ops/expert_conv1d.h).
   void conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld, const T* conv_state_in,
                     const T* params, idx_t B, idx_t T_) override {
-    const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
+    const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
     if (!E) return SsmCore<CpuBackend<T>>::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
-    const MoeRouter<T>& r = *route_conv;
-    std::fill(pre_, pre_ + M * Di, T(0));
-    for (idx_t e = 0; e < E; ++e) {
-      // Only the last call writes the carried state: state_out may alias state_in.
-      cpu::causal_conv1d_forward(pre_e_, Di, e == E - 1 ? conv_state_out : nullptr, x, x_ld,
-                                 conv_state_in, params + this->conv_w + e * Di * Kc,
-                                 params + this->conv_b + e * Di, B, T_, Di, Kc, false);
-      for (idx_t m = 0; m < M; ++m)
-        if (r.chosen(m, e))
-          for (idx_t c = 0; c < Di; ++c) pre_[m * Di + c] += pre_e_[m * Di + c];
-    }
-    for (idx_t i = 0; i < M * Di; ++i) xc[i] = silu_of(pre_[i]);
+    cpu::expert_conv1d_forward(xc, Di, pre_, conv_state_out, pre_e_, x, x_ld, conv_state_in,
+                               route_conv->topk_index(), params + this->conv_w,
+                               params + this->conv_b, B, T_, Di, Kc, E, K_);
   }
   void conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
                      const T* conv_state_in, const T* params, idx_t B, idx_t T_) override {
-    const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc, M = B * T_;
+    const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
     if (!E) return SsmCore<CpuBackend<T>>::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
-    const MoeRouter<T>& r = *route_conv;
-    for (idx_t m = 0; m < M; ++m)
-      for (idx_t c = 0; c < Di; ++c) dx[m * dx_ld + c] = T(0);
-    for (idx_t e = 0; e < E; ++e) {
-      if (r.offsets()[e + 1] == r.offsets()[e]) continue;  // no token chose e: no gradient
-      for (idx_t m = 0; m < M; ++m) {
-        const bool on = r.chosen(m, e);
-        for (idx_t c = 0; c < Di; ++c)
-          dpre_[m * Di + c] = on ? dxc[m * Di + c] * silu_grad_of(pre_[m * Di + c]) : T(0);
-      }
-      cpu::causal_conv1d_backward(dx_e_, Di, grads + this->conv_w + e * Di * Kc,
-                                  grads + this->conv_b + e * Di, dpre_, Di, x, x_ld, conv_state_in,
-                                  params + this->conv_w + e * Di * Kc, params + this->conv_b + e * Di,
-                                  B, T_, Di, Kc, false);
-      for (idx_t m = 0; m < M; ++m)
-        for (idx_t c = 0; c < Di; ++c) dx[m * dx_ld + c] += dx_e_[m * Di + c];
-    }
+    cpu::expert_conv1d_backward(dx, dx_ld, grads + this->conv_w, grads + this->conv_b, dpre_, dx_e_,
+                                dxc, Di, x, x_ld, conv_state_in, pre_, route_conv->topk_index(),
+                                params + this->conv_w, params + this->conv_b, B, T_, Di, Kc, E, K_);
   }
   void x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT) override {
     if (!this->experts.x_proj) return SsmCore<CpuBackend<T>>::x_proj_forward(xdbl, xc, params, BT);
@@ -367,7 +343,7 @@ void RomMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const
   CHECK(M == last_BT_, "RomMixer: backward for B·T=", M, " follows a forward of ", last_BT_);
   auto route = [&](int m) -> MoeRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
   const bool at_gate = opt_.weight_at != "out", at_out = opt_.weight_at != "gate";
-  for (auto& r : routers_) std::fill(r->topk_weight_grad(), r->topk_weight_grad() + M * K, T(0));
+  for (auto& r : routers_) cpu::fill(r->topk_weight_grad(), T(0), M * K);
   // out projection
   if (lin_[kRomOutProj]) {
     MoeRouter<T>& r = *route(kRomOutProj);

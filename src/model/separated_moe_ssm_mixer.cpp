@@ -7,9 +7,11 @@
 #include "model/init.h"
 #include "model/ssm_core.h"
 #include "ops/causal_conv1d.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan.h"
 #include "ops/moe_permute.h"
+#include "ops/ssm_a.h"
 
 namespace moessm {
 
@@ -124,7 +126,7 @@ double SeparatedMoeSsmMixer<T>::forward_cpu(T* out, const T* u, const T* params,
   cpu::causal_conv1d_forward(xc_, Di, state_out, xz_, 2 * Di, state_in, params + conv_w_,
                              params + conv_b_, B, T_, Di, Kc, true);
   const double aux = router_.forward(u, D, params, M);
-  for (idx_t i = 0; i < E * Di * N; ++i) A_[i] = -std::exp(params[A_log_ + i]);
+  cpu::ssm_a_forward(A_, params + A_log_, E * Di * N);
   for (idx_t e = 0; e < E; ++e) {
     T* xd = xdbl_ + e * M * XW;
     cpu::matmul_forward(xd, XW, xc_, Di, params + x_proj_ + e * XW * Di, (const T*)nullptr, M, XW, Di);
@@ -136,8 +138,7 @@ double SeparatedMoeSsmMixer<T>::forward_cpu(T* out, const T* u, const T* params,
     p.h_last = state_out ? state_out + conv_n + e * B * Di * N : nullptr;
     cpu::selective_scan_forward(p);
   }
-  const int32_t* topk = router_.topk_index();
-  for (idx_t s = 0; s < M * K; ++s) rows_[s] = int32_t(topk[s] * M + s / K);
+  cpu::moe_permute_plan_stacked(rows_.data(), router_.topk_index(), M, E, K);
   cpu::moe_unpermute_forward(y_, Di, ybr_, Di, router_.topk_weight(), rows_.data(), M, K, Di);
   cpu::matmul_forward(out, D, y_, Di, params + out_proj_, (const T*)nullptr, M, D, Di);
   return aux;
@@ -151,21 +152,19 @@ void SeparatedMoeSsmMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const
   cpu::matmul_backward(dy_, Di, grads + out_proj_, (T*)nullptr, dout, D, y_, Di,
                        params + out_proj_, M, D, Di);
   // Branch output gradients: g·dy where chosen, 0 elsewhere (the branch still carries state).
-  for (idx_t i = 0; i < E * M * Di; ++i) dybr_[i] = T(0);
+  cpu::fill(dybr_, T(0), E * M * Di);
   cpu::moe_unpermute_backward(dybr_, Di, router_.topk_weight_grad(), dy_, Di, ybr_, Di, router_.topk_weight(),
                               rows_.data(), M, K, Di);
-  std::vector<char> chosen(size_t(E), 0);
-  for (idx_t s = 0; s < M * K; ++s) chosen[size_t(router_.topk_index()[s])] = 1;
-  for (idx_t i = 0; i < M * Di; ++i) dxc_[i] = T(0);
-  for (idx_t t = 0; t < M; ++t)
-    for (idx_t c = 0; c < Di; ++c) dxz_[t * 2 * Di + Di + c] = T(0);
+  cpu::fill(dxc_, T(0), M * Di);
+  cpu::fill(dxz_ + Di, 2 * Di, T(0), M, Di);  // the z half: branches add their gate gradients
+  const int32_t* offsets = router_.offsets();  // expert e has offsets[e+1] - offsets[e] slots
   for (idx_t e = 0; e < E; ++e) {
-    if (!chosen[size_t(e)]) continue;  // no token reads branch e: every gradient through it is 0
+    if (offsets[e + 1] == offsets[e]) continue;  // no token reads branch e: every gradient through it is 0
     const T* xd = xdbl_ + e * M * XW;
     ScanParams<T> p = branch_scan(e, xc_, xz_, xdbl_, delta_, A_, params + D_, params + dt_b_,
                                   chunk_states_, ybr_, B, T_, Di, N, R);
     p.h0 = state_in ? state_in + conv_n + e * B * Di * N : nullptr;
-    for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
+    cpu::fill(dA_, T(0), Di * N);
     ScanGrads<T> g;
     g.dout = dybr_ + e * M * Di; g.dout_ld = Di;
     g.du = dxc_e_; g.du_ld = Di;
@@ -175,12 +174,9 @@ void SeparatedMoeSsmMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const
     g.dz = dz_e_; g.dz_ld = Di;
     g.dA = dA_; g.dD = grads + D_ + e * Di; g.ddelta_bias = grads + dt_b_ + e * Di;
     cpu::selective_scan_backward(g, p);
-    for (idx_t i = 0; i < Di * N; ++i) grads[A_log_ + e * Di * N + i] += dA_[i] * A_[e * Di * N + i];
-    for (idx_t t = 0; t < M; ++t)
-      for (idx_t c = 0; c < Di; ++c) {
-        dxc_[t * Di + c] += dxc_e_[t * Di + c];
-        dxz_[t * 2 * Di + Di + c] += dz_e_[t * Di + c];
-      }
+    cpu::ssm_a_backward(grads + A_log_ + e * Di * N, dA_, A_ + e * Di * N, Di * N);
+    cpu::add_forward(dxc_, Di, dxc_, Di, dxc_e_, Di, M, Di);
+    cpu::add_forward(dxz_ + Di, 2 * Di, dxz_ + Di, 2 * Di, dz_e_, Di, M, Di);
     cpu::matmul_backward(dxdbl_, XW, grads + dt_w_ + e * Di * R, (T*)nullptr, ddelta_, Di, xd, XW,
                          params + dt_w_ + e * Di * R, M, Di, R);
     cpu::matmul_backward(dxc_, Di, grads + x_proj_ + e * XW * Di, (T*)nullptr, dxdbl_, XW, xc_, Di,

@@ -6,12 +6,14 @@
 #include "core/check.h"
 #include "model/init.h"
 #include "model/ssm_core.h"
-#include "ops/activations.h"
 #include "ops/causal_conv1d.h"
+#include "ops/delta_softplus.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan.h"
 #include "ops/grouped_matmul.h"
 #include "ops/moe_permute.h"
+#include "ops/ssm_a.h"
 
 namespace moessm {
 
@@ -93,6 +95,7 @@ void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
   xs_ = a.carve(MK * XW);
   dts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
   xmix_ = a.carve(M * XW);
+  sp_ = mix_post ? a.carve(MK * Di) : nullptr;  // softplus(dts + bias) per slot: forward, reused by backward
   delta_ = a.carve(M * Di);
   A_ = a.carve(Di * N);
   chunk_states_ = a.carve(B * scan_num_chunks(T_) * Di * N);
@@ -107,7 +110,6 @@ void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
     dA_ = a.carve(Di * N);
     dxs_ = a.carve(MK * XW);
     ddts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
-    sp_ = mix_post ? a.carve(MK * Di) : nullptr;
     dxg_ = a.carve(MK * Di);
   }
 }
@@ -168,21 +170,12 @@ double SwimbaMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B,
   if (!mix_post && expert_dt_proj)
     cpu::moe_unpermute_forward(delta_, Di, dts_, Di, g, slot, M, K, Di);
   if (mix_post) {
-    // Δ = Σ_k g[t,k] · softplus(dts[slot] + bias), accumulated token by token.
-    const T* bias = params + dt_b_;
-#pragma omp parallel for schedule(static)
-    for (idx_t t = 0; t < M; ++t) {
-      T* d = delta_ + t * Di;
-      for (idx_t c = 0; c < Di; ++c) d[c] = T(0);
-      for (idx_t k = 0; k < K; ++k) {
-        const T gk = g[t * K + k];
-        const T* v = dts_ + idx_t(slot[t * K + k]) * Di;
-        for (idx_t c = 0; c < Di; ++c) d[c] += gk * softplus_of(v[c] + bias[c]);
-      }
-    }
+    // Δ = Σ_k g[t,k] · softplus(dts[slot] + bias): per-slot softplus, then the top-K mixture.
+    cpu::delta_softplus_forward(sp_, dts_, params + dt_b_, MK, Di);
+    cpu::moe_unpermute_forward(delta_, Di, sp_, Di, g, slot, M, K, Di);
   }
 
-  for (idx_t i = 0; i < Di * N; ++i) A_[i] = -std::exp(params[A_log_ + i]);
+  cpu::ssm_a_forward(A_, params + A_log_, Di * N);
   ScanParams<T> p = scan_params(params, B, T_);
   p.h0 = ssm_state_in;
   p.h_last = ssm_state_out;
@@ -205,7 +198,7 @@ void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, co
                        params + out_proj_, M, D, Di);
   ScanParams<T> p = scan_params(params, B, T_);
   p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  for (idx_t i = 0; i < Di * N; ++i) dA_[i] = 0;
+  cpu::fill(dA_, T(0), Di * N);
   ScanGrads<T> sg;
   sg.dout = dy_; sg.dout_ld = Di;
   sg.du = dxc_; sg.du_ld = Di;
@@ -216,7 +209,7 @@ void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, co
   sg.dA = dA_; sg.dD = grads + D_;
   sg.ddelta_bias = mix_post ? nullptr : grads + dt_b_;
   cpu::selective_scan_backward(sg, p);
-  for (idx_t i = 0; i < Di * N; ++i) grads[A_log_ + i] += dA_[i] * A_[i];
+  cpu::ssm_a_backward(grads + A_log_, dA_, A_, Di * N);
 
   // Mixing backward: per-slot stream gradients and dg (B/C streams + the Δ path).
   if (mixes_dt_low()) {
@@ -229,19 +222,11 @@ void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, co
       cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
                                   /*dw_accumulate=*/true);
     } else {
-      // Δ = Σ g · softplus(dts + bias): dg = <dΔ, softplus(·)>, ddts = g · dΔ · σ(dts + bias).
-      const T* bias = params + dt_b_;
-#pragma omp parallel for schedule(static)
-      for (idx_t s = 0; s < MK; ++s)
-        for (idx_t c = 0; c < Di; ++c) sp_[s * Di + c] = softplus_of(dts_[s * Di + c] + bias[c]);
+      // Δ = Σ g · softplus(dts + bias): dg = <dΔ, softplus(·)> (sp_ saved by forward),
+      // ddts = g · dΔ · σ(dts + bias), in place.
       cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
                                   /*dw_accumulate=*/true);
-      for (idx_t s = 0; s < MK; ++s)
-        for (idx_t c = 0; c < Di; ++c) {
-          const T v = ddts_[s * Di + c] * softplus_grad_of(dts_[s * Di + c] + bias[c]);
-          ddts_[s * Di + c] = v;
-          grads[dt_b_ + c] += v;
-        }
+      cpu::delta_softplus_backward(ddts_, grads + dt_b_, ddts_, dts_, params + dt_b_, MK, Di);
     }
     if (!expert_dt_proj)  // post with the shared dt_proj: one GEMM over all slots
       cpu::matmul_backward(dxs_, XW, grads + dt_w_, (T*)nullptr, ddts_, Di, xs_, XW,
@@ -264,11 +249,8 @@ void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, co
 
 template <typename T>
 void SwimbaMixer<T>::effective_delta(T* out, const T* params, idx_t M) const {
-  for (idx_t t = 0; t < M; ++t)
-    for (idx_t c = 0; c < Di; ++c) {
-      const T v = delta_[t * Di + c];
-      out[t * Di + c] = mix_post ? v : softplus_of(v + params[dt_b_ + c]);
-    }
+  if (mix_post) cpu::copy(out, Di, delta_, Di, M, Di);  // Δ arrives mixed, after softplus
+  else cpu::delta_softplus_forward(out, delta_, params + dt_b_, M, Di);
 }
 
 template <typename T>

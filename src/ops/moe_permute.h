@@ -5,6 +5,9 @@
 // function of idx: results are deterministic and independent of the thread count.
 //   moe_permute_plan       : offsets[E+1] (expert e owns grouped rows offsets[e] .. offsets[e+1]-1)
 //                            and row_of_slot[M·K] (grouped row of slot s)
+//   moe_permute_plan_stacked: row_of_slot[M·K] for experts that each ran on EVERY token, their
+//                            outputs stacked [E, M, X]: row of slot m·K+k = idx[m,k]·M + m
+//                            (the separated MoE-SSM's branches; then moe_unpermute as usual)
 //   moe_permute_forward    : out[row_of_slot[m·K+k], :] = in[m, :]            (each token K times)
 //   moe_permute_backward   : din[m, :] (=, or += with accumulate) Σ_k dout[row_of_slot[m·K+k], :]
 //   moe_unpermute_forward  : out[m, :] = Σ_k c[m,k] · in[row_of_slot[m·K+k], :]
@@ -25,6 +28,9 @@ namespace cpu {
 void moe_permute_plan(int32_t* offsets, int32_t* row_of_slot, const int32_t* idx, idx_t M,
                       idx_t E, idx_t K);
 
+void moe_permute_plan_stacked(int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E,
+                              idx_t K);
+
 template <typename T>
 void moe_permute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld,
                          const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X);
@@ -43,3 +49,11 @@ void moe_unpermute_backward(T* din, idx_t din_ld, T* dw, const T* dout, idx_t do
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+// CUDA twin: issue 11. Declared only (no definition yet): nothing may call it until then.
+namespace moessm::cuda {
+void moe_permute_plan_stacked(int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E, idx_t K,
+                              cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

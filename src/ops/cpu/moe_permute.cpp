@@ -26,6 +26,18 @@ void moe_permute_plan(int32_t* offsets, int32_t* row_of_slot, const int32_t* idx
   for (idx_t s = 0; s < M * K; ++s) row_of_slot[s] = next[idx[s]]++;
 }
 
+void moe_permute_plan_stacked(int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E,
+                              idx_t K) {
+  CHECK(M >= 0 && E >= 1 && K >= 1 && K <= E, "moe_permute_plan_stacked: need 1 <= K <= E, found M=",
+        M, " E=", E, " K=", K);
+  CHECK(E * M < (idx_t(1) << 31), "moe_permute_plan_stacked: ", E * M, " stacked rows exceed int32 row indices");
+  for (idx_t s = 0; s < M * K; ++s) {
+    CHECK(idx[s] >= 0 && idx[s] < E, "moe_permute_plan_stacked: expert index ", idx[s], " at slot ",
+          s, " outside [0, ", E, ")");
+    row_of_slot[s] = int32_t(idx[s] * M + s / K);
+  }
+}
+
 template <typename T>
 void moe_permute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld,
                          const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {

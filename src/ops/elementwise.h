@@ -1,0 +1,47 @@
+// elementwise: the plain data ops a layer needs between its real ops, so that no layer body holds
+// an element loop (and a CUDA backend can supply the same calls).
+//   fill         out[m, x] = value                      (zero-filling gradient scratch)
+//   copy         out[m, x] = in[m, x]
+//   add_forward  out[m, x] = a[m, x] + b[m, x]          (the residual add; out may alias a or b,
+//                                                        which is how "+=" is written)
+//   add_backward da = dout, db = dout                   (assign; either may be nullptr)
+//   accumulate_sum  *acc += x[0] + x[1] + … in double, one term at a time in index order (a loss
+//                   summed over chunks keeps one running total, so chunking does not change it)
+// Shapes: M rows of X elements, row strides *_ld (>= X); the (out, value, n) forms are one
+// contiguous row of n elements. Element order never matters except in accumulate_sum.
+#pragma once
+#include "ops/op_common.h"
+
+namespace moessm {
+namespace cpu {
+template <typename T> void fill(T* out, T value, idx_t n);
+template <typename T> void fill(T* out, idx_t out_ld, T value, idx_t M, idx_t X);
+template <typename T> void copy(T* out, idx_t out_ld, const T* in, idx_t in_ld, idx_t M, idx_t X);
+template <typename T>
+void add_forward(T* out, idx_t out_ld, const T* a, idx_t a_ld, const T* b, idx_t b_ld, idx_t M,
+                 idx_t X);
+template <typename T>
+void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t dout_ld, idx_t M,
+                  idx_t X);
+template <typename T> void accumulate_sum(double* acc, const T* x, idx_t n);
+}  // namespace cpu
+}  // namespace moessm
+
+#ifdef MOESSM_CUDA
+// CUDA twin: issue 11. Declared only (no definition yet): nothing may call these until then.
+namespace moessm::cuda {
+template <typename T> void fill(T* out, T value, idx_t n, cudaStream_t stream);
+template <typename T>
+void fill(T* out, idx_t out_ld, T value, idx_t M, idx_t X, cudaStream_t stream);
+template <typename T>
+void copy(T* out, idx_t out_ld, const T* in, idx_t in_ld, idx_t M, idx_t X, cudaStream_t stream);
+template <typename T>
+void add_forward(T* out, idx_t out_ld, const T* a, idx_t a_ld, const T* b, idx_t b_ld, idx_t M,
+                 idx_t X, cudaStream_t stream);
+template <typename T>
+void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t dout_ld, idx_t M,
+                  idx_t X, cudaStream_t stream);
+// acc is a device pointer; the sum runs in a fixed order (deterministic), no host sync.
+void accumulate_sum(double* acc, const float* x, idx_t n, cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif
