@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/arena.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/params.h"
 #include "model/config.h"
 #include "model/mixer.h"

@@ -19,7 +19,7 @@
 #include <string>
 
 #include "core/arena.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/params.h"
 #include "model/config.h"
 #include "ops/op_common.h"
