@@ -10,7 +10,7 @@
 #include <numeric>
 
 #include "core/check.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/rng.h"
 #include "data/loader.h"
 #include "data/prepare.h"

@@ -1,12 +1,14 @@
-// Tests for core/json: parsing (order, duplicates, escapes, exact integers, error positions),
-// writing (escaping, shortest round-trip doubles, indentation), value semantics and the typed
-// accessors' error messages.
-#include "core/json.h"
+// Tests for io/json (nlohmann-json underneath): parsing (order, duplicates, escapes, exact
+// integers, error positions, byte order mark, bounded files), writing (escaping, round-trip
+// doubles, indentation), value semantics and the typed accessors' error messages. Parse error
+// texts are nlohmann's ("expected ..."); the SOURCE:LINE:COLUMN in front and "found ..." are ours.
+#include "io/json.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "core/check.h"
@@ -59,20 +61,24 @@ TEST(Json, ObjectsKeepInsertionOrder) {
 TEST(Json, DuplicateKeysAreAnError) {
   EXPECT_ERROR_HAS(Json::parse("{\"a\": 1,\n \"a\": 2}", "cfg.json"), "cfg.json:2:2", "duplicate key \"a\"");
   EXPECT_ERROR_HAS(Json::object({{"k", 1}, {"k", 2}}), "duplicate key \"k\"");
+  // The position is the duplicate's opening quote, escaped quotes in the key notwithstanding.
+  EXPECT_ERROR_HAS(Json::parse(R"({"q\"\\": 1, "q\"\\": 2})"), "1:14", "duplicate key \"q\"\\\"");
+  EXPECT_NO_THROW(Json::parse(R"({"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]})"));  // per object
 }
 
 TEST(Json, ErrorsNameSourceLineAndColumn) {
   EXPECT_ERROR_HAS(Json::parse("{\n  \"a\": 1,\n  \"b\" 2\n}", "model/config.json"),
                    "model/config.json:3:7", "expected ':'", "found '2'");
-  EXPECT_ERROR_HAS(Json::parse("[1, 2,]"), "<string>:1:7", "expected a value", "found ']'");
-  EXPECT_ERROR_HAS(Json::parse("{\"a\": 1,}"), "1:9", "expected a string key");
-  EXPECT_ERROR_HAS(Json::parse("[1 2]"), "1:4", "expected ',' or ']'");
-  EXPECT_ERROR_HAS(Json::parse(""), "1:1", "expected a value", "end of input");
-  EXPECT_ERROR_HAS(Json::parse("\"abc"), "1:1", "closing", "end of input");
-  EXPECT_ERROR_HAS(Json::parse("tru"), "expected 'true'");
-  EXPECT_ERROR_HAS(Json::parse("[nul]"), "expected 'null'");
+  EXPECT_ERROR_HAS(Json::parse("[1, 2,]"), "<string>:1:7", "expected '[', '{', or a literal", "found ']'");
+  EXPECT_ERROR_HAS(Json::parse("{\"a\": 1,}"), "1:9", "object key", "expected string literal");
+  EXPECT_ERROR_HAS(Json::parse("[1 2]"), "1:4", "parsing array", "expected ']'");
+  EXPECT_ERROR_HAS(Json::parse(""), "1:1", "expected '[', '{', or a literal", "end of input");
+  // A token cut short by the end of input: the position is the end.
+  EXPECT_ERROR_HAS(Json::parse("\"abc"), "1:5", "missing closing quote", "end of input");
+  EXPECT_ERROR_HAS(Json::parse("tru"), "1:4", "invalid literal", "'tru'");
+  EXPECT_ERROR_HAS(Json::parse("[nul]"), "1:5", "invalid literal", "nul", "found ']'");
   EXPECT_ERROR_HAS(Json::parse("\"a\tb\""), "1:3", "control character");
-  EXPECT_ERROR_HAS(Json::parse("\"\\x\""), "1:3", "expected one of");
+  EXPECT_ERROR_HAS(Json::parse("\"\\x\""), "1:3", "forbidden character after backslash");
 }
 
 TEST(Json, RejectsTrailingGarbage) {
@@ -83,15 +89,21 @@ TEST(Json, RejectsTrailingGarbage) {
   EXPECT_NO_THROW(Json::parse(" \t\r\n[1]\n\n "));
 }
 
+TEST(Json, ByteOrderMarkAtTheStartIsIgnored) {
+  EXPECT_EQ(Json::parse("\xEF\xBB\xBF{\"a\": 1}").at("a").as_int(), 1);
+  EXPECT_ERROR_HAS(Json::parse("\xEF\xBB\xBF{\n\"a\" 1}", "bom.json"), "bom.json:2:5", "expected ':'");
+  EXPECT_ERROR_HAS(Json::parse("[1]\xEF\xBB\xBF"), "1:4", "expected end of input", "byte 0xEF");
+}
+
 TEST(Json, StrictNumberGrammar) {
-  EXPECT_ERROR_HAS(Json::parse("01"), "leading zeros");
+  EXPECT_ERROR_HAS(Json::parse("01"), "1:2", "expected end of input");  // no leading zeros
   EXPECT_ERROR_HAS(Json::parse("1."), "digit after '.'");
   EXPECT_ERROR_HAS(Json::parse("1e"), "exponent");
-  EXPECT_ERROR_HAS(Json::parse("-"), "expected a digit");
-  EXPECT_ERROR_HAS(Json::parse("+1"), "expected a value");
-  EXPECT_ERROR_HAS(Json::parse(".5"), "expected a value");
-  EXPECT_ERROR_HAS(Json::parse("NaN"), "expected a value");
-  EXPECT_ERROR_HAS(Json::parse("1e999"), "range of a double");
+  EXPECT_ERROR_HAS(Json::parse("-"), "expected digit after '-'");
+  EXPECT_ERROR_HAS(Json::parse("+1"), "1:1", "invalid literal", "found '+'");
+  EXPECT_ERROR_HAS(Json::parse(".5"), "1:1", "invalid literal");
+  EXPECT_ERROR_HAS(Json::parse("NaN"), "1:1", "invalid literal");
+  EXPECT_ERROR_HAS(Json::parse("[1e999]", "big.json"), "big.json:1:6", "number overflow", "1e999");
   EXPECT_EQ(Json::parse("1e-400").as_number(), 0.0);  // underflow reads as zero
   EXPECT_EQ(Json::parse("-0").as_int(), 0);
   EXPECT_TRUE(std::signbit(Json::parse("-0.0").as_number()));
@@ -132,12 +144,13 @@ TEST(Json, UnicodeEscapesBecomeUtf8) {
   // Raw UTF-8 passes through unchanged.
   EXPECT_EQ(Json::parse("\"\xE6\x97\xA5\xF0\x9F\x98\x80\"").as_string(), "\xE6\x97\xA5\xF0\x9F\x98\x80");
 
-  EXPECT_ERROR_HAS(Json::parse(R"("\ud83d")"), "low surrogate");
-  EXPECT_ERROR_HAS(Json::parse(R"("\ud83dx")"), "low surrogate");
-  EXPECT_ERROR_HAS(Json::parse(R"("\ud83d\u0041")"), "low surrogate", "\\u0041");
-  EXPECT_ERROR_HAS(Json::parse(R"("\ude00")"), "unpaired low surrogate");
-  EXPECT_ERROR_HAS(Json::parse(R"("\u12G4")"), "1:6", "hex digit");
-  EXPECT_ERROR_HAS(Json::parse("\"\xC3\""), "1:2", "UTF-8");
+  EXPECT_ERROR_HAS(Json::parse(R"("\ud83d")"), "must be followed by U+DC00..U+DFFF");
+  EXPECT_ERROR_HAS(Json::parse(R"("\ud83dx")"), "must be followed by U+DC00..U+DFFF");
+  EXPECT_ERROR_HAS(Json::parse(R"("\ud83d\u0041")"), "must be followed by U+DC00..U+DFFF", "\\u0041");
+  EXPECT_ERROR_HAS(Json::parse(R"("\ude00")"), "U+DC00..U+DFFF must follow U+D800..U+DBFF");
+  EXPECT_ERROR_HAS(Json::parse(R"("\u12G4")"), "1:6", "hex digits");
+  // The column is the first byte that cannot continue the sequence (here the closing quote).
+  EXPECT_ERROR_HAS(Json::parse("\"\xC3\""), "1:3", "UTF-8");
   EXPECT_ERROR_HAS(Json::parse("\"\xC0\x80\""), "UTF-8");          // overlong NUL
   EXPECT_ERROR_HAS(Json::parse("\"\xED\xA0\x80\""), "UTF-8");      // encoded surrogate
   EXPECT_ERROR_HAS(Json::parse("\"\xF4\x90\x80\x80\""), "UTF-8");  // above U+10FFFF
@@ -146,7 +159,7 @@ TEST(Json, UnicodeEscapesBecomeUtf8) {
 TEST(Json, DumpEscapesStrings) {
   Json s(std::string("q\"b\\n\nt\tc\x01\x1f" "\xC3\xA9\x7f"));
   std::string d = s.dump();
-  EXPECT_EQ(d, "\"q\\\"b\\\\n\\nt\\tc\\u0001\\u001F\xC3\xA9\x7f\"");
+  EXPECT_EQ(d, "\"q\\\"b\\\\n\\nt\\tc\\u0001\\u001f\xC3\xA9\x7f\"");  // nlohmann: lower-case hex
   EXPECT_EQ(Json::parse(d), s);
   EXPECT_ERROR_HAS(Json(std::string("\xFF")).dump(), "invalid UTF-8");
 }
@@ -264,9 +277,23 @@ TEST(Json, ParseFileNamesThePath) {
   write_file_atomic(good, std::string("{\"vocab_size\": 50280}\n"));
   write_file_atomic(bad, std::string("{\n  \"vocab_size\": 50280,\n}\n"));
   EXPECT_EQ(Json::parse_file(good).at("vocab_size").as_int(), 50280);
-  EXPECT_ERROR_HAS(Json::parse_file(bad), bad + ":3:1", "expected a string key");
+  EXPECT_ERROR_HAS(Json::parse_file(bad), bad + ":3:1", "object key", "expected string literal");
   std::string missing = path_join(dir, "missing.json");
   EXPECT_ERROR_HAS(Json::parse_file(missing), missing, "No such file");
+}
+
+TEST(Json, ParseFileIsBounded) {
+  // Refused before reading: a device that never ends, a directory, a file over the limit.
+  EXPECT_ERROR_HAS(Json::parse_file("/dev/zero"), "'/dev/zero' is not a regular file");
+  std::string dir = testing::temp_dir("json_bounded");
+  EXPECT_ERROR_HAS(Json::parse_file(dir), dir, "not a regular file");
+  std::string huge = path_join(dir, "huge.json");
+  write_file_atomic(huge, std::string("{}"));
+  std::filesystem::resize_file(huge, Json::kMaxFileBytes + 1);  // sparse: nothing is written
+  EXPECT_ERROR_HAS(Json::parse_file(huge), huge, std::to_string(Json::kMaxFileBytes + 1) + " bytes",
+                   "limit of " + std::to_string(Json::kMaxFileBytes));
+  std::filesystem::resize_file(huge, 2);
+  EXPECT_EQ(Json::parse_file(huge).size(), 0u);
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <string>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "io/file_util.h"
 #include "testing.h"
 

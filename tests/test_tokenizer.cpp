@@ -18,7 +18,7 @@
 #include <set>
 
 #include "core/check.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "io/file_util.h"
 #include "testing.h"
 #include "tokenizer/bpe_tokenizer.h"

@@ -3,7 +3,11 @@
 # CUDA_ARCH says otherwise), builds the GPU tests and benchmarks with ninja, runs `ctest -L gpu`
 # and the benchmarks, and writes every log and the benchmarks' JSON under $OUT (default
 # ./out/gpu_check). GoogleTest comes from ./.gtest when present (the GPU machine has none
-# installed: copy /usr/src/googletest there and carry it). Prints a short summary last.
+# installed: copy /usr/src/googletest there and carry it). nlohmann-json (header-only) comes from
+# ./.nlohmann when present, for the same reason: vendor it with
+#   mkdir -p .nlohmann && cp -r /usr/include/nlohmann .nlohmann/
+# and carry it; it is configured with -DMOESSM_NLOHMANN_INCLUDE=$PWD/.nlohmann. Prints a short
+# summary last.
 # BENCH=0 skips the benchmarks (tests only).
 # Exit status: non-zero when the build or any GPU test failed.
 set -uo pipefail
@@ -14,6 +18,7 @@ JOBS=${JOBS:-16}
 mkdir -p "$OUT"
 GT=()
 [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
+[ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
 TARGETS=(gpu_test_scan_cuda gpu_test_ops_cuda gpu_test_model_cuda bench_scan bench_ops bench_model moessm)
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -1; } > "$OUT/device.log" 2>&1

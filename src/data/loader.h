@@ -17,7 +17,7 @@
 #include <memory>
 #include <string>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "data/shards.h"
 
 namespace moessm {

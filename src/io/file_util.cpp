@@ -8,10 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <system_error>
 
 #include "core/check.h"
@@ -29,16 +32,22 @@ std::string dir_of(const std::string& path) {
 
 }  // namespace
 
-std::string read_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+namespace {
+
+// Reads the open file F (named PATH in errors) to its end; more than max_bytes is an error.
+std::string read_open_file(FILE* f, const std::string& path, size_t max_bytes) {
   std::string out;
   struct stat st;
   if (::fstat(::fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-    out.reserve(static_cast<size_t>(st.st_size));
+    out.reserve(std::min(static_cast<size_t>(st.st_size), max_bytes));
   char buf[1 << 16];
+  bool too_big = false;
   for (;;) {
     size_t n = std::fread(buf, 1, sizeof buf, f);
+    if (n > max_bytes - out.size()) {  // grew while being read
+      too_big = true;
+      break;
+    }
     out.append(buf, n);
     if (n < sizeof buf) break;
   }
@@ -46,7 +55,32 @@ std::string read_file(const std::string& path) {
   int err = errno;
   std::fclose(f);
   if (bad) FAIL("cannot read '", path, "': ", std::strerror(err));
+  CHECK(!too_big, "'", path, "' is larger than the limit of ", max_bytes, " bytes for this kind of file");
   return out;
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+  return read_open_file(f, path, std::numeric_limits<size_t>::max());
+}
+
+std::string read_regular_file(const std::string& path, size_t max_bytes) {
+  // stat before opening: opening a FIFO would block, and a device such as /dev/zero never ends.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+  CHECK(S_ISREG(st.st_mode), "'", path, "' is not a regular file");
+  CHECK(static_cast<uint64_t>(st.st_size) <= max_bytes, "'", path, "' is ", st.st_size,
+        " bytes, more than the limit of ", max_bytes, " bytes for this kind of file");
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+  if (::fstat(::fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {  // replaced since the stat
+    std::fclose(f);
+    FAIL("'", path, "' is not a regular file");
+  }
+  return read_open_file(f, path, max_bytes);
 }
 
 bool file_exists(const std::string& path) {

@@ -9,6 +9,10 @@
 namespace moessm {
 
 std::string read_file(const std::string& path);          // whole file; clear error if unreadable
+// Whole file, for inputs that must be bounded (JSON documents): PATH must be a regular file (not
+// a FIFO or a device such as /dev/zero) of at most max_bytes, both checked before reading; the
+// errors name the path (and the size).
+std::string read_regular_file(const std::string& path, size_t max_bytes);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);                 // mkdir -p; error names the path

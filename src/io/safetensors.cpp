@@ -14,7 +14,7 @@
 #include <type_traits>
 
 #include "core/check.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "io/file_util.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "model/mixer.h"
 
 namespace moessm {

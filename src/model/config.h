@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/json.h"
+#include "io/json.h"
 
 namespace moessm {
 

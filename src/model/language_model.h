@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "backend/cpu_backend.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/params.h"
 #include "model/config.h"
 #include "model/mixer.h"

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/params.h"
 #include "model/config.h"
 #include "ops/op_common.h"

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "core/arena.h"
-#include "core/json.h"
+#include "io/json.h"
 #include "core/params.h"
 #include "model/mixer.h"
 #include "ops/op_common.h"

@@ -27,7 +27,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
 

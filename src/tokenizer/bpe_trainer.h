@@ -19,7 +19,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "tokenizer/byte_level.h"
 
 namespace moessm {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/json.h"
+#include "io/json.h"
 #include "model/language_model.h"
 #include "train/train_options.h"
 

@@ -1,13 +1,16 @@
-// A small JSON value, parser and writer (no third-party dependency).
-// Objects keep insertion order (so written configs read like the input). Numbers keep whether
-// they were written as integers. Parse errors name the source (a file path or "<string>"), the
-// line and column, and what was expected.
+// moessm::Json: a JSON value with typed access whose errors name what was being read.
+// Parsing and writing go through nlohmann-json (io/json_read.cpp, io/json_write.cpp); this type
+// is the tree callers hold, so subtrees can be handed out as const Json& / const Json*.
+// Objects keep insertion order (so written configs read like the input); a duplicate key is a
+// parse error. Numbers keep whether they were written as integers. Parse errors name the source
+// (a file path or "<string>"), the line and column, and what was expected.
 // Json has value semantics: a copy is a deep copy (nothing is shared between copies).
 // Integers that fit int64 are kept exactly; other numbers are doubles. dump() writes integers
-// as integers and doubles in the shortest form that parses back to the same double (a double
-// with an integral value keeps a ".0" so it stays a double); it refuses NaN and infinities,
-// which JSON cannot represent.
+// as integers and doubles in a form that parses back to the same double (a double with an
+// integral value keeps a ".0" so it stays a double); it refuses NaN and infinities, which JSON
+// cannot represent, and strings that are not valid UTF-8.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>     // kept: users may rely on it through this header
 #include <memory>  // kept: as above
@@ -74,10 +77,18 @@ class Json {
   bool operator==(const Json& o) const;
   bool operator!=(const Json& o) const { return !(*this == o); }
 
+  // Strict RFC 8259 (a UTF-8 byte order mark at the start is skipped); at most kMaxDepth levels
+  // of nesting. Errors read "SOURCE:LINE:COLUMN: <what the parser expected>; found <what is there>".
   static Json parse(const std::string& text, const std::string& source = "<string>");
-  static Json parse_file(const std::string& path);  // errors name the path
+  // Reads PATH (a regular file of at most kMaxFileBytes, checked before reading) and parses it;
+  // errors name the path.
+  static Json parse_file(const std::string& path);
+
+  static constexpr int kMaxDepth = 512;                          // deeper nesting is refused
+  static constexpr size_t kMaxFileBytes = size_t{256} << 20;    // parse_file's limit (256 MiB)
 
  private:
+  friend struct JsonWriter;  // io/json_write.cpp: reads the number representation for dump()
   Kind kind_ = Kind::Null;
   bool b_ = false;
   double num_ = 0;
