@@ -21,7 +21,6 @@
 #include "cuda_bench_util.h"
 #include "infer/cuda/cuda_generator.h"
 #include "model/accounting.h"
-#include "model/cuda/cuda_language_model.h"
 #include "model/language_model.h"
 #include "backend/cuda_backend.h"
 #include "train/train_backend.h"
@@ -63,22 +62,9 @@ std::vector<int32_t> ids_of(size_t n, int32_t V, uint64_t seed) {
   return v;
 }
 
-// fwd and fwd+bwd ms of a model of L layers (loss path).
+// fwd and fwd+bwd ms of a model of L layers (loss path): the one model on the CUDA backend,
+// Model<CudaBackend<bf16>> (bf16 activations, fp32 master weights).
 std::pair<double, double> model_ms(idx_t D, idx_t L, idx_t V, idx_t B, idx_t T, int reps) {
-  const ModelConfig cfg = config(D, L, V);
-  LanguageModel<float> host(cfg);
-  host.init(1);
-  cuda::CudaLanguageModel<bf16> m(cfg);
-  m.upload_params(host.params.data());
-  m.prepare(B, T, true);
-  const auto ids = ids_of(size_t(B * T), int32_t(V), 3), tg = ids_of(size_t(B * T), int32_t(V), 4);
-  const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
-  const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
-  return {f, fb};
-}
-
-// The same through the one model written for every backend (Model<CudaBackend<bf16>>).
-std::pair<double, double> one_model_ms(idx_t D, idx_t L, idx_t V, idx_t B, idx_t T, int reps) {
   const ModelConfig cfg = config(D, L, V);
   Model<CudaBackend<bf16>> m(cfg);
   m.init(1);
@@ -111,27 +97,13 @@ int main(int argc, char** argv) {
   std::printf("\n[layer] dense Mamba layer D 1024, B 8, T 2048 (bf16): fwd %.3f ms, fwd+bwd %.3f ms "
               "(mamba_ssm on H100: 1.06 / 4.48 ms; target fwd+bwd <= 3.2 ms)\n", layer_f, layer_fb);
 
-  // 1b. the one model (the CPU's layer code on the CUDA backend) against the CUDA-only model,
-  // measured here in the same run: the structure change must cost nothing.
-  {
-    const auto o1 = one_model_ms(1024, 1, 16, 8, 2048, reps), o2 = one_model_ms(1024, 2, 16, 8, 2048, reps);
-    const double of = o2.first - o1.first, ofb = o2.second - o1.second;
-    std::printf("[one model] layer D 1024, B 8, T 2048 (bf16) through Model<CudaBackend>: fwd %.3f ms, fwd+bwd %.3f ms "
-                "(%.3fx / %.3fx the CUDA-only model above)\n", of, ofb, of / layer_f, ofb / layer_fb);
-    const auto cu = model_ms(768, 24, 50280, 8, 2048, reps), om = one_model_ms(768, 24, 50280, 8, 2048, reps);
-    std::printf("[one model] 24 x D768, V 50280, B 8 x T 2048 loss fwd+bwd: CUDA-only model %.2f ms, Model<CudaBackend> "
-                "%.2f ms (%.3fx)\n", cu.second, om.second, om.second / cu.second);
-  }
-
   // 2. training step
   const ModelConfig big = config(768, 24, 50280);
   const idx_t B = 8, T = 2048;
   double step_ms = 0, tok_s = 0, mfu = 0, gemm_flops_tok = 0;
   {
     auto be = make_train_backend("cuda", big);
-    be->host_model().init(1);
-    std::vector<float> mom(be->host_model().params.size(), 0.f);
-    be->load_from_host(mom, mom);
+    be->init(1);
     be->prepare(B, T);
     const auto ids = ids_of(size_t(B * T), 50257, 5), tg = ids_of(size_t(B * T), 50257, 6);
     TrainOptions o;
@@ -142,7 +114,7 @@ int main(int argc, char** argv) {
       const double g = be->grad_norm_squared();
       be->adamw_step(o, 1e-4, ++step, g > 1 ? 1.0 / std::sqrt(g) : 1.0);
     }, 2, reps);
-    const MixerCounts c = be->host_model().counts();
+    const MixerCounts c = be->counts();
     gemm_flops_tok = 3.0 * c.gemm_flops;
     tok_s = double(B * T) / (step_ms * 1e-3);
     mfu = gemm_flops_tok * tok_s / (ceil.gemm_tflops * 1e12);
@@ -154,10 +126,8 @@ int main(int argc, char** argv) {
   // 3. decode and prefill
   double dec_ms[2] = {0, 0}, prefill_ms = 0;
   {
-    LanguageModel<float> host(big);
-    host.init(1);
-    cuda::CudaLanguageModel<bf16> m(big);
-    m.upload_params(host.params.data());
+    Model<CudaBackend<bf16>> m(big);
+    m.init(1);
     const idx_t batches[2] = {1, 64};
     for (int k = 0; k < 2; ++k) {
       GenerateOptions o;
@@ -166,9 +136,8 @@ int main(int argc, char** argv) {
       o.eot_id = -1;
       cuda::CudaGenerator<bf16> gen(m, batches[k], o, 2048);
       std::vector<std::vector<int32_t>> prompts(size_t(batches[k]), ids_of(16, 50257, 7));
-      m.set_state(nullptr);
       gen.run(prompts);  // warm-up (graph capture, algorithm choice)
-      m.set_state(nullptr);
+      gen.reset_state();
       gen.run(prompts);
       dec_ms[k] = 1e3 * gen.stats().step_seconds / double(gen.stats().steps);
       std::printf("[decode] batch %lld: %.3f ms/token (%lld steps; %.0f tokens/s)%s\n", (long long)batches[k], dec_ms[k],
@@ -177,11 +146,12 @@ int main(int argc, char** argv) {
     }
     m.prepare(1, 2048, false);
     const auto ids = ids_of(2048, 50257, 8);
-    DeviceBuffer ids_dev = DeviceBuffer::from_host(ids), logits(size_t(50280) * sizeof(bf16) + 256);
+    DeviceBuffer ids_dev = DeviceBuffer::from_host(ids), logits(size_t(50280) * sizeof(bf16) + 256),
+                 state(m.state_bytes(1));
     prefill_ms = median_ms([&] {
-      m.set_state(nullptr);
-      m.forward_last_logits(logits.as<bf16>(), ids_dev.as<int32_t>(), 1, 2048, true, true);
-      CUDA_CHECK(cudaStreamSynchronize(m.stream()));
+      CUDA_CHECK(cudaMemsetAsync(state.data(), 0, state.bytes(), m.ctx().stream));
+      m.forward_last_logits(logits.as<bf16>(), ids_dev.as<int32_t>(), 1, 2048, state.data(), state.data());
+      CUDA_CHECK(cudaStreamSynchronize(m.ctx().stream));
     }, 2, reps);
     std::printf("[prefill] 2048-token prompt, batch 1: %.3f ms (mamba_ssm on H100: 21.4 ms, target <= 3 ms)\n", prefill_ms);
   }

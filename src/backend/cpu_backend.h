@@ -52,6 +52,7 @@ struct CpuBackend {
   // A zero-filled buffer of n elements.
   template <typename U> static void alloc(Buffer<U>& b, size_t n) { b.assign(n, U(0)); }
   static Ctx make_ctx(int /*device*/) { return {}; }
+  static std::string describe(const Ctx&) { return kName; }
   static void destroy_ctx(Ctx&) {}
 
   // ---- memory ----
@@ -137,6 +138,16 @@ struct CpuBackend {
   }
   // *out = Σ x (in order, in double).
   static void sum_to(const Ctx&, double* out, const F* x, idx_t n) { *out = cpu::sum(x, n); }
+  // ---- optimiser ----
+  // *out = Σ g² (in double, fixed order).
+  static void grad_norm_squared(const Ctx&, double* out, const Param* g, idx_t n) { *out = cpu::grad_norm_squared(g, n); }
+  // One AdamW step over n elements (gradients scaled by grad_scale); `gemm` is the GEMM copy to
+  // refresh (the master itself on the CPU).
+  static void adamw_update(const Ctx&, Param* p, Weight*, Param* m, Param* v, const Param* g, idx_t n, double lr,
+                           double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                           double grad_scale) {
+    cpu::adamw_update(p, m, v, g, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+  }
   // Logits [n elements] as fp32 on the host.
   static void logits_to_host(const Ctx&, float* host, const Act* logits, F*, idx_t n) {
     for (idx_t i = 0; i < n; ++i) host[i] = float(logits[i]);

@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <string>
 #include <type_traits>
 
 #include "core/cuda_check.h"
@@ -58,6 +59,7 @@ struct CudaBackend {
   // there is no usable GPU).
   static Ctx make_ctx(int device);
   static void destroy_ctx(Ctx& c);
+  static std::string describe(const Ctx& c);  // "cuda (NVIDIA H200, bf16 activations, ...)"
 
   // ---- memory ----
   template <typename U> static void zero(const Ctx& c, U* p, idx_t n) {
@@ -149,6 +151,19 @@ struct CudaBackend {
                                               c.stream);
   }
   static void sum_to(const Ctx& c, double* out, const F* x, idx_t n) { cuda::sum(out, x, n, c.stream); }
+  // ---- optimiser ----
+  static void grad_norm_squared(const Ctx& c, double* out, const Param* g, idx_t n) {
+    cuda::grad_norm_squared(out, g, n, c.stream);
+  }
+  // The fused AdamW also refreshes the bf16 GEMM copy (for Act = float there is none).
+  static void adamw_update(const Ctx& c, Param* p, Weight* gemm, Param* m, Param* v, const Param* g, idx_t n,
+                           double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                           double grad_scale) {
+    if constexpr (kActIsF32)
+      cuda::adamw_update(p, m, v, g, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale, c.stream);
+    else
+      cuda::adamw_update(p, gemm, m, v, g, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale, nullptr, c.stream);
+  }
   // Logits [n elements] as fp32 on the host; `staging` holds n F elements (bf16 only).
   static void logits_to_host(const Ctx& c, float* host, const Act* logits, F* staging, idx_t n) {
     if constexpr (kActIsF32) {

@@ -104,6 +104,22 @@ void report(const Args& a, const Tokenizer& tok, const std::vector<std::string>&
   }
 }
 
+// --state-out saves the state after the prompt of every slot: the prompts need one length.
+void check_state_out_prompts(const std::vector<std::vector<int32_t>>& prompts) {
+  for (size_t b = 1; b < prompts.size(); ++b)
+    CHECK(prompts[b].size() == prompts[0].size(), "moessm generate: --state-out needs prompts of equal "
+          "token length (the state is saved after the prompt of every slot); slot 0 has ",
+          prompts[0].size(), " tokens, slot ", b, " has ", prompts[b].size());
+}
+// The bookkeeping of a state saved after the prompts.
+void after_prompt(const std::vector<std::vector<int32_t>>& prompts, std::vector<int64_t>& consumed,
+                  std::vector<int32_t>& last) {
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    consumed[b] += int64_t(prompts[b].size());
+    if (!prompts[b].empty()) last[b] = prompts[b].back();
+  }
+}
+
 // Streams slot 0's text (the end-of-text id is not printed).
 struct StreamSlot0 {
   const Tokenizer& tok;
@@ -117,18 +133,41 @@ struct StreamSlot0 {
 };
 
 #ifdef MOESSM_CUDA
+// The same run on one GPU: the one model on the CUDA backend, CUDA-graph steps, sampling on the
+// device; state files are exchanged through the host fp32 layout (the same files as the CPU's).
 template <typename Act>
 int run_cuda(const Args& a, const LanguageModel<float>& host, const Tokenizer& tok,
              const std::vector<std::string>& texts, const std::vector<std::vector<int32_t>>& prompts,
-             const GenerateOptions& opts) {
-  cuda::CudaLanguageModel<Act> m(host.config());
+             const GenerateOptions& opts, const StateSnapshot<float>* snap) {
+  Model<CudaBackend<Act>> m(host.config());
   m.upload_params(host.params.data());
-  cuda::CudaGenerator<Act> gen(m, idx_t(prompts.size()), opts, a.integer("prefill-chunk"));
+  const idx_t B = idx_t(prompts.size());
+  cuda::CudaGenerator<Act> gen(m, B, opts, a.integer("prefill-chunk"));
+  std::vector<int64_t> consumed(static_cast<size_t>(B), 0);
+  std::vector<int32_t> last(static_cast<size_t>(B), -1);
+  if (snap) {
+    m.state_from_host(gen.state(), snap->state.data(), B);
+    if (!snap->next_logits.empty()) gen.load_logits(snap->next_logits.data());
+    consumed = snap->tokens_consumed;
+    last = snap->last_token;
+  }
+  std::function<void()> save_after_prompt;
+  if (a.has("state-out")) {
+    check_state_out_prompts(prompts);
+    save_after_prompt = [&] {
+      std::vector<float> state(static_cast<size_t>(B * m.state_size())), logits(static_cast<size_t>(B * m.vocab()));
+      m.state_to_host(state.data(), gen.state(), B);
+      gen.logits_to_host(logits.data());
+      after_prompt(prompts, consumed, last);
+      save_state_file(a.str("state-out"), host, B, state.data(), logits.data(), consumed, last);
+    };
+  }
   if (prompts.size() > 1) std::printf("=== slot 0 ===\n");
   std::fputs(texts[0].c_str(), stdout);
   std::fflush(stdout);
-  std::vector<SlotOutput> out = gen.run(prompts, StreamSlot0{tok, opts.eot_id});
+  std::vector<SlotOutput> out = gen.run(prompts, StreamSlot0{tok, opts.eot_id}, save_after_prompt);
   report(a, tok, texts, prompts, out, gen.stats());
+  if (a.has("state-out")) std::fprintf(stderr, "wrote state %s\n", a.str("state-out").c_str());
   return 0;
 }
 #endif
@@ -208,10 +247,9 @@ int cmd_generate(int argc, char** argv) {
 #endif
   if (device == "cuda") {
 #ifdef MOESSM_CUDA
-    CHECK(!a.has("state-out") && !resume,
-          "moessm generate: state snapshots (--state-in/--state-out) run on --device cpu so far");
-    return dtype == "float32" ? run_cuda<float>(a, *model, *tok, texts, prompts, opts)
-                              : run_cuda<__nv_bfloat16>(a, *model, *tok, texts, prompts, opts);
+    const StateSnapshot<float>* s = resume ? &snap : nullptr;
+    return dtype == "float32" ? run_cuda<float>(a, *model, *tok, texts, prompts, opts, s)
+                              : run_cuda<__nv_bfloat16>(a, *model, *tok, texts, prompts, opts, s);
 #endif
   }
   Decoder<float> dec(*model, B, a.integer("prefill-chunk"));
@@ -226,15 +264,9 @@ int cmd_generate(int argc, char** argv) {
   }
   std::function<void()> save_after_prompt;
   if (a.has("state-out")) {
-    for (idx_t b = 1; b < B; ++b)
-      CHECK(prompts[b].size() == prompts[0].size(), "moessm generate: --state-out needs prompts of equal "
-            "token length (the state is saved after the prompt of every slot); slot 0 has ",
-            prompts[0].size(), " tokens, slot ", b, " has ", prompts[b].size());
+    check_state_out_prompts(prompts);
     save_after_prompt = [&] {
-      for (idx_t b = 0; b < B; ++b) {
-        consumed[b] += int64_t(prompts[b].size());
-        if (!prompts[b].empty()) last[b] = prompts[b].back();
-      }
+      after_prompt(prompts, consumed, last);
       save_state_file(a.str("state-out"), *model, B, dec.state(), dec.has_logits() ? dec.logits() : nullptr,
                       consumed, last);
     };

@@ -1,6 +1,7 @@
 // `moessm init`, `moessm logits`, `moessm grads`: create a checkpoint, dump logits as .npy and
 // parameter gradients as safetensors, for comparisons with PyTorch / transformers.
 #include <cstdio>
+#include <type_traits>
 #include <vector>
 
 #include "cli/command.h"
@@ -12,39 +13,46 @@
 #include "model/checkpoint.h"
 #include "model/token_ids.h"
 #include "ops/matmul.h"
-#ifdef MOESSM_CUDA
-#include <cuda_bf16.h>
-
-#include "model/cuda/cuda_language_model.h"
-#endif
+#include "backend/backends.h"
 
 namespace moessm::cli {
 namespace {
 
 // --device / --dtype of the inspection commands.
 void device_options(Args& a) {
-  a.option("device", "cpu or cuda (one GPU; dense Mamba layers)", "cpu")
+  a.option("device", "cpu or cuda (one GPU; every layer type the registry runs on cuda)", "cpu")
       .option("dtype", "with --device cuda: float32 (the reference path) or bfloat16 (training's "
                        "precision: bf16 activations and GEMM operands, fp32 master weights)", "float32");
 }
 
-#ifdef MOESSM_CUDA
-// Runs fn(cuda model) with the activation type --dtype asks for, weights from the host model.
+// Runs fn(model) on the device and precision the flags ask for: the host model itself for
+// --device cpu, else the same model on the CUDA backend (--dtype) with the host's weights.
 template <typename Fn>
-void with_cuda_model(const Args& a, const LanguageModel<float>& host, Fn&& fn) {
+void with_model(const Args& a, LanguageModel<float>& host, Fn&& fn) {
   const std::string dt = a.str("dtype");
   CHECK(dt == "float32" || dt == "bfloat16", "--dtype must be float32 or bfloat16, found '", dt, "'");
-  if (dt == "float32") {
-    cuda::CudaLanguageModel<float> m(host.config());
+  if (a.str("device") == "cpu") return fn(host);
+#ifdef MOESSM_CUDA
+  auto run = [&](auto tag) {
+    Model<CudaBackend<decltype(tag)>> m(host.config());
     m.upload_params(host.params.data());
     fn(m);
-  } else {
-    cuda::CudaLanguageModel<__nv_bfloat16> m(host.config());
-    m.upload_params(host.params.data());
-    fn(m);
-  }
-}
+  };
+  if (dt == "float32") run(float());
+  else run(__nv_bfloat16());
 #endif
+}
+
+// A state block in the model's backend memory holding `host` (a state file's fp32 state of B
+// sequences), or an empty block when there is none.
+template <typename Bk>
+typename Bk::template Buffer<uint8_t> state_block(const Model<Bk>& m, const StateSnapshot<float>& s, idx_t B) {
+  typename Bk::template Buffer<uint8_t> buf;
+  if (s.state.empty()) return buf;
+  Bk::alloc(buf, m.state_bytes(B));
+  m.state_from_host(buf.data(), s.state.data(), B);
+  return buf;
+}
 
 bool on_cuda(const Args& a) {
   const std::string d = a.str("device");
@@ -79,26 +87,18 @@ int cmd_logits(int argc, char** argv) {
       .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
-  const bool cuda_dev = on_cuda(a);
+  on_cuda(a);  // validates --device
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   const idx_t V = model->vocab();
   std::vector<float> logits(static_cast<size_t>(tb.B * tb.T * V));
   StateSnapshot<float> s0;
   if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
-  const float* state = s0.state.empty() ? nullptr : s0.state.data();
-  if (cuda_dev) {
-#ifdef MOESSM_CUDA
-    with_cuda_model(a, *model, [&](auto& m) {
-      m.prepare(tb.B, tb.T, false);
-      m.set_state(state);
-      m.forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, state != nullptr, false);
-    });
-#endif
-  } else {
-    model->prepare(tb.B, tb.T, false);
-    model->forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, state, nullptr);
-  }
+  with_model(a, *model, [&](auto& m) {
+    auto st = state_block(m, s0, tb.B);
+    m.prepare(tb.B, tb.T, false);
+    m.forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, s0.state.empty() ? nullptr : st.data(), nullptr);
+  });
   write_npy_f32(a.str("out"), logits.data(), {tb.B, tb.T, V});
   std::printf("wrote %s [%lld, %lld, %lld]\n", a.str("out").c_str(), (long long)tb.B, (long long)tb.T, (long long)V);
   return 0;
@@ -115,7 +115,7 @@ int cmd_grads(int argc, char** argv) {
       .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
-  const bool cuda_dev = on_cuda(a);
+  on_cuda(a);  // validates --device
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   CHECK(tb.T >= 2, a.str("ids"), ": sequences need at least 2 ids to have a next-token target");
@@ -125,23 +125,14 @@ int cmd_grads(int argc, char** argv) {
       targets[b * tb.T + t] = t + 1 < tb.T ? tb.ids[b * tb.T + t + 1] : -1;
   StateSnapshot<float> s0;
   if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
-  const float* state = s0.state.empty() ? nullptr : s0.state.data();
   LossResult r;
-  if (cuda_dev) {
-#ifdef MOESSM_CUDA
-    with_cuda_model(a, *model, [&](auto& m) {
-      m.prepare(tb.B, tb.T, true);
-      m.set_state(state);
-      m.zero_grads();
-      r = m.loss(tb.ids.data(), targets.data(), tb.B, tb.T, true, state != nullptr);
-      m.download_grads(model->grads.data());
-    });
-#endif
-  } else {
-    model->prepare(tb.B, tb.T, true);
-    model->zero_grads();
-    r = model->loss(tb.ids.data(), targets.data(), tb.B, tb.T, true, state);
-  }
+  with_model(a, *model, [&](auto& m) {
+    auto st = state_block(m, s0, tb.B);
+    m.prepare(tb.B, tb.T, true);
+    m.zero_grads();
+    r = m.loss(tb.ids.data(), targets.data(), tb.B, tb.T, true, s0.state.empty() ? nullptr : st.data());
+    if constexpr (!std::is_same_v<std::decay_t<decltype(m)>, LanguageModel<float>>) m.download_grads(model->grads.data());
+  });
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", r.total());
   save_tensors(a.str("out"), model->table(), model->grads.data(), {{"loss", buf}});

@@ -39,24 +39,33 @@ void save_tensors(const std::string& path, const ParamTable& table, const T* val
 }
 
 template <typename T>
+void save_checkpoint_dir(const std::string& dir, const ModelConfig& cfg, const ParamTable& table, const T* params,
+                         const std::map<std::string, std::string>& metadata) {
+  make_dirs(dir);
+  save_tensors(path_join(dir, "model.safetensors"), table, params, metadata);
+  write_file_atomic(path_join(dir, "config.json"), cfg.to_checkpoint_json().dump(2) + "\n");
+}
+
+template <typename T>
 void save_model(const std::string& dir, const LanguageModel<T>& model,
                 const std::map<std::string, std::string>& metadata) {
-  make_dirs(dir);
-  save_tensors(path_join(dir, "model.safetensors"), model.table(), model.params.data(), metadata);
-  write_file_atomic(path_join(dir, "config.json"), model.config().to_checkpoint_json().dump(2) + "\n");
+  save_checkpoint_dir(dir, model.config(), model.table(), model.params.data(), metadata);
+}
+
+template <typename T>
+void read_weights(const std::string& path, const ParamTable& table, T* dst) {
+  SafetensorsFile f = SafetensorsFile::open(path);
+  for (const SafetensorsEntry& e : f.entries()) {
+    if (e.name == "lm_head.weight") continue;  // a tied head some writers duplicate
+    CHECK(table.find(e.name) != nullptr, path, ": unexpected tensor '", e.name,
+          "' (not a parameter of this model's config)");
+  }
+  table.visit([&](const ParamInfo& p) { f.read_into<T>(p.name, p.shape, dst + p.offset); });
 }
 
 template <typename T>
 void load_weights(LanguageModel<T>& model, const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
-  for (const SafetensorsEntry& e : f.entries()) {
-    if (e.name == "lm_head.weight") continue;  // a tied head some writers duplicate
-    CHECK(model.table().find(e.name) != nullptr, path, ": unexpected tensor '", e.name,
-          "' (not a parameter of this model's config)");
-  }
-  model.table().visit([&](const ParamInfo& p) {
-    f.read_into<T>(p.name, p.shape, model.params.data() + p.offset);
-  });
+  read_weights(path, model.table(), model.params.data());
 }
 
 template <typename T>
@@ -75,7 +84,10 @@ std::unique_ptr<LanguageModel<T>> load_model(const std::string& dir_in) {
   template std::unique_ptr<LanguageModel<T>> load_model<T>(const std::string&);                 \
   template void load_weights<T>(LanguageModel<T>&, const std::string&);                         \
   template void save_tensors<T>(const std::string&, const ParamTable&, const T*,                \
-                                const std::map<std::string, std::string>&);
+                                const std::map<std::string, std::string>&);                      \
+  template void save_checkpoint_dir<T>(const std::string&, const ModelConfig&, const ParamTable&,  \
+                                       const T*, const std::map<std::string, std::string>&);     \
+  template void read_weights<T>(const std::string&, const ParamTable&, T*);
 INSTANTIATE(float)
 INSTANTIATE(double)
 

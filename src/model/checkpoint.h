@@ -17,6 +17,16 @@ namespace moessm {
 std::string resolve_model_dir(const std::string& dir);
 ModelConfig load_model_config(const std::string& dir);  // <dir>/config.json
 
+// A checkpoint directory from a host copy of a parameter buffer laid out by `table` (what a
+// model on any device downloads): config.json + model.safetensors.
+template <typename T>
+void save_checkpoint_dir(const std::string& dir, const ModelConfig& cfg, const ParamTable& table, const T* params,
+                         const std::map<std::string, std::string>& metadata = {});
+// Reads every tensor of `table` from a safetensors file into dst (host, the table's layout);
+// shapes must match and no unknown tensor may be present (the tied lm_head.weight is ignored).
+template <typename T>
+void read_weights(const std::string& safetensors_path, const ParamTable& table, T* dst);
+
 template <typename T>
 void save_model(const std::string& dir, const LanguageModel<T>& model,
                 const std::map<std::string, std::string>& metadata = {});

@@ -1,63 +1,94 @@
-// The CPU TrainBackend and the device dispatch (see train_backend.h).
+// ModelTrainBackend<Bk>: the one TrainBackend, for every backend (see train_backend.h).
 #include "train/train_backend.h"
 
+#include <type_traits>
+
+#include "backend/backends.h"
 #include "core/check.h"
-#include "ops/adamw.h"
+#include "model/mixer_registry.h"
 
 namespace moessm {
 
 namespace {
 
-class CpuTrainBackend : public TrainBackend {
+template <typename Bk>
+class ModelTrainBackend : public TrainBackend {
  public:
-  explicit CpuTrainBackend(const ModelConfig& cfg) : model_(cfg) {
-    m_.assign(model_.params.size(), 0.f);
-    v_.assign(model_.params.size(), 0.f);
+  using Param = typename Bk::Param;
+  static_assert(std::is_same_v<Param, float>, "training keeps fp32 master weights and moments");
+
+  explicit ModelTrainBackend(const ModelConfig& cfg) : model_(cfg) {
+    const size_t n = model_.table().total();
+    Bk::alloc(m_, n);
+    Bk::alloc(v_, n);
+    Bk::alloc(scalar_, 1);
   }
-  std::string name() const override { return "cpu"; }
+  std::string name() const override { return Bk::describe(model_.ctx()); }
+  const ModelConfig& config() const override { return model_.config(); }
+  const ParamTable& table() const override { return model_.table(); }
+  MixerCounts counts() const override { return model_.counts(); }
+  void init(uint64_t seed) override {
+    model_.init(seed);
+    Bk::zero(model_.ctx(), m_.data(), idx_t(m_.size()));
+    Bk::zero(model_.ctx(), v_.data(), idx_t(v_.size()));
+  }
   void prepare(idx_t B, idx_t T) override { model_.prepare(B, T, true); }
   void zero_grads() override { model_.zero_grads(); }
   LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T, bool backward) override {
     return model_.loss(ids, targets, B, T, backward);
   }
   double grad_norm_squared() override {
-    return cpu::grad_norm_squared(model_.grads.data(), idx_t(model_.grads.size()));
+    Bk::grad_norm_squared(model_.ctx(), scalar_.data(), model_.grads.data(), idx_t(model_.grads.size()));
+    double v = 0;
+    Bk::to_host(model_.ctx(), &v, scalar_.data(), 1);
+    return v;
   }
   void adamw_step(const TrainOptions& o, double lr, int64_t step, double grad_scale) override {
+    Param* P = model_.params.data();
+    typename Bk::Weight* W = model_.gemm_weights_mut();
+    const Param* G = model_.grads.data();
     model_.table().visit([&](const ParamInfo& p) {
-      cpu::adamw_update(model_.params.data() + p.offset, m_.data() + p.offset, v_.data() + p.offset,
-                        model_.grads.data() + p.offset, idx_t(p.numel), lr, o.beta1, o.beta2, o.eps,
-                        p.no_decay ? 0.0 : o.weight_decay, step, grad_scale);
+      Bk::adamw_update(model_.ctx(), P + p.offset, W + p.offset, m_.data() + p.offset, v_.data() + p.offset,
+                       G + p.offset, idx_t(p.numel), lr, o.beta1, o.beta2, o.eps, p.no_decay ? 0.0 : o.weight_decay,
+                       step, grad_scale);
     });
   }
   Json stats() const override { return model_.stats(); }
-  LanguageModel<float>& host_model() override { return model_; }
-  void sync_to_host(std::vector<float>& m, std::vector<float>& v) override {
-    m = m_;
-    v = v_;
+  void download(std::vector<float>& params, std::vector<float>& m, std::vector<float>& v) const override {
+    const size_t n = model_.table().total();
+    params.resize(n);
+    m.resize(n);
+    v.resize(n);
+    model_.download_params(params.data());
+    Bk::to_host(model_.ctx(), m.data(), m_.data(), idx_t(n));
+    Bk::to_host(model_.ctx(), v.data(), v_.data(), idx_t(n));
   }
-  void load_from_host(const std::vector<float>& m, const std::vector<float>& v) override {
-    m_ = m;
-    v_ = v;
+  void upload(const std::vector<float>& params, const std::vector<float>& m, const std::vector<float>& v) override {
+    const size_t n = model_.table().total();
+    CHECK(params.size() == n && m.size() == n && v.size() == n, "train backend: ", params.size(), " weights, ",
+          m.size(), " and ", v.size(), " moments for ", n, " parameters");
+    model_.upload_params(params.data());
+    Bk::from_host(model_.ctx(), m_.data(), m.data(), idx_t(n));
+    Bk::from_host(model_.ctx(), v_.data(), v.data(), idx_t(n));
   }
 
  private:
-  LanguageModel<float> model_;
-  std::vector<float> m_, v_;
+  Model<Bk> model_;
+  typename Bk::template Buffer<Param> m_, v_;
+  typename Bk::template Buffer<double> scalar_;
 };
 
 }  // namespace
 
 std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg) {
-  if (device == "cpu") return std::make_unique<CpuTrainBackend>(cfg);
-  if (device == "cuda") {
+  CHECK(device == "cpu" || device == "cuda", "--device must be 'cpu' or 'cuda', found '", device, "'");
+  check_model_supported(cfg, device);
+  if (device == "cpu") return std::make_unique<ModelTrainBackend<CpuBackend<float>>>(cfg);
 #ifdef MOESSM_CUDA
-    return make_cuda_train_backend(cfg);
+  return std::make_unique<ModelTrainBackend<CudaBackend<__nv_bfloat16>>>(cfg);
 #else
-    FAIL("--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
+  FAIL("--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
 #endif
-  }
-  FAIL("--device must be 'cpu' or 'cuda', found '", device, "'");
 }
 
 }  // namespace moessm

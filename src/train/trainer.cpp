@@ -45,23 +45,22 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-// AdamW moments in the table's layout (host copies).
-struct Optimizer {
-  std::vector<float> m, v;
-};
-
-void save_checkpoint(const std::string& out, const LanguageModel<float>& model, const Optimizer& opt,
-                     const Json& state, const std::string& tokenizer_src) {
+// The checkpoint directory from host copies of the weights and AdamW moments (table layout).
+void save_checkpoint(const std::string& out, const TrainBackend& backend, const Json& state,
+                     const std::string& tokenizer_src) {
   const std::string tmp = path_join(out, "checkpoint.tmp"), cur = path_join(out, "checkpoint"),
                     old = path_join(out, "checkpoint.old");
+  std::vector<float> params, m, v;
+  backend.download(params, m, v);
   remove_tree(tmp);
   make_dirs(tmp);
-  save_model(tmp, model, {{"step", std::to_string(state.at("step").as_int())}});
+  save_checkpoint_dir(tmp, backend.config(), backend.table(), params.data(),
+                      {{"step", std::to_string(state.at("step").as_int())}});
   {
     SafetensorsWriter w;
-    model.table().visit([&](const ParamInfo& p) {
-      w.add("exp_avg." + p.name, DType::F32, p.shape, opt.m.data() + p.offset);
-      w.add("exp_avg_sq." + p.name, DType::F32, p.shape, opt.v.data() + p.offset);
+    backend.table().visit([&](const ParamInfo& p) {
+      w.add("exp_avg." + p.name, DType::F32, p.shape, m.data() + p.offset);
+      w.add("exp_avg_sq." + p.name, DType::F32, p.shape, v.data() + p.offset);
     });
     w.write(path_join(tmp, "optimizer.safetensors"));
   }
@@ -112,10 +111,6 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const std::string tokenizer_src = file_exists(tok_path) ? tok_path : "";
 
   std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg);
-  LanguageModel<float>& model = backend->host_model();
-  Optimizer opt;
-  opt.m.assign(model.params.size(), 0.f);
-  opt.v.assign(model.params.size(), 0.f);
   DataLoader loader(train_shard, uint64_t(o.seed));
   DataLoader val_loader(val_shard, 0);
   int64_t step = 0;
@@ -128,12 +123,15 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     ModelConfig saved = load_model_config(ck);
     CHECK(saved.to_json().dump() == cfg.to_json().dump(), "--resume ", ck,
           ": the checkpoint's model config differs from the given config");
-    load_weights(model, path_join(ck, "model.safetensors"));
+    const size_t n = backend->table().total();
+    std::vector<float> params(n), m(n), v(n);
+    read_weights(path_join(ck, "model.safetensors"), backend->table(), params.data());
     SafetensorsFile f = SafetensorsFile::open(path_join(ck, "optimizer.safetensors"));
-    model.table().visit([&](const ParamInfo& p) {
-      f.read_into<float>("exp_avg." + p.name, p.shape, opt.m.data() + p.offset);
-      f.read_into<float>("exp_avg_sq." + p.name, p.shape, opt.v.data() + p.offset);
+    backend->table().visit([&](const ParamInfo& p) {
+      f.read_into<float>("exp_avg." + p.name, p.shape, m.data() + p.offset);
+      f.read_into<float>("exp_avg_sq." + p.name, p.shape, v.data() + p.offset);
     });
+    backend->upload(params, m, v);
     const std::string sp = path_join(ck, "trainer_state.json");
     Json st = Json::parse_file(sp);
     step = st.at("step", sp).as_int(sp + ": step");
@@ -143,13 +141,12 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     truncate_metrics(metrics_path, step);
     std::printf("resumed from %s at step %lld\n", ck.c_str(), (long long)step);
   } else {
-    model.init(uint64_t(o.seed));
+    backend->init(uint64_t(o.seed));
     write_file_atomic(metrics_path, "");
   }
-  backend->load_from_host(opt.m, opt.v);
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
-  const MixerCounts counts = model.counts();
+  const MixerCounts counts = backend->counts();
   std::printf("%s", describe_counts(counts).c_str());
   std::printf("data: %llu train tokens, %llu validation tokens (vocab %u); device %s%s%s\n",
               (unsigned long long)train_shard->ids.size(), (unsigned long long)val_shard->ids.size(),
@@ -248,8 +245,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
     if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
-      backend->sync_to_host(opt.m, opt.v);
-      save_checkpoint(o.out, model, opt, state_json(elapsed), tokenizer_src);
+      save_checkpoint(o.out, *backend, state_json(elapsed), tokenizer_src);
     }
     if (halt) {
       res.halted = true;

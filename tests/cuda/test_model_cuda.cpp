@@ -1,4 +1,5 @@
-// The CUDA language model, decoder and trainer against the CPU path (GPU machine; label "gpu"):
+// The model on the CUDA backend (Model<CudaBackend<Act>>: the CPU's layer code, CUDA ops), the
+// graph decoder and the trainer against the CPU path (GPU machine; label "gpu"):
 //   - fp32 CUDA logits and every gradient vs the CPU, both measured against an fp64 CPU
 //     reference on the same checkpoint (error budget), with and without a carried state;
 //   - the bf16 path within a relative bound of the fp64 reference;
@@ -6,11 +7,14 @@
 //     greedy decode for 64 tokens (ragged prompts); seeded device sampling repeats and follows
 //     the filtered distribution of the CPU sampler;
 //   - two CUDA training runs with one seed give bitwise equal losses; a short CUDA run reaches
-//     the CPU run's validation loss.
+//     the CPU run's validation loss;
+//   - state files: saved and resumed on cuda, and across devices, continue as one run does;
+//   - a layer the CUDA backend cannot run is refused naming the layer and the missing op.
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <map>
 
 #include "core/device_buffer.h"
@@ -21,7 +25,6 @@
 #include "infer/decoder.h"
 #include "infer/generator.h"
 #include "io/file_util.h"
-#include "model/cuda/cuda_language_model.h"
 #include "model/language_model.h"
 #include "backend/cuda_backend.h"
 #include "core/check.h"
@@ -32,7 +35,6 @@
 
 using namespace moessm;
 using namespace moessm::gputest;
-using moessm::cuda::CudaLanguageModel;
 using bf16 = __nv_bfloat16;
 
 namespace {
@@ -90,29 +92,10 @@ Outputs run_cpu(const ModelConfig& cfg, const std::vector<float>& params, const 
   return o;
 }
 
+// The model on the CUDA backend (Model<CudaBackend<Act>>, the CPU's layer code): the state lives
+// in a device block in the backend layout, exchanged with the host fp32 layout.
 template <typename Act>
-Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
-                 idx_t T_, const std::vector<float>* state) {
-  CudaLanguageModel<Act> m(cfg);
-  m.upload_params(params.data());
-  Outputs o;
-  std::vector<float> logits(size_t(B * T_ * m.vocab())), grads(m.num_params());
-  m.prepare(B, T_, true);
-  m.set_state(state ? state->data() : nullptr);
-  m.forward_logits(logits.data(), ids.data(), B, T_, state != nullptr, false);
-  const auto tg = shifted(ids, B, T_);
-  m.zero_grads();
-  o.loss = m.loss(ids.data(), tg.data(), B, T_, true, state != nullptr).ce;
-  m.download_grads(grads.data());
-  o.logits.assign(logits.begin(), logits.end());
-  o.grads.assign(grads.begin(), grads.end());
-  return o;
-}
-
-// The same through the one model written for every backend (Model<CudaBackend<Act>>): the
-// state lives in a device block in the backend layout, exchanged with the host fp32 layout.
-template <typename Act>
-Outputs run_one_model_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
+Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
                            idx_t B, idx_t T_, const std::vector<float>* state) {
   Model<CudaBackend<Act>> m(cfg);
   m.upload_params(params.data());
@@ -157,7 +140,7 @@ std::vector<float> random_state(const ModelConfig& cfg, idx_t B, uint64_t seed) 
   return s;
 }
 
-void compare_fp32(bool with_state, bool one_model = false) {
+void compare_fp32(bool with_state) {
   const ModelConfig cfg = awkward_config();
   const idx_t B = 2, T = 70;
   const auto params = init_params(cfg, 3);
@@ -166,9 +149,8 @@ void compare_fp32(bool with_state, bool one_model = false) {
   const std::vector<float>* s = with_state ? &st : nullptr;
   const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
   const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
-  const Outputs fast = one_model ? run_one_model_cuda<float>(cfg, params, ids, B, T, s)
-                                 : run_cuda<float>(cfg, params, ids, B, T, s);
-  const std::string tag = std::string(with_state ? " (carried state)" : "") + (one_model ? " [Model<CudaBackend>]" : "");
+  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
+  const std::string tag = with_state ? " (carried state)" : "";
   expect_within_budget("logits" + tag, rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
   EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
   LanguageModel<float> layout(cfg);
@@ -227,43 +209,7 @@ TEST(CudaModel, Bf16LogitsAndGradsNearTheReference) {
   }
 }
 
-// The one model (the CPU's layers on the CUDA backend) under the same budgets as above.
-TEST(OneModelOnCuda, Fp32LogitsAndGradsMatchTheCpu) {
-  REQUIRE_GPU();
-  compare_fp32(false, true);
-}
-
-TEST(OneModelOnCuda, Fp32WithACarriedStateMatchesTheCpu) {
-  REQUIRE_GPU();
-  compare_fp32(true, true);
-}
-
-TEST(OneModelOnCuda, Bf16LogitsAndGradsNearTheReferenceAndEqualTheCudaModel) {
-  REQUIRE_GPU();
-  const ModelConfig cfg = awkward_config();
-  const idx_t B = 2, T = 70;
-  const auto params = init_params(cfg, 3);
-  const auto ids = random_ids(size_t(B * T), 300, 4);
-  const auto st = random_state(cfg, B, 5);
-  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, nullptr);
-  const Outputs fast = run_one_model_cuda<bf16>(cfg, params, ids, B, T, nullptr);
-  EXPECT_LT(l2_rel(fast.logits, ref.logits, 0, ref.logits.size()), 0.02);
-  EXPECT_NEAR(fast.loss, ref.loss, 0.01 * std::fabs(ref.loss));
-  LanguageModel<float> layout(cfg);
-  for (const ParamInfo& p : layout.table().entries())
-    EXPECT_LT(l2_rel(fast.grads, ref.grads, p.offset, p.numel), 0.06) << "grad " << p.name;
-  // The same ops in the same order as the dense CUDA model: bitwise the same results, with and
-  // without a carried state.
-  for (const std::vector<float>* s : {static_cast<const std::vector<float>*>(nullptr), &st}) {
-    const Outputs a = run_one_model_cuda<bf16>(cfg, params, ids, B, T, s);
-    const Outputs b = run_cuda<bf16>(cfg, params, ids, B, T, s);
-    EXPECT_EQ(a.logits, b.logits);
-    EXPECT_EQ(a.loss, b.loss);
-    EXPECT_EQ(a.grads, b.grads);
-  }
-}
-
-TEST(OneModelOnCuda, RefusesAMixerWithoutCudaOpsNamingLayerAndOp) {
+TEST(CudaModel, RefusesAMixerWithoutCudaOpsNamingLayerAndOp) {
   const ModelConfig cfg = ModelConfig::from_json(Json::parse(
       R"({"d_model": 16, "n_layer": 2, "vocab_size": 64, "layers": ["mamba", {"type": "rom", "n_experts": 2, "top_k": 1}]})"),
       "test");
@@ -282,30 +228,31 @@ TEST(CudaModel, PrefillThenStepsEqualTheFullForward) {
   const idx_t B = 2, T = 100, P = 67;  // prefill 67 (one chunk + 3), then 33 single steps
   const auto params = init_params(cfg, 8);
   const auto ids = random_ids(size_t(B * T), 300, 9);
-  CudaLanguageModel<float> m(cfg);
+  Model<CudaBackend<float>> m(cfg);
   m.upload_params(params.data());
   m.prepare(B, T, false);
   const idx_t V = m.vocab();
   std::vector<float> full(size_t(B * T * V));
-  m.forward_logits(full.data(), ids.data(), B, T, false, false);
+  m.forward_logits(full.data(), ids.data(), B, T, nullptr, nullptr);
   // prefill P tokens, then steps, on device buffers
   DeviceBuffer ids_dev(size_t(B * P) * sizeof(int32_t)), logits_dev(size_t(B * V) * sizeof(float));
   std::vector<int32_t> pre(size_t(B * P));
   for (idx_t b = 0; b < B; ++b)
     for (idx_t t = 0; t < P; ++t) pre[b * P + t] = ids[b * T + t];
   ids_dev.upload(pre);
-  m.set_state(nullptr);
+  DeviceBuffer st(m.state_bytes(B));
+  CUDA_CHECK(cudaMemset(st.data(), 0, st.bytes()));
   double worst = 0, scale = 0;
   for (idx_t t = P; t <= T; ++t) {
     if (t == P) {
-      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, P, true, true);
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, P, st.data(), st.data());
     } else {
       std::vector<int32_t> tok(static_cast<size_t>(B));
       for (idx_t b = 0; b < B; ++b) tok[b] = ids[b * T + t - 1];
       ids_dev.upload(tok);
-      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, 1, true, true);
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, 1, st.data(), st.data());
     }
-    CUDA_CHECK(cudaStreamSynchronize(m.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(m.ctx().stream));
     const auto got = logits_dev.to_host<float>();
     for (idx_t b = 0; b < B; ++b)
       for (idx_t v = 0; v < V; ++v) {
@@ -329,7 +276,7 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
   Decoder<float> dec(host, 2);
   Generator<float> gen(dec, o);
   const auto cpu_out = gen.run(prompts);
-  CudaLanguageModel<float> m(cfg);
+  Model<CudaBackend<float>> m(cfg);
   m.upload_params(params.data());
   cuda::CudaGenerator<float> cg(m, 2, o);
   const auto gpu_out = cg.run(prompts);
@@ -350,7 +297,7 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
       seq.insert(seq.end(), all.begin(), all.begin() + T);
     }
     std::vector<float> full(size_t(2 * T * V));
-    m.forward_logits(full.data(), seq.data(), 2, T, false, false);
+    m.forward_logits(full.data(), seq.data(), 2, T, nullptr, nullptr);
     for (size_t b = 0; b < 2; ++b)
       for (idx_t t = idx_t(prompts[b].size()) - 1; t + 1 < T; ++t) {
         const float* row = full.data() + (idx_t(b) * T + t) * V;
@@ -359,7 +306,7 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
   }
   // A second run (graph captured again for the new buffers) from a fresh state repeats it, and
   // a streamed run reports every token through the callback.
-  m.set_state(nullptr);
+  cg.reset_state();
   std::vector<std::vector<int32_t>> streamed(2);
   const auto again = cg.run(prompts, [&](idx_t s, int32_t t) { streamed[size_t(s)].push_back(t); });
   for (size_t b = 0; b < 2; ++b) {
@@ -367,12 +314,53 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
     EXPECT_EQ(streamed[b], cpu_out[b].generated) << "streamed, slot " << b;
   }
   // bf16 decodes the same prompts to full length (values differ from fp32 by design).
-  CudaLanguageModel<bf16> m16(cfg);
+  Model<CudaBackend<bf16>> m16(cfg);
   m16.upload_params(params.data());
   cuda::CudaGenerator<bf16> g16(m16, 2, o);
   const auto out16 = g16.run(prompts);
   EXPECT_EQ(out16[0].generated.size(), 64u);
   EXPECT_EQ(out16[1].generated.size(), 64u);
+}
+
+// generate --state-out / --state-in on cuda (float32): "Hello" saved, then " world" continued,
+// equals "Hello world" in one go; a state written on the CPU continues on cuda as on the CPU.
+TEST(CudaGenerate, StateFilesResumeOnCudaAndAcrossDevices) {
+  REQUIRE_GPU();
+  using moessm::testing::run_cli;
+  const std::string dir = moessm::testing::temp_dir("cuda_state"), ckpt = dir + "/m";
+  std::string out;
+  ASSERT_EQ(run_cli("init --config " + moessm::testing::source_dir() + "/configs/tiny_dense.json --out " + ckpt +
+                    " --seed 3", &out), 0) << out;
+  const std::string gen = "generate --model " + ckpt + " --tokenizer byte --temperature 0 --ignore-eot ";
+  const std::string cuda = " --device cuda --dtype float32";
+  auto ids = [&](const std::string& f) {
+    std::ifstream in(f);
+    std::vector<int32_t> v;
+    for (int32_t x; in >> x;) v.push_back(x);
+    return v;
+  };
+  ASSERT_EQ(run_cli(gen + "--prompt Hello --max-new-tokens 0 --state-out " + dir + "/gpu.state" + cuda, &out), 0) << out;
+  ASSERT_EQ(run_cli(gen + "--prompt Hello --max-new-tokens 0 --state-out " + dir + "/cpu.state", &out), 0) << out;
+  ASSERT_EQ(run_cli(gen + "--state-in " + dir + "/gpu.state --prompt ' world' --max-new-tokens 12 --ids-out " + dir +
+                    "/resumed.txt" + cuda, &out), 0) << out;
+  ASSERT_EQ(run_cli(gen + "--prompt 'Hello world' --max-new-tokens 12 --ids-out " + dir + "/whole.txt" + cuda, &out), 0)
+      << out;
+  ASSERT_EQ(run_cli(gen + "--state-in " + dir + "/cpu.state --prompt ' world' --max-new-tokens 12 --ids-out " + dir +
+                    "/cross.txt" + cuda, &out), 0) << out;
+  ASSERT_EQ(run_cli(gen + "--state-in " + dir + "/cpu.state --prompt ' world' --max-new-tokens 12 --ids-out " + dir +
+                    "/cpu.txt", &out), 0) << out;
+  const auto resumed = ids(dir + "/resumed.txt"), whole = ids(dir + "/whole.txt"), cross = ids(dir + "/cross.txt"),
+             cpu = ids(dir + "/cpu.txt");
+  ASSERT_EQ(resumed.size(), 18u);
+  ASSERT_EQ(whole.size(), 23u);
+  EXPECT_EQ(std::vector<int32_t>(resumed.begin() + 6, resumed.end()), std::vector<int32_t>(whole.begin() + 11, whole.end()));
+  EXPECT_EQ(cross, cpu) << "a CPU state continued on cuda";
+  // No prompt: the first token comes from the saved next-token logits.
+  ASSERT_EQ(run_cli(gen + "--state-in " + dir + "/gpu.state --max-new-tokens 3 --ids-out " + dir + "/cont.txt" + cuda,
+                    &out), 0) << out;
+  ASSERT_EQ(run_cli(gen + "--prompt Hello --max-new-tokens 3 --ids-out " + dir + "/ref.txt" + cuda, &out), 0) << out;
+  const auto ref = ids(dir + "/ref.txt");
+  EXPECT_EQ(ids(dir + "/cont.txt"), std::vector<int32_t>(ref.begin() + 5, ref.end()));
 }
 
 TEST(CudaGenerate, EndOfTextStopsASlotAndKeepsTheId) {
@@ -383,14 +371,13 @@ TEST(CudaGenerate, EndOfTextStopsASlotAndKeepsTheId) {
   GenerateOptions o;
   o.sampling.temperature = 0;
   o.max_new_tokens = 40;
-  CudaLanguageModel<float> m(cfg);
+  Model<CudaBackend<float>> m(cfg);
   m.upload_params(params.data());
   cuda::CudaGenerator<float> g(m, 1, o);
   const auto full = g.run(prompts);
   ASSERT_EQ(full[0].generated.size(), 40u);
   o.eot_id = full[0].generated[5];
-  m.set_state(nullptr);
-  cuda::CudaGenerator<float> g2(m, 1, o);
+  cuda::CudaGenerator<float> g2(m, 1, o);  // a fresh generator starts from a zero state
   const auto r = g2.run(prompts);
   EXPECT_TRUE(r[0].stopped_at_eot);
   EXPECT_EQ(r[0].generated.back(), o.eot_id);
@@ -455,9 +442,7 @@ TEST(CudaTrain, TwoRunsWithOneSeedGiveBitwiseEqualLosses) {
   const ModelConfig cfg = awkward_config();
   auto run = [&]() {
     auto be = make_train_backend("cuda", cfg);
-    be->host_model().init(7);
-    std::vector<float> m(be->host_model().params.size(), 0.f), v = m;
-    be->load_from_host(m, v);
+    be->init(7);
     TrainOptions o;
     const idx_t B = 3, T = 90;
     be->prepare(B, T);
@@ -470,8 +455,9 @@ TEST(CudaTrain, TwoRunsWithOneSeedGiveBitwiseEqualLosses) {
       losses.push_back(be->grad_norm_squared());
       be->adamw_step(o, 1e-3, step, 1.0);
     }
-    be->sync_to_host(m, v);
-    losses.insert(losses.end(), be->host_model().params.begin(), be->host_model().params.end());
+    std::vector<float> p, m, v;
+    be->download(p, m, v);
+    losses.insert(losses.end(), p.begin(), p.end());
     return losses;
   };
   const auto a = run(), b = run();

@@ -28,6 +28,15 @@ void CudaBackend<Act>::destroy_ctx(Ctx& c) {
   }
 }
 
+template <typename Act>
+std::string CudaBackend<Act>::describe(const Ctx&) {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  return std::string("cuda (") + prop.name + (kActIsF32 ? ", f32)" : ", bf16 activations, fp32 master weights)");
+}
+
 template struct CudaBackend<float>;
 template struct CudaBackend<__nv_bfloat16>;
 

@@ -18,7 +18,7 @@ enum SlotArray { kTok = 0, kPos, kForcedLen, kDone, kNOut, kEmitted, kEot, kSlot
 }  // namespace
 
 template <typename Act>
-CudaGenerator<Act>::CudaGenerator(CudaLanguageModel<Act>& model, idx_t batch, const GenerateOptions& o,
+CudaGenerator<Act>::CudaGenerator(Model<CudaBackend<Act>>& model, idx_t batch, const GenerateOptions& o,
                                   idx_t prefill_chunk)
     : m_(model), B_(batch), V_(model.vocab()), chunk_(prefill_chunk > 0 ? prefill_chunk : 2048), opts_(o) {
   CHECK(B_ >= 1, "cuda generate: batch must be >= 1");
@@ -30,7 +30,34 @@ CudaGenerator<Act>::CudaGenerator(CudaLanguageModel<Act>& model, idx_t batch, co
   ids_.resize(size_t(B_ * chunk_) * sizeof(int32_t));
   slots_.resize(size_t(kSlotArrays * B_) * sizeof(int32_t));
   out_.resize(size_t(std::max<int64_t>(1, opts_.max_new_tokens) * B_) * sizeof(int32_t));
+  state_.resize(std::max<size_t>(1, m_.state_bytes(B_)));
+  CUDA_CHECK(cudaMemset(state_.data(), 0, state_.bytes()));
   CUDA_CHECK(cudaMallocHost(&pinned_, size_t(2 * B_) * sizeof(int32_t)));
+}
+
+template <typename Act>
+void CudaGenerator<Act>::reset_state() {
+  CUDA_CHECK(cudaMemsetAsync(state_.data(), 0, state_.bytes(), m_.ctx().stream));
+  CUDA_CHECK(cudaStreamSynchronize(m_.ctx().stream));
+  has_logits_ = false;
+}
+
+template <typename Act>
+void CudaGenerator<Act>::load_logits(const float* host) {
+  const size_t n = size_t(B_ * V_);
+  std::vector<Act> tmp(n);
+  for (size_t i = 0; i < n; ++i) tmp[i] = Act(host[i]);
+  CUDA_CHECK(cudaMemcpy(logits_.data(), tmp.data(), n * sizeof(Act), cudaMemcpyHostToDevice));
+  has_logits_ = true;
+}
+
+template <typename Act>
+void CudaGenerator<Act>::logits_to_host(float* host) const {
+  const size_t n = size_t(B_ * V_);
+  std::vector<Act> tmp(n);
+  CUDA_CHECK(cudaStreamSynchronize(m_.ctx().stream));
+  CUDA_CHECK(cudaMemcpy(tmp.data(), logits_.data(), n * sizeof(Act), cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n; ++i) host[i] = float(tmp[i]);
 }
 
 template <typename Act>
@@ -55,8 +82,8 @@ void CudaGenerator<Act>::step_launches() {
   s.eot_hit = S + kEot * B_;
   s.max_new = opts_.max_new_tokens;
   s.eot_id = opts_.eot_id;
-  decode_choose<Act>(s, logits_.as<Act>(), V_, opts_.vocab_limit, opts_.sampling, opts_.seed, B_, m_.stream());
-  m_.forward_last_logits(logits_.as<Act>(), s.tok, B_, 1, true, true);
+  decode_choose<Act>(s, logits_.as<Act>(), V_, opts_.vocab_limit, opts_.sampling, opts_.seed, B_, m_.ctx().stream);
+  m_.forward_last_logits(logits_.as<Act>(), s.tok, B_, 1, state_.data(), state_.data());
 }
 
 template <typename Act>
@@ -64,7 +91,7 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
                                                 const TokenCallback& on_token,
                                                 const std::function<void()>& after_prefill) {
   CHECK(idx_t(prompts.size()) == B_, "cuda generate: ", prompts.size(), " prompts for ", B_, " slots");
-  const cudaStream_t st = m_.stream();
+  const cudaStream_t st = m_.ctx().stream;
   for (const auto& p : prompts)
     for (int32_t id : p)
       CHECK(id >= 0 && id < m_.config().vocab_size, "cuda generate: prompt token ", id, " outside the vocabulary");
@@ -73,8 +100,9 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
     common = std::min(common, p.size());
     longest = std::max(longest, p.size());
   }
-  CHECK(common > 0 || opts_.max_new_tokens == 0,
-        "cuda generate: every slot needs at least one prompt token (the first step samples from the prompt's logits)");
+  CHECK(common > 0 || has_logits_ || opts_.max_new_tokens == 0,
+        "cuda generate: every slot needs at least one prompt token (the first step samples from the prompt's "
+        "logits), or pending logits from a state file");
   stats_ = GenerateStats();
   // 1. batched prefill of the common length, chunk by chunk, from the carried state
   const auto t0 = Clock::now();
@@ -84,9 +112,10 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
     for (idx_t b = 0; b < B_; ++b)
       std::copy(prompts[b].begin() + at, prompts[b].begin() + at + T, gather.begin() + b * T);
     CUDA_CHECK(cudaMemcpyAsync(ids_.data(), gather.data(), B_ * T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-    m_.forward_last_logits(logits_.as<Act>(), ids_.as<int32_t>(), B_, T, true, true);
+    m_.forward_last_logits(logits_.as<Act>(), ids_.as<int32_t>(), B_, T, state_.data(), state_.data());
   }
   CUDA_CHECK(cudaStreamSynchronize(st));
+  if (common > 0) has_logits_ = true;
   stats_.prefill_tokens = int64_t(common) * B_;
   stats_.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (after_prefill) after_prefill();

@@ -1,5 +1,5 @@
 // CudaGenerator: the decode loop of infer/generator.h on one GPU, for B slots of a
-// CudaLanguageModel: a batched chunked prefill of the common prompt length, then one CUDA graph
+// Model<CudaBackend<Act>> (the one model; CUDA-graph capture is this backend's capability): a batched chunked prefill of the common prompt length, then one CUDA graph
 // per step that holds every launch of the token: the device sampler (device_sampler.h: forced
 // ragged-prompt tokens, sampling, end-of-text and length bookkeeping) followed by the model's
 // T = 1 step (embedding → layers with the carried state → norm → head). The graph is captured
@@ -16,7 +16,8 @@
 
 #include "core/device_buffer.h"
 #include "infer/generator.h"
-#include "model/cuda/cuda_language_model.h"
+#include "backend/cuda_backend.h"
+#include "model/language_model.h"
 
 namespace moessm::cuda {
 
@@ -24,31 +25,40 @@ template <typename Act>
 class CudaGenerator {
  public:
   // prefill_chunk: tokens per prefill forward (0 = 2048); the model is prepared for (B, chunk).
-  CudaGenerator(CudaLanguageModel<Act>& model, idx_t batch, const GenerateOptions& opts,
+  CudaGenerator(Model<CudaBackend<Act>>& model, idx_t batch, const GenerateOptions& opts,
                 idx_t prefill_chunk = 0);
   ~CudaGenerator();
   using TokenCallback = std::function<void(idx_t slot, int32_t token)>;
-  // As Generator::run. The model's carried state is the starting point (zero after prepare, or
-  // what CudaLanguageModel::set_state put there); after_prefill runs after the batched prefill.
+  // As Generator::run. state() is the starting point (zero after construction, or what
+  // Model::state_from_host put there) and holds the slots' state afterwards; after_prefill runs
+  // after the batched prefill (e.g. to save the state after the prompt).
   // The first step samples from the prefill's logits, so the common prompt length must be >= 1
   // (state snapshots with pending logits run on the CPU so far).
   std::vector<SlotOutput> run(const std::vector<std::vector<int32_t>>& prompts,
                               const TokenCallback& on_token = nullptr,
                               const std::function<void()>& after_prefill = nullptr);
   const GenerateStats& stats() const { return stats_; }
+  // The carried state of the B slots: a device block of model.state_bytes(B) in the backend layout.
+  void* state() { return state_.data(); }
+  void reset_state();  // zero state, no pending logits
+  // Pending next-token logits [B, V] (host fp32, e.g. from a state file) for the first step, so
+  // a run may start with no prompt tokens; and the logits the last prefill left, to the host.
+  void load_logits(const float* host);
+  void logits_to_host(float* host) const;
 
   static constexpr int kDoneCheckEvery = 16;
 
  private:
   void step_launches();  // choose + model step, on the model's stream
-  CudaLanguageModel<Act>& m_;
+  Model<CudaBackend<Act>>& m_;
   idx_t B_, V_, chunk_;
   GenerateOptions opts_;
   GenerateStats stats_;
-  DeviceBuffer logits_, ids_, slots_, out_, forced_;
+  DeviceBuffer logits_, ids_, slots_, out_, forced_, state_;
   int32_t* pinned_ = nullptr;  // [2B] tokens + emitted of the last step
   cudaGraphExec_t graph_ = nullptr;
   idx_t forced_ld_ = 0;
+  bool has_logits_ = false;
 };
 
 }  // namespace moessm::cuda
