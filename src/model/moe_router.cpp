@@ -77,10 +77,11 @@ void MoeRouter<T>::init_params(T* params, const ParamTable& t, uint64_t seed) co
 template <typename T>
 void MoeRouter<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
   const idx_t M = B * T_;
-  topk_idx_.assign(size_t(M * K), 0);
-  offsets_.assign(size_t(E + 1), 0);
-  row_of_slot_.assign(size_t(M * K), 0);
-  load_.assign(size_t(E), 0.0);
+  planned_M_ = M;
+  topk_idx_ = a.template carve<int32_t>(M * K);
+  offsets_ = a.template carve<int32_t>(E + 1);
+  row_of_slot_ = a.template carve<int32_t>(M * K);
+  load_ = a.template carve<double>(E);
   logits_ = a.carve(M * E);
   probs_ = a.carve(M * E);
   topk_w_ = a.carve(M * K);
@@ -93,13 +94,12 @@ void MoeRouter<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
 
 template <typename T>
 double MoeRouter<T>::forward(const T* in, idx_t in_ld, const T* params, idx_t M) {
-  CHECK(size_t(M * K) <= topk_idx_.size(), "router: called with ", M, " tokens but planned for ",
-        topk_idx_.size() / size_t(K));
+  CHECK(M <= planned_M_, "router: called with ", M, " tokens but planned for ", planned_M_);
   cpu::matmul_forward(logits_, E, in, in_ld, params + w_, (const T*)nullptr, M, E, Din);
-  cpu::router_topk_forward(probs_, topk_idx_.data(), topk_w_, logits_, M, E, K, opt.normalize_topk);
-  cpu::moe_permute_plan(offsets_.data(), row_of_slot_.data(), topk_idx_.data(), M, E, K);
+  cpu::router_topk_forward(probs_, topk_idx_, topk_w_, logits_, M, E, K, opt.normalize_topk);
+  cpu::moe_permute_plan(offsets_, row_of_slot_, topk_idx_, M, E, K);
   last_M_ = M;
-  last_aux_ = cpu::router_aux_loss_forward(load_.data(), probs_, topk_idx_.data(), M, E, K, opt.aux_coef);
+  last_aux_ = cpu::router_aux_loss_forward(load_, probs_, topk_idx_, M, E, K, opt.aux_coef);
   last_z_ = opt.z_coef > 0 ? cpu::router_z_loss_forward(logits_, M, E, opt.z_coef) : 0.0;
   return last_aux_ + last_z_;
 }
@@ -111,8 +111,8 @@ void MoeRouter<T>::backward(T* din, idx_t din_ld, T* grads, const T* in, idx_t i
   CHECK(M == last_M_, "router: backward for ", M, " tokens follows a forward of ", last_M_);
   cpu::fill(dprobs_, T(0), M * E);
   if (opt.aux_coef > 0)
-    cpu::router_aux_loss_backward(dprobs_, aux_grad, topk_idx_.data(), M, E, K, opt.aux_coef);
-  cpu::router_topk_backward(dlogits_, dg_, dprobs_, probs_, topk_idx_.data(), topk_w_, M, E, K,
+    cpu::router_aux_loss_backward(dprobs_, aux_grad, topk_idx_, M, E, K, opt.aux_coef);
+  cpu::router_topk_backward(dlogits_, dg_, dprobs_, probs_, topk_idx_, topk_w_, M, E, K,
                             opt.normalize_topk);
   if (opt.z_coef > 0) cpu::router_z_loss_backward(dlogits_, aux_grad, logits_, M, E, opt.z_coef);
   cpu::matmul_backward(din, din_ld, grads + w_, (T*)nullptr, dlogits_, E, in, in_ld, params + w_,
@@ -121,7 +121,7 @@ void MoeRouter<T>::backward(T* din, idx_t din_ld, T* grads, const T* in, idx_t i
 
 template <typename T>
 bool MoeRouter<T>::chosen(idx_t m, idx_t e) const {
-  const int32_t* idx = topk_idx_.data() + m * K;
+  const int32_t* idx = topk_idx_ + m * K;
   for (idx_t k = 0; k < K; ++k)
     if (idx[k] == int32_t(e)) return true;
   return false;
@@ -140,7 +140,7 @@ Json MoeRouter<T>::stats(const std::string& mixer_type) const {
   Json j = Json::object();
   if (!mixer_type.empty()) j.set("type", mixer_type);
   Json load = Json::array();
-  for (double f : load_) load.push_back(Json(f));
+  for (idx_t e = 0; e < E && load_; ++e) load.push_back(Json(load_[e]));
   j.set("load", load);  // share of the routing slots per expert (sums to 1)
   j.set("aux_loss", last_aux_);
   j.set("z_loss", last_z_);

@@ -53,19 +53,20 @@ class MoeRouter {
                 double aux_grad);
 
   // The last forward's routing:
-  const int32_t* topk_index() const { return topk_idx_.data(); }  // [M,K]
-  const T* topk_weight() const { return topk_w_; }                  // [M,K]
-  const int32_t* offsets() const { return offsets_.data(); }        // [E+1] grouped rows per expert
-  const int32_t* row_of_slot() const { return row_of_slot_.data(); }  // [M·K]
+  // (all in the arena, int32 plans included: nothing of the routing lives in host vectors)
+  const int32_t* topk_index() const { return topk_idx_; }      // [M,K]
+  const T* topk_weight() const { return topk_w_; }              // [M,K]
+  const int32_t* offsets() const { return offsets_; }           // [E+1] grouped rows per expert
+  const int32_t* row_of_slot() const { return row_of_slot_; }   // [M·K]
   bool chosen(idx_t m, idx_t e) const;  // is e among token m's K experts
-  const std::vector<double>& load() const { return load_; }  // f_i
+  const double* load() const { return load_; }  // f_i [E]
   double aux_loss() const { return last_aux_; }
   double z_loss() const { return last_z_; }
   const std::string& name() const { return name_; }
 
   MixerCounts counts() const;  // router parameters and FLOPs per token
   // {"type": mixer_type, "load": [f_i], "aux_loss", "z_loss", "tokens"} of the last forward
-  // ("type" only when mixer_type is not empty).
+  // ("type" only when mixer_type is not empty): plain data copied out only when logged.
   Json stats(const std::string& mixer_type = std::string()) const;
 
   const idx_t E, K, Din;
@@ -76,8 +77,9 @@ class MoeRouter {
   size_t w_ = 0;
   idx_t last_M_ = 0;
   double last_aux_ = 0, last_z_ = 0;
-  std::vector<int32_t> topk_idx_, offsets_, row_of_slot_;
-  std::vector<double> load_;  // f_i of the last forward
+  idx_t planned_M_ = 0;
+  int32_t *topk_idx_ = nullptr, *offsets_ = nullptr, *row_of_slot_ = nullptr;
+  double* load_ = nullptr;  // f_i of the last forward
   T *logits_ = nullptr, *probs_ = nullptr, *topk_w_ = nullptr, *dg_ = nullptr,
     *dlogits_ = nullptr, *dprobs_ = nullptr;
 };
