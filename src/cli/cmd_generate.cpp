@@ -146,8 +146,7 @@ int run_cuda(const Args& a, const LanguageModel<float>& host, const Tokenizer& t
   std::vector<int64_t> consumed(static_cast<size_t>(B), 0);
   std::vector<int32_t> last(static_cast<size_t>(B), -1);
   if (snap) {
-    m.state_from_host(gen.state(), snap->state.data(), B);
-    if (!snap->next_logits.empty()) gen.load_logits(snap->next_logits.data());
+    gen.load(snap->state.data(), snap->next_logits.empty() ? nullptr : snap->next_logits.data());
     consumed = snap->tokens_consumed;
     last = snap->last_token;
   }

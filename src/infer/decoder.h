@@ -1,56 +1,63 @@
-// Decoder: recurrent inference for B independent sequence slots on any LanguageModel, whatever
-// its mixers (it only uses LanguageModel::forward_logits with a carried state, so dense, RoM,
-// Swimba and later mixers plug in through Mixer::forward's state_in / state_out).
+// Decoder: recurrent inference for B independent sequence slots on the one model, on any backend
+// (ModelDecoder<Bk>; Decoder<T> is the CPU one), whatever its mixers: it only uses
+// Model::forward_last_logits with a carried state, so dense, RoM, Swimba and later mixers plug
+// in through Mixer::forward's state_in / state_out.
 //
 //   prefill(ids[B,T])   runs the chunked scan over T tokens of every slot from the current state
-//                       (zero after construction / reset()), in pieces of prefill_chunk() tokens
-//                       (bounds the [B,chunk,V] logits buffer); logits() = last position's logits
-//   step(tokens[B])     advances every slot by one token (T = 1); logits() = next-token logits
+//                       (zero after construction / reset()), in pieces of prefill_chunk() tokens;
+//                       logits() = the last position's logits (only those are computed)
+//   step(tokens[B])     advances every slot by one token (T = 1); logits() = next-token logits.
+//                       tokens are in backend memory (host on the CPU; on CUDA a device buffer,
+//                       so a step can be captured in a CUDA graph: CudaGenerator)
 //   Invariant (tested): prefill(T) then step×M gives the logits of prefill(T+M).
 //
-// Memory: the state [B·state_size] (model layout: per layer B·state_size_l elements, layout owned
-// by the mixer), logits [B,V] and prefill logits [B,prefill_chunk,V] are allocated once in the
-// constructor. step() allocates nothing: the model's activation arena is planned for (B, 1) on
-// the first step and LanguageModel::prepare is a no-op afterwards (static shapes, as a CUDA-graph
-// decode path needs). A prefill re-plans the arena for its chunk length (at most two shapes per
-// prefill: full chunks and the remainder), and the next step plans (B, 1) again.
+// Memory: the state block (model.state_bytes(B), the backend layout: on the CPU exactly the host
+// layout of state files), logits [B,V] and the prefill ids [B,chunk] are allocated once in the
+// constructor, in backend memory. The model's arena is planned once for (B, prefill_chunk) and
+// prefill pieces and steps run inside that plan: step() allocates nothing, launches nothing but
+// the model's ops and never re-plans (static shapes, as a CUDA graph needs).
 // One Decoder drives a model at a time: the arena is the model's.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "model/language_model.h"
 
 namespace moessm {
 
-template <typename T>
-class Decoder {
+template <typename Bk>
+class ModelDecoder {
  public:
-  // prefill_chunk 0 = automatic: min(128, max(1, 256 / B)) tokens per forward.
-  Decoder(LanguageModel<T>& model, idx_t batch, idx_t prefill_chunk = 0);
+  using Act = typename Bk::Act;
+  using F = typename Bk::F;
+  // The state block as the caller sees it: typed (all-T host layout) on the CPU, raw on a device.
+  using StatePtr = std::conditional_t<Bk::kOnDevice, void*, F*>;
+  // prefill_chunk 0 = automatic: CPU min(128, max(1, 256 / B)) tokens per forward; CUDA 2048.
+  ModelDecoder(Model<Bk>& model, idx_t batch, idx_t prefill_chunk = 0);
 
-  LanguageModel<T>& model() { return model_; }
+  Model<Bk>& model() { return model_; }
   idx_t batch() const { return B_; }
   idx_t vocab() const { return V_; }  // padded vocabulary: the logits' row length
   idx_t prefill_chunk() const { return chunk_; }
   int64_t tokens_consumed() const { return consumed_; }  // per slot, since reset()
 
-  // The whole-model recurrent state of the B slots (B·model.state_size() elements).
-  T* state() { return state_.data(); }
-  const T* state() const { return state_.data(); }
-  idx_t state_numel() const { return idx_t(state_.size()); }
+  // The whole-model recurrent state of the B slots (backend memory).
+  StatePtr state() { return reinterpret_cast<StatePtr>(state_.data()); }
+  idx_t state_numel() const { return idx_t(state_.size() / sizeof(F)); }  // F elements (CPU: the state size)
 
   void reset();  // zero state, no logits, 0 tokens consumed
-  // Replaces the state (and optionally the pending logits [B,V]) with saved ones; `consumed`
-  // is the number of tokens the state stands for.
-  void load(const T* state, const T* logits, int64_t consumed);
+  // Replaces the state (and optionally the pending logits [B,V]) with saved ones, host fp32 in
+  // the state files' layout; `consumed` is the number of tokens the state stands for.
+  void load(const float* state, const float* logits, int64_t consumed);
 
-  void prefill(const int32_t* ids, idx_t T_);  // ids [B, T_], T_ >= 1
-  void step(const int32_t* tokens);            // tokens [B]
+  void prefill(const int32_t* ids, idx_t T_);  // ids [B, T_] on the host, T_ >= 1
+  void step(const int32_t* tokens);            // tokens [B] in backend memory
 
   bool has_logits() const { return has_logits_; }
-  const T* logits() const { return logits_.data(); }  // [B, V]
-  const T* logits(idx_t slot) const { return logits_.data() + slot * V_; }
+  const Act* logits() const { return logits_.data(); }  // [B, V], backend memory
+  Act* logits_mut() { return logits_.data(); }
+  const Act* logits(idx_t slot) const { return logits_.data() + slot * V_; }
 
   // For tests of the constant-memory contract: every buffer the decoder owns.
   struct Buffers {
@@ -60,12 +67,17 @@ class Decoder {
   Buffers buffers() const;
 
  private:
-  LanguageModel<T>& model_;
+  Model<Bk>& model_;
   idx_t B_, V_, chunk_;
-  std::vector<T> state_, logits_, prefill_logits_;
-  std::vector<int32_t> prefill_ids_;  // [B, chunk] gather buffer for one prefill piece
+  typename Bk::template Buffer<uint8_t> state_;
+  typename Bk::template Buffer<Act> logits_;
+  typename Bk::template Buffer<int32_t> ids_;  // [B, chunk] gather buffer for one prefill piece
+  std::vector<int32_t> gather_;                // host staging of that piece
   int64_t consumed_ = 0;
   bool has_logits_ = false;
 };
+
+template <typename T>
+using Decoder = ModelDecoder<CpuBackend<T>>;
 
 }  // namespace moessm

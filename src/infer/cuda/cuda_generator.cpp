@@ -20,35 +20,14 @@ enum SlotArray { kTok = 0, kPos, kForcedLen, kDone, kNOut, kEmitted, kEot, kSlot
 template <typename Act>
 CudaGenerator<Act>::CudaGenerator(Model<CudaBackend<Act>>& model, idx_t batch, const GenerateOptions& o,
                                   idx_t prefill_chunk)
-    : m_(model), B_(batch), V_(model.vocab()), chunk_(prefill_chunk > 0 ? prefill_chunk : 2048), opts_(o) {
+    : m_(model), dec_(model, batch, prefill_chunk), B_(batch), V_(model.vocab()), opts_(o) {
   CHECK(B_ >= 1, "cuda generate: batch must be >= 1");
   opts_.sampling.validate();
   CHECK(opts_.max_new_tokens >= 0, "cuda generate: max_new_tokens must be >= 0");
   if (opts_.vocab_limit <= 0) opts_.vocab_limit = model.config().vocab_size;
-  m_.prepare(B_, chunk_, false);
-  logits_.resize(size_t(B_ * V_) * sizeof(Act));
-  ids_.resize(size_t(B_ * chunk_) * sizeof(int32_t));
   slots_.resize(size_t(kSlotArrays * B_) * sizeof(int32_t));
   out_.resize(size_t(std::max<int64_t>(1, opts_.max_new_tokens) * B_) * sizeof(int32_t));
-  state_.resize(std::max<size_t>(1, m_.state_bytes(B_)));
-  CUDA_CHECK(cudaMemset(state_.data(), 0, state_.bytes()));
   CUDA_CHECK(cudaMallocHost(&pinned_, size_t(2 * B_) * sizeof(int32_t)));
-}
-
-template <typename Act>
-void CudaGenerator<Act>::reset_state() {
-  CUDA_CHECK(cudaMemsetAsync(state_.data(), 0, state_.bytes(), m_.ctx().stream));
-  CUDA_CHECK(cudaStreamSynchronize(m_.ctx().stream));
-  has_logits_ = false;
-}
-
-template <typename Act>
-void CudaGenerator<Act>::load_logits(const float* host) {
-  const size_t n = size_t(B_ * V_);
-  std::vector<Act> tmp(n);
-  for (size_t i = 0; i < n; ++i) tmp[i] = Act(host[i]);
-  CUDA_CHECK(cudaMemcpy(logits_.data(), tmp.data(), n * sizeof(Act), cudaMemcpyHostToDevice));
-  has_logits_ = true;
 }
 
 template <typename Act>
@@ -56,7 +35,7 @@ void CudaGenerator<Act>::logits_to_host(float* host) const {
   const size_t n = size_t(B_ * V_);
   std::vector<Act> tmp(n);
   CUDA_CHECK(cudaStreamSynchronize(m_.ctx().stream));
-  CUDA_CHECK(cudaMemcpy(tmp.data(), logits_.data(), n * sizeof(Act), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(tmp.data(), dec_.logits(), n * sizeof(Act), cudaMemcpyDeviceToHost));
   for (size_t i = 0; i < n; ++i) host[i] = float(tmp[i]);
 }
 
@@ -82,8 +61,8 @@ void CudaGenerator<Act>::step_launches() {
   s.eot_hit = S + kEot * B_;
   s.max_new = opts_.max_new_tokens;
   s.eot_id = opts_.eot_id;
-  decode_choose<Act>(s, logits_.as<Act>(), V_, opts_.vocab_limit, opts_.sampling, opts_.seed, B_, m_.ctx().stream);
-  m_.forward_last_logits(logits_.as<Act>(), s.tok, B_, 1, state_.data(), state_.data());
+  decode_choose<Act>(s, dec_.logits(), V_, opts_.vocab_limit, opts_.sampling, opts_.seed, B_, m_.ctx().stream);
+  dec_.step(s.tok);
 }
 
 template <typename Act>
@@ -100,22 +79,17 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
     common = std::min(common, p.size());
     longest = std::max(longest, p.size());
   }
-  CHECK(common > 0 || has_logits_ || opts_.max_new_tokens == 0,
+  CHECK(common > 0 || dec_.has_logits() || opts_.max_new_tokens == 0,
         "cuda generate: every slot needs at least one prompt token (the first step samples from the prompt's "
         "logits), or pending logits from a state file");
   stats_ = GenerateStats();
   // 1. batched prefill of the common length, chunk by chunk, from the carried state
   const auto t0 = Clock::now();
-  std::vector<int32_t> gather(static_cast<size_t>(B_ * chunk_));
-  for (size_t at = 0; at < common; at += size_t(chunk_)) {
-    const idx_t T = idx_t(std::min(common - at, size_t(chunk_)));
-    for (idx_t b = 0; b < B_; ++b)
-      std::copy(prompts[b].begin() + at, prompts[b].begin() + at + T, gather.begin() + b * T);
-    CUDA_CHECK(cudaMemcpyAsync(ids_.data(), gather.data(), B_ * T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-    m_.forward_last_logits(logits_.as<Act>(), ids_.as<int32_t>(), B_, T, state_.data(), state_.data());
+  if (common > 0) {
+    std::vector<int32_t> gather(static_cast<size_t>(B_) * common);
+    for (idx_t b = 0; b < B_; ++b) std::copy(prompts[b].begin(), prompts[b].begin() + common, gather.begin() + b * common);
+    dec_.prefill(gather.data(), idx_t(common));
   }
-  CUDA_CHECK(cudaStreamSynchronize(st));
-  if (common > 0) has_logits_ = true;
   stats_.prefill_tokens = int64_t(common) * B_;
   stats_.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (after_prefill) after_prefill();

@@ -1,5 +1,6 @@
 // CudaGenerator: the decode loop of infer/generator.h on one GPU, for B slots of a
-// Model<CudaBackend<Act>> (the one model; CUDA-graph capture is this backend's capability): a batched chunked prefill of the common prompt length, then one CUDA graph
+// Model<CudaBackend<Act>> driven by the one Decoder (ModelDecoder<CudaBackend<Act>>; CUDA-graph
+// capture and device sampling are this backend's capabilities): a batched chunked prefill of the common prompt length, then one CUDA graph
 // per step that holds every launch of the token: the device sampler (device_sampler.h: forced
 // ragged-prompt tokens, sampling, end-of-text and length bookkeeping) followed by the model's
 // T = 1 step (embedding → layers with the carried state → norm → head). The graph is captured
@@ -17,6 +18,7 @@
 #include "core/device_buffer.h"
 #include "infer/generator.h"
 #include "backend/cuda_backend.h"
+#include "infer/decoder.h"
 #include "model/language_model.h"
 
 namespace moessm::cuda {
@@ -39,26 +41,26 @@ class CudaGenerator {
                               const std::function<void()>& after_prefill = nullptr);
   const GenerateStats& stats() const { return stats_; }
   // The carried state of the B slots: a device block of model.state_bytes(B) in the backend layout.
-  void* state() { return state_.data(); }
-  void reset_state();  // zero state, no pending logits
-  // Pending next-token logits [B, V] (host fp32, e.g. from a state file) for the first step, so
-  // a run may start with no prompt tokens; and the logits the last prefill left, to the host.
-  void load_logits(const float* host);
-  void logits_to_host(float* host) const;
+  void* state() { return dec_.state(); }
+  void reset_state() { dec_.reset(); }  // zero state, no pending logits
+  // A saved state and, optionally, its pending next-token logits [B, V] (host fp32, the state
+  // files' layout): a run may then start with no prompt tokens.
+  void load(const float* state, const float* logits) { dec_.load(state, logits, 0); }
+  void logits_to_host(float* host) const;  // the logits the last prefill or step left
 
   static constexpr int kDoneCheckEvery = 16;
 
  private:
   void step_launches();  // choose + model step, on the model's stream
   Model<CudaBackend<Act>>& m_;
-  idx_t B_, V_, chunk_;
+  ModelDecoder<CudaBackend<Act>> dec_;
+  idx_t B_, V_;
   GenerateOptions opts_;
   GenerateStats stats_;
-  DeviceBuffer logits_, ids_, slots_, out_, forced_, state_;
+  DeviceBuffer slots_, out_, forced_;
   int32_t* pinned_ = nullptr;  // [2B] tokens + emitted of the last step
   cudaGraphExec_t graph_ = nullptr;
   idx_t forced_ld_ = 0;
-  bool has_logits_ = false;
 };
 
 }  // namespace moessm::cuda
