@@ -9,7 +9,9 @@
 #include "core/check.h"
 #include "data/prepare.h"
 #include "io/file_util.h"
+#include "expect_error.h"
 #include "model/language_model.h"
+#include "model/mixer_registry.h"
 #include "model_checks.h"
 #include "testing.h"
 #include "train/schedule.h"
@@ -155,4 +157,22 @@ TEST(Trainer, BadOptionsAndDataAreClearErrors) {
   TrainOptions r = small_opts(data, temp_dir("out2"));
   r.resume = temp_dir("empty");
   EXPECT_THROW(train_model(tiny(), r), Error);
+}
+
+// A layer the device cannot run fails before any work (no run directory, no data read), naming
+// the layer, the device and the missing op; the same registry answers for the CLI commands.
+TEST(Trainer, UnsupportedLayerOnTheDeviceFailsBeforeAnyWork) {
+  const std::string dir = temp_dir("unsupported");
+  const ModelConfig cfg = ModelConfig::from_json(
+      Json::parse(R"({"d_model": 16, "n_layer": 2, "vocab_size": 256, "d_state": 4,
+                      "layers": ["mamba", {"type": "rom", "n_experts": 2, "top_k": 1}]})"), "test");
+  TrainOptions o = small_opts(dir + "/no_data_here", dir + "/run");
+  o.device = "cuda";
+  EXPECT_ERROR_HAS(train_model(cfg, o), "layer 1: rom on cuda needs router_topk, moe_permute and grouped_matmul (cuda)");
+  EXPECT_FALSE(file_exists(dir + "/run"));
+  EXPECT_EQ(mixer_missing_op(cfg, cfg.layers[0], "cuda"), "");
+  EXPECT_EQ(mixer_missing_op(cfg, cfg.layers[1], "cpu"), "");
+  ModelConfig wide = cfg;
+  wide.d_conv = 9;
+  EXPECT_NE(mixer_missing_op(wide, wide.layers[0], "cuda").find("d_conv <= 8"), std::string::npos);
 }

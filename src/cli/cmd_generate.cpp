@@ -21,6 +21,7 @@
 #include "infer/state_file.h"
 #include "io/file_util.h"
 #include "model/checkpoint.h"
+#include "model/mixer_registry.h"
 #include "tokenizer/tokenizer.h"
 #ifdef MOESSM_CUDA
 #include <cuda_bf16.h>
@@ -201,6 +202,7 @@ int cmd_generate(int argc, char** argv) {
                     "batch", "prefill-chunk", "ids-out", "state-out", "state-in", "device", "dtype"});
   if (!a.parse(int(rest.size()), rest.data())) return 0;
 
+  check_model_supported(load_model_config(a.str("model")), a.str("device"));  // before loading weights
   auto model = load_model<float>(a.str("model"));
   const ModelConfig& cfg = model->config();
   auto tok = Tokenizer::load(resolve_tokenizer(a));

@@ -11,6 +11,7 @@
 #include "io/npy.h"
 #include "model/accounting.h"
 #include "model/checkpoint.h"
+#include "model/mixer_registry.h"
 #include "model/token_ids.h"
 #include "ops/matmul.h"
 #include "backend/backends.h"
@@ -88,6 +89,7 @@ int cmd_logits(int argc, char** argv) {
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
   on_cuda(a);  // validates --device
+  check_model_supported(load_model_config(a.str("model")), a.str("device"));  // before loading weights
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   const idx_t V = model->vocab();
@@ -116,6 +118,7 @@ int cmd_grads(int argc, char** argv) {
   device_options(a);
   if (!a.parse(argc, argv)) return 0;
   on_cuda(a);  // validates --device
+  check_model_supported(load_model_config(a.str("model")), a.str("device"));  // before loading weights
   auto model = load_model<float>(a.str("model"));
   TokenBatch tb = read_token_ids(a.str("ids"), model->config().vocab_size);
   CHECK(tb.T >= 2, a.str("ids"), ": sequences need at least 2 ids to have a next-token target");

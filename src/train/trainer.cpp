@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "model/accounting.h"
 #include "model/checkpoint.h"
+#include "model/mixer_registry.h"
 #include "ops/matmul.h"
 #include "train/schedule.h"
 #include "train/train_backend.h"
@@ -98,6 +99,7 @@ std::string find_run_checkpoint(const std::string& run_dir) {
 
 TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   o.validate();
+  check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
   make_dirs(o.out);
   const std::string train_path = path_join(o.data, "train.bin"), val_path = path_join(o.data, "val.bin");
