@@ -6,7 +6,9 @@ set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 build=${BUILD_DIR:-/tmp/moessm-hf-build}
-cmake -S . -B "$build" -G Ninja -DMOESSM_CUDA=OFF -DMOESSM_TESTS=OFF -DMOESSM_BENCH=OFF > "$OUT/hf_build.log" 2>&1
+NL=()
+[ -d .nlohmann ] && NL=(-DMOESSM_NLOHMANN_INCLUDE="$PWD/.nlohmann")  # the GPU machine has no Debian packages
+cmake -S . -B "$build" -G Ninja -DMOESSM_CUDA=OFF -DMOESSM_TESTS=OFF -DMOESSM_BENCH=OFF "${NL[@]}" > "$OUT/hf_build.log" 2>&1
 ninja -C "$build" moessm >> "$OUT/hf_build.log" 2>&1
 python3 -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
 status=0
