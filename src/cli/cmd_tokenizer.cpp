@@ -52,7 +52,7 @@ int encode_action(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   CHECK(a.has("text") != a.has("file"), "moessm tokenizer encode: give exactly one of --text and --file");
   auto tok = Tokenizer::load(a.str("tokenizer"));
-  const std::string text = a.has("text") ? a.str("text") : read_file(a.str("file"));
+  const std::string text = a.has("text") ? a.str("text") : read_regular_file(a.str("file"), kMaxTextFileBytes);
   std::string line;
   for (int32_t id : tok->encode(text)) {
     if (!line.empty()) line.push_back(' ');
@@ -129,7 +129,7 @@ int train_action(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   BpeTrainer trainer;
   for (const std::string& f : files) {
-    const std::string text = read_file(f);
+    const std::string text = read_regular_file(f, kMaxTextFileBytes);
     trainer.add_text(text);
     std::printf("tokenizer train: read %s (%zu bytes)\n", f.c_str(), text.size());
   }

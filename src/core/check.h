@@ -11,6 +11,12 @@ namespace moessm {
 
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
+  // The message without the trailing "  [file.cpp:line]" tag (for wrapping in another message).
+  std::string message() const {
+    const std::string w = what();
+    const size_t at = w.rfind("  [");
+    return at != std::string::npos && !w.empty() && w.back() == ']' ? w.substr(0, at) : w;
+  }
 };
 
 template <typename... Args>

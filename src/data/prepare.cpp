@@ -187,7 +187,7 @@ PrepareResult prepare_data(const PrepareOptions& opt) {
   // ---- read, validate, tokenise --------------------------------------------------------------
   uint64_t input_bytes = 0;
   for (Doc& d : docs) {
-    std::string text = read_file(d.path);
+    std::string text = read_regular_file(d.path, kMaxTextFileBytes);
     d.bytes = text.size();
     input_bytes += d.bytes;
     CHECK(!text.empty(), d.path, ": input file is empty (0 bytes)");
@@ -262,7 +262,7 @@ PrepareResult prepare_data(const PrepareOptions& opt) {
   const bool copy_tok = tok_src != "byte";
   if (copy_tok) {
     const std::string dst = path_join(opt.out_dir, "tokenizer.json");
-    if (canonical_or_self(dst) != canonical_or_self(tok_src)) write_file_atomic(dst, read_file(tok_src));
+    if (canonical_or_self(dst) != canonical_or_self(tok_src)) write_file_atomic(dst, read_regular_file(tok_src, kMaxTokenizerBytes));
   }
 
   PrepareResult r;

@@ -160,7 +160,19 @@ ShardHeader read_shard_header(const std::string& path) {
 
 uint64_t tokenizer_hash(const std::string& path_or_byte) {
   if (path_or_byte == "byte") return stream_id("byte");
-  return stream_id(read_file(path_or_byte));
+  return stream_id(read_regular_file(path_or_byte, kMaxTokenizerBytes));
+}
+
+void check_shard_tokenizer(const ShardHeader& h, const std::string& shard_path, const std::string& data_dir) {
+  const std::string tok = path_join(data_dir, "tokenizer.json");
+  const bool has = file_exists(tok);
+  const uint64_t want = tokenizer_hash(has ? tok : "byte");
+  if (h.tokenizer_hash == want) return;
+  char a[32], b[32];
+  std::snprintf(a, sizeof a, "%016llx", (unsigned long long)h.tokenizer_hash);
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)want);
+  FAIL(shard_path, ": the tokens were made with another tokenizer than ", has ? tok : std::string("'byte' (no tokenizer.json in ") + data_dir + ")",
+       " (tokenizer_hash ", a, " in the shard, ", b, " of the tokenizer): prepare the data again with `moessm prepare`");
 }
 
 }  // namespace moessm

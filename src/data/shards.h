@@ -64,5 +64,9 @@ ShardHeader read_shard_header(const std::string& path);
 
 // FNV-1a 64 of a tokenizer's identity: the bytes of its tokenizer.json, or the word "byte".
 uint64_t tokenizer_hash(const std::string& path_or_byte);
+// A prepared data directory's tokenizer matches its shards: the shard's tokenizer_hash equals
+// the hash of DIR/tokenizer.json (or of "byte" when the directory holds none). The error names
+// the shard, the tokenizer and both hashes.
+void check_shard_tokenizer(const ShardHeader& header, const std::string& shard_path, const std::string& data_dir);
 
 }  // namespace moessm

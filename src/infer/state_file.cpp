@@ -1,6 +1,8 @@
 // State snapshot files (see state_file.h).
 #include "infer/state_file.h"
 
+#include <cmath>
+
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -161,6 +163,15 @@ StateSnapshot<T> load_state_file(const std::string& path, const LanguageModel<T>
         s.tokens_consumed.size(), " and ", last.size());
   s.last_token.assign(last.begin(), last.end());
   const std::vector<idx_t> sizes = layer_state_sizes(m);
+  // Sizes are checked against the tensors the file really holds before anything is allocated.
+  for (int l = 0; l < m.n_layers(); ++l) {
+    const std::string name = "state.layers." + std::to_string(l);
+    const SafetensorsEntry* e = f.find(name);
+    CHECK(e != nullptr, path, ": tensor '", name, "' is missing");
+    CHECK(e->shape.size() == 1 && s.batch <= e->shape[0] && e->shape[0] == s.batch * sizes[l], path, ": tensor '",
+          name, "': expected shape [", s.batch, " x ", sizes[l], "] for metadata batch ", s.batch, ", found ",
+          shape_str(e->shape));
+  }
   s.state.assign(static_cast<size_t>(s.batch * m.state_size()), T(0));
   size_t expected_tensors = sizes.size();
   for (int l = 0; l < m.n_layers(); ++l)
@@ -170,6 +181,13 @@ StateSnapshot<T> load_state_file(const std::string& path, const LanguageModel<T>
     f.read_into("next_logits", {s.batch, m.vocab()}, s.next_logits.data());
     ++expected_tensors;
   }
+  // NaN or Inf in a state (or its logits) would poison every later token: name where it is.
+  for (int l = 0; l < m.n_layers(); ++l)
+    for (idx_t i = 0; i < s.batch * sizes[l]; ++i)
+      CHECK(std::isfinite(double(s.state[size_t(m.state_offset(l, s.batch) + i)])), path, ": tensor 'state.layers.", l,
+            "' holds a non-finite value at element ", i);
+  for (size_t i = 0; i < s.next_logits.size(); ++i)
+    CHECK(std::isfinite(double(s.next_logits[i])), path, ": tensor 'next_logits' holds a non-finite value at element ", i);
   CHECK(f.entries().size() == expected_tensors, path, ": expected ", expected_tensors,
         " tensors (state.layers.0..", m.n_layers() - 1, s.next_logits.empty() ? "" : ", next_logits",
         "), found ", f.entries().size());

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <filesystem>
 #include <limits>
 #include <system_error>
@@ -38,8 +39,14 @@ namespace {
 std::string read_open_file(FILE* f, const std::string& path, size_t max_bytes) {
   std::string out;
   struct stat st;
-  if (::fstat(::fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-    out.reserve(std::min(static_cast<size_t>(st.st_size), max_bytes));
+  if (::fstat(::fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    try {
+      out.reserve(std::min(static_cast<size_t>(st.st_size), max_bytes));
+    } catch (const std::bad_alloc&) {
+      std::fclose(f);
+      FAIL("cannot read '", path, "': its ", st.st_size, " bytes do not fit in memory");
+    }
+  }
   char buf[1 << 16];
   bool too_big = false;
   for (;;) {
@@ -48,7 +55,12 @@ std::string read_open_file(FILE* f, const std::string& path, size_t max_bytes) {
       too_big = true;
       break;
     }
-    out.append(buf, n);
+    try {
+      out.append(buf, n);
+    } catch (const std::bad_alloc&) {
+      std::fclose(f);
+      FAIL("cannot read '", path, "': it does not fit in memory (", out.size(), " bytes read)");
+    }
     if (n < sizeof buf) break;
   }
   bool bad = std::ferror(f) != 0;
@@ -61,16 +73,13 @@ std::string read_open_file(FILE* f, const std::string& path, size_t max_bytes) {
 
 }  // namespace
 
-std::string read_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
-  return read_open_file(f, path, std::numeric_limits<size_t>::max());
-}
+std::string read_file(const std::string& path) { return read_regular_file(path, kMaxTensorFileBytes); }
 
 std::string read_regular_file(const std::string& path, size_t max_bytes) {
   // stat before opening: opening a FIFO would block, and a device such as /dev/zero never ends.
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) FAIL("cannot open '", path, "' for reading: ", std::strerror(errno));
+  CHECK(!S_ISDIR(st.st_mode), "cannot read '", path, "': Is a directory (not a regular file)");
   CHECK(S_ISREG(st.st_mode), "'", path, "' is not a regular file");
   CHECK(static_cast<uint64_t>(st.st_size) <= max_bytes, "'", path, "' is ", st.st_size,
         " bytes, more than the limit of ", max_bytes, " bytes for this kind of file");

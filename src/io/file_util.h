@@ -8,7 +8,15 @@
 
 namespace moessm {
 
-std::string read_file(const std::string& path);          // whole file; clear error if unreadable
+// Limits on the whole files moessm reads, by kind (checked before reading; the error names the
+// file, its size and the limit). Nothing is read unbounded.
+constexpr size_t kMaxTextFileBytes = size_t(4) << 30;        // a corpus file for prepare / tokenizer train
+constexpr size_t kMaxTokenizerBytes = size_t(256) << 20;     // tokenizer.json
+constexpr size_t kMaxIdsFileBytes = size_t(1) << 30;         // token-id text files (logits / grads --ids)
+constexpr size_t kMaxTensorFileBytes = size_t(256) << 30;    // safetensors, .npy, token shards
+// Whole regular file of at most kMaxTensorFileBytes (the most any kind may hold); prefer
+// read_regular_file with the limit of the file's kind.
+std::string read_file(const std::string& path);
 // Whole file, for inputs that must be bounded (JSON documents): PATH must be a regular file (not
 // a FIFO or a device such as /dev/zero) of at most max_bytes, both checked before reading; the
 // errors name the path (and the size).

@@ -1,6 +1,7 @@
 // Checkpoint directory I/O (see checkpoint.h).
 #include "model/checkpoint.h"
 
+#include <cmath>
 #include <vector>
 
 #include "core/check.h"
@@ -60,7 +61,12 @@ void read_weights(const std::string& path, const ParamTable& table, T* dst) {
     CHECK(table.find(e.name) != nullptr, path, ": unexpected tensor '", e.name,
           "' (not a parameter of this model's config)");
   }
-  table.visit([&](const ParamInfo& p) { f.read_into<T>(p.name, p.shape, dst + p.offset); });
+  table.visit([&](const ParamInfo& p) {
+    f.read_into<T>(p.name, p.shape, dst + p.offset);
+    for (size_t i = 0; i < p.numel; ++i)
+      CHECK(std::isfinite(double(dst[p.offset + i])), path, ": tensor '", p.name, "' holds a non-finite value (",
+            double(dst[p.offset + i]), " at element ", i, "): the checkpoint is damaged or came from a diverged run");
+  });
 }
 
 template <typename T>

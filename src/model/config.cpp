@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "backend/cpu_backend.h"
 #include "model/mixer_registry.h"
 
 namespace moessm {
@@ -105,6 +106,16 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& src) {
   if (j.has("train")) {
     CHECK(j.at("train").is_object(), src, ": field 'train' must be an object");
     c.train = j.at("train");
+  }
+  // Each layer's options are validated here, where the source is known, by building the layer
+  // once (cheap: options and sizes, no parameters): the error names the file and the layer.
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    try {
+      (void)make_mixer<CpuBackend<float>>(c, c.layers[l], int(l));
+    } catch (const Error& e) {
+      FAIL(src, ": ", j.has("layers") ? str_cat("layers[", l, "]") : std::string("mixer"), " (", c.layers[l].type,
+           "): ", e.message());
+    }
   }
   return c;
 }

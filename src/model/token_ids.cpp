@@ -11,7 +11,7 @@
 namespace moessm {
 
 TokenBatch read_token_ids(const std::string& path, int64_t vocab_size) {
-  std::istringstream in(read_file(path));
+  std::istringstream in(read_regular_file(path, kMaxIdsFileBytes));
   TokenBatch b;
   std::string line;
   int lineno = 0;

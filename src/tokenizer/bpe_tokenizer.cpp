@@ -14,6 +14,7 @@ namespace moessm {
 namespace {
 
 constexpr int64_t kMaxVocab = int64_t(1) << 26;  // guards against an absurd id allocating gigabytes
+constexpr int64_t kMaxIdGap = 65536;              // unused ids a tokenizer.json may leave between its tokens
 constexpr size_t kMaxCachedWord = 256;           // longer pre-tokens are merged without caching
 constexpr size_t kMaxCacheEntries = 1 << 20;
 
@@ -181,6 +182,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const Json& doc, const std
     }
   }
   CHECK(max_id >= 0, src, ": model.vocab: is empty");
+  // The id tables are sized by the largest id: bound it by the number of tokens the file holds
+  // before allocating (ids are unique, so a larger one means a gap of unused ids).
+  const int64_t n_tokens = int64_t(vocab.size() + t->added_.size());
+  CHECK(max_id < n_tokens + kMaxIdGap, src, ": token id ", max_id, " is far beyond the ", n_tokens,
+        " tokens the file defines (at most ", kMaxIdGap, " unused ids are allowed; expected ids 0..", n_tokens - 1, ")");
 
   // id tables: model tokens first, added tokens override (as HF's decode looks them up first)
   const size_t V = static_cast<size_t>(max_id + 1);
