@@ -51,9 +51,28 @@ void moe_unpermute_backward(T* din, idx_t din_ld, T* dw, const T* dout, idx_t do
 }  // namespace moessm
 
 #ifdef MOESSM_CUDA
-// CUDA twin: issue 11. Declared only (no definition yet): nothing may call it until then.
+struct __nv_bfloat16;
 namespace moessm::cuda {
+// The CPU contracts on the device. idx, offsets, row_of_slot: device int32. Token and grouped
+// rows: T = float or __nv_bfloat16 (sums in fp32); w / dw: fp32. The plan is built on the device
+// (no host sync: graph-capturable) and equals the CPU's stable counting sort; an expert index
+// outside [0, E) cannot be CHECKed there (its slot gets no row): idx comes from router_topk.
+void moe_permute_plan(int32_t* offsets, int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E, idx_t K,
+                      cudaStream_t stream);
 void moe_permute_plan_stacked(int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E, idx_t K,
                               cudaStream_t stream);
+template <typename T>
+void moe_permute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const int32_t* row_of_slot, idx_t M,
+                         idx_t K, idx_t X, cudaStream_t stream);
+template <typename T>
+void moe_permute_backward(T* din, idx_t din_ld, const T* dout, idx_t dout_ld, const int32_t* row_of_slot, idx_t M,
+                          idx_t K, idx_t X, bool accumulate, cudaStream_t stream);
+template <typename T>
+void moe_unpermute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const float* w,
+                           const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X, cudaStream_t stream);
+template <typename T>
+void moe_unpermute_backward(T* din, idx_t din_ld, float* dw, const T* dout, idx_t dout_ld, const T* in, idx_t in_ld,
+                            const float* w, const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X,
+                            bool dw_accumulate, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

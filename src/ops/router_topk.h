@@ -58,4 +58,29 @@ void router_z_loss_backward(T* dlogits, double dloss, const T* logits, idx_t M, 
                             double coef);
 
 }  // namespace cpu
+
+// The limits of the CUDA router kernels (the registry refuses larger configurations on cuda).
+constexpr idx_t kRouterMaxExperts = 4096, kRouterMaxTopK = 32;
+
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+namespace moessm::cuda {
+// fp32 tensors on the device, the same contracts as the CPU functions, with two differences that
+// keep the training step free of host syncs: the losses are ADDED to a device scalar
+// (*loss += L_aux / L_z) instead of returned, and load (device, [E], optional) receives f_i.
+// E <= kRouterMaxExperts, K <= kRouterMaxTopK (a CHECK names larger sizes).
+void router_topk_forward(float* probs, int32_t* idx, float* w, const float* logits, idx_t M, idx_t E, idx_t K,
+                         bool normalize_topk, cudaStream_t stream);
+void router_topk_backward(float* dlogits, const float* dw, const float* dprobs, const float* probs,
+                          const int32_t* idx, const float* w, idx_t M, idx_t E, idx_t K, bool normalize_topk,
+                          cudaStream_t stream);
+void router_aux_loss_forward(double* loss, double* load, const float* probs, const int32_t* idx, idx_t M, idx_t E,
+                             idx_t K, double coef, cudaStream_t stream);
+void router_aux_loss_backward(float* dprobs, double dloss, const int32_t* idx, idx_t M, idx_t E, idx_t K,
+                              double coef, cudaStream_t stream);
+void router_z_loss_forward(double* loss, const float* logits, idx_t M, idx_t E, double coef, cudaStream_t stream);
+void router_z_loss_backward(float* dlogits, double dloss, const float* logits, idx_t M, idx_t E, double coef,
+                            cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

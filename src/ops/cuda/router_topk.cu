@@ -1,0 +1,208 @@
+// CUDA router (see ops/router_topk.h): fp32 tensors, the row arithmetic in double as on the CPU
+// (one thread per token row: E is small), top-K by repeated arg-max over the fp32 probabilities
+// with strict '>' (ties → lower index, as the CPU). The cross-row sums of the aux and z losses
+// are block reductions in a fixed order (deterministic, no atomics); the losses are ADDED to a
+// device scalar, so a layer's aux losses sum on the device without a host sync.
+#include "core/check.h"
+#include "ops/cuda/common.cuh"
+#include "ops/router_topk.h"
+
+namespace moessm::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ double row_lse(const float* l, idx_t E) {
+  double mx = double(l[0]);
+  for (idx_t i = 1; i < E; ++i) mx = fmax(mx, double(l[i]));
+  double s = 0;
+  for (idx_t i = 0; i < E; ++i) s += exp(double(l[i]) - mx);
+  return mx + log(s);
+}
+
+__global__ void topk_fwd_kernel(float* probs, int32_t* idx, float* w, const float* logits, idx_t M, idx_t E,
+                                idx_t K, bool normalize) {
+  const idx_t m = blockIdx.x * idx_t(blockDim.x) + threadIdx.x;
+  if (m >= M) return;
+  const float* l = logits + m * E;
+  float* p = probs + m * E;
+  const double lse = row_lse(l, E);
+  for (idx_t i = 0; i < E; ++i) p[i] = float(exp(double(l[i]) - lse));
+  int32_t* id = idx + m * K;
+  for (idx_t k = 0; k < K; ++k) {
+    int32_t best = -1;
+    for (idx_t i = 0; i < E; ++i) {
+      bool taken = false;
+      for (idx_t j = 0; j < k; ++j) taken = taken || id[j] == int32_t(i);
+      if (taken) continue;
+      if (best < 0 || p[i] > p[best]) best = int32_t(i);
+    }
+    id[k] = best;
+  }
+  double s = 0;
+  for (idx_t k = 0; k < K; ++k) s += double(p[id[k]]);
+  for (idx_t k = 0; k < K; ++k) w[m * K + k] = normalize ? float(double(p[id[k]]) / s) : p[id[k]];
+}
+
+__global__ void topk_bwd_kernel(float* dlogits, const float* dw, const float* dprobs, const float* probs,
+                                const int32_t* idx, const float* w, idx_t M, idx_t E, idx_t K, bool normalize) {
+  const idx_t m = blockIdx.x * idx_t(blockDim.x) + threadIdx.x;
+  if (m >= M) return;
+  const float* p = probs + m * E;
+  const int32_t* id = idx + m * K;
+  const float* dwm = dw + m * K;
+  float* dl = dlogits + m * E;
+  for (idx_t i = 0; i < E; ++i) dl[i] = dprobs ? dprobs[m * E + i] : 0.f;
+  if (normalize) {
+    double s = 0, dot = 0;
+    for (idx_t k = 0; k < K; ++k) {
+      s += double(p[id[k]]);
+      dot += double(dwm[k]) * double(w[m * K + k]);
+    }
+    for (idx_t k = 0; k < K; ++k) dl[id[k]] += float((double(dwm[k]) - dot) / s);
+  } else {
+    for (idx_t k = 0; k < K; ++k) dl[id[k]] += dwm[k];
+  }
+  double dot = 0;
+  for (idx_t i = 0; i < E; ++i) dot += double(p[i]) * double(dl[i]);
+  for (idx_t i = 0; i < E; ++i) dl[i] = float(double(p[i]) * (double(dl[i]) - dot));
+}
+
+// Block-wide sum of one double per thread, in a fixed tree order; thread 0 gets the result.
+__device__ double block_sum(double v) {
+  __shared__ double sh[kThreads];
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = kThreads / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+    __syncthreads();
+  }
+  return sh[0];
+}
+
+// Block e: share of the routing slots given to expert e (f_e, into f[e]) and, when probs is
+// given, Σ_m p[m, e] (into pbar[e]).
+__global__ void expert_share_kernel(double* f, double* pbar, const float* probs, const int32_t* idx, idx_t M,
+                                    idx_t E, idx_t K) {
+  const idx_t e = blockIdx.x;
+  double cnt = 0, ps = 0;
+  for (idx_t s = threadIdx.x; s < M * K; s += blockDim.x) cnt += idx[s] == int32_t(e) ? 1.0 : 0.0;
+  if (probs)
+    for (idx_t m = threadIdx.x; m < M; m += blockDim.x) ps += double(probs[m * E + e]);
+  const double c = block_sum(cnt);
+  __syncthreads();
+  const double p = block_sum(ps);
+  if (threadIdx.x == 0) {
+    f[e] = M > 0 ? c / double(M * K) : 0.0;
+    if (pbar) pbar[e] = p;
+  }
+}
+
+__global__ void aux_final_kernel(double* loss, double* load, const double* f, const double* pbar, idx_t M,
+                                 idx_t E, double coef) {
+  double s = 0;
+  for (idx_t e = 0; e < E; ++e) {
+    s += f[e] * pbar[e] / double(M);
+    if (load) load[e] = f[e];
+  }
+  *loss += coef * double(E) * s;
+}
+
+__global__ void aux_bwd_kernel(float* dprobs, const double* f, double scale, idx_t M, idx_t E) {
+  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < M * E; i += idx_t(gridDim.x) * blockDim.x)
+    dprobs[i] += float(scale * f[i % E]);
+}
+
+__global__ void z_rows_kernel(double* sq, const float* logits, idx_t M, idx_t E) {
+  const idx_t m = blockIdx.x * idx_t(blockDim.x) + threadIdx.x;
+  if (m >= M) return;
+  const double lse = row_lse(logits + m * E, E);
+  sq[m] = lse * lse;
+}
+
+__global__ void z_final_kernel(double* loss, const double* sq, idx_t M, double coef) {
+  double s = 0;
+  for (idx_t m = threadIdx.x; m < M; m += blockDim.x) s += sq[m];
+  const double t = block_sum(s);
+  if (threadIdx.x == 0) *loss += coef * t / double(M);
+}
+
+__global__ void z_bwd_kernel(float* dlogits, const float* logits, double scale, idx_t M, idx_t E) {
+  const idx_t m = blockIdx.x * idx_t(blockDim.x) + threadIdx.x;
+  if (m >= M) return;
+  const float* l = logits + m * E;
+  const double lse = row_lse(l, E);
+  for (idx_t i = 0; i < E; ++i) dlogits[m * E + i] += float(scale * lse * exp(double(l[i]) - lse));
+}
+
+void check_sizes(const char* op, idx_t M, idx_t E, idx_t K) {
+  CHECK(M >= 0 && E >= 1 && K >= 1 && K <= E, op, ": need M >= 0 and 1 <= K <= E, found M=", M, " E=", E, " K=", K);
+  CHECK(E <= kRouterMaxExperts && K <= kRouterMaxTopK, op, " (cuda): supports n_experts <= ", kRouterMaxExperts,
+        " and top_k <= ", kRouterMaxTopK, ", found E=", E, " K=", K);
+}
+
+}  // namespace
+
+void router_topk_forward(float* probs, int32_t* idx, float* w, const float* logits, idx_t M, idx_t E, idx_t K,
+                         bool normalize_topk, cudaStream_t stream) {
+  check_sizes("router_topk_forward", M, E, K);
+  if (M == 0) return;
+  topk_fwd_kernel<<<grid_1d(M, kThreads, idx_t(1) << 30), kThreads, 0, stream>>>(probs, idx, w, logits, M, E, K,
+                                                                                 normalize_topk);
+  CUDA_CHECK_LAUNCH("topk_fwd_kernel");
+}
+
+void router_topk_backward(float* dlogits, const float* dw, const float* dprobs, const float* probs,
+                          const int32_t* idx, const float* w, idx_t M, idx_t E, idx_t K, bool normalize_topk,
+                          cudaStream_t stream) {
+  check_sizes("router_topk_backward", M, E, K);
+  if (M == 0) return;
+  topk_bwd_kernel<<<grid_1d(M, kThreads, idx_t(1) << 30), kThreads, 0, stream>>>(dlogits, dw, dprobs, probs, idx, w,
+                                                                                 M, E, K, normalize_topk);
+  CUDA_CHECK_LAUNCH("topk_bwd_kernel");
+}
+
+void router_aux_loss_forward(double* loss, double* load, const float* probs, const int32_t* idx, idx_t M, idx_t E,
+                             idx_t K, double coef, cudaStream_t stream) {
+  check_sizes("router_aux_loss_forward", M, E, K);
+  if (M == 0) return;
+  double* f = static_cast<double*>(workspace(size_t(2 * E) * sizeof(double), stream));
+  expert_share_kernel<<<unsigned(E), kThreads, 0, stream>>>(f, f + E, probs, idx, M, E, K);
+  CUDA_CHECK_LAUNCH("expert_share_kernel");
+  aux_final_kernel<<<1, 1, 0, stream>>>(loss, load, f, f + E, M, E, coef);
+  CUDA_CHECK_LAUNCH("aux_final_kernel");
+}
+
+void router_aux_loss_backward(float* dprobs, double dloss, const int32_t* idx, idx_t M, idx_t E, idx_t K,
+                              double coef, cudaStream_t stream) {
+  check_sizes("router_aux_loss_backward", M, E, K);
+  if (M == 0) return;
+  double* f = static_cast<double*>(workspace(size_t(E) * sizeof(double), stream));
+  expert_share_kernel<<<unsigned(E), kThreads, 0, stream>>>(f, nullptr, nullptr, idx, M, E, K);
+  CUDA_CHECK_LAUNCH("expert_share_kernel");
+  aux_bwd_kernel<<<grid_1d(M * E, kThreads), kThreads, 0, stream>>>(dprobs, f, dloss * coef * double(E) / double(M),
+                                                                    M, E);
+  CUDA_CHECK_LAUNCH("aux_bwd_kernel");
+}
+
+void router_z_loss_forward(double* loss, const float* logits, idx_t M, idx_t E, double coef, cudaStream_t stream) {
+  CHECK(M >= 0 && E >= 1, "router_z_loss_forward: need M >= 0, E >= 1, found M=", M, " E=", E);
+  if (M == 0) return;
+  double* sq = static_cast<double*>(workspace(size_t(M) * sizeof(double), stream));
+  z_rows_kernel<<<grid_1d(M, kThreads, idx_t(1) << 30), kThreads, 0, stream>>>(sq, logits, M, E);
+  CUDA_CHECK_LAUNCH("z_rows_kernel");
+  z_final_kernel<<<1, kThreads, 0, stream>>>(loss, sq, M, coef);
+  CUDA_CHECK_LAUNCH("z_final_kernel");
+}
+
+void router_z_loss_backward(float* dlogits, double dloss, const float* logits, idx_t M, idx_t E, double coef,
+                            cudaStream_t stream) {
+  CHECK(M >= 0 && E >= 1, "router_z_loss_backward: need M >= 0, E >= 1, found M=", M, " E=", E);
+  if (M == 0) return;
+  z_bwd_kernel<<<grid_1d(M, kThreads, idx_t(1) << 30), kThreads, 0, stream>>>(dlogits, logits,
+                                                                              dloss * coef * 2.0 / double(M), M, E);
+  CUDA_CHECK_LAUNCH("z_bwd_kernel");
+}
+
+}  // namespace moessm::cuda
