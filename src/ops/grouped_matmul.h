@@ -25,3 +25,19 @@ void grouped_matmul_backward(T* din, idx_t din_ld, T* dweight, const T* dout, id
 
 }  // namespace cpu
 }  // namespace moessm
+
+#ifdef MOESSM_CUDA
+struct __nv_bfloat16;
+namespace moessm::cuda {
+// The CPU contract with T = float or __nv_bfloat16 operands (fp32 accumulation) and fp32 expert
+// weight gradients; offsets in device memory. One cuBLASLt GEMM per expert after one copy of
+// the offsets to the host per call (a stream sync: training and prefill only, not graph-capturable).
+template <typename T>
+void grouped_matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
+                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, cudaStream_t stream);
+template <typename T>
+void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout, idx_t dout_ld, const T* in,
+                             idx_t in_ld, const T* weight, idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N,
+                             idx_t Kd, bool din_accumulate, cudaStream_t stream);
+}  // namespace moessm::cuda
+#endif

@@ -1,0 +1,66 @@
+// CUDA grouped_matmul (see ops/grouped_matmul.h): one cuBLASLt GEMM per expert with rows, after
+// ONE small device-to-host copy of the offsets (E+1 int32) per call. That copy synchronises the
+// stream, so this path is for training and prefill; it cannot be captured in a CUDA graph (the
+// decode step needs a device-side grouped GEMV, still to come). Expert weight gradients
+// accumulate through the fp32 GEMM (deterministic: no atomics).
+#include <cuda_bf16.h>
+
+#include <vector>
+
+#include "core/check.h"
+#include "core/cuda_check.h"
+#include "ops/grouped_matmul.h"
+#include "ops/matmul.h"
+
+namespace moessm::cuda {
+
+namespace {
+std::vector<int32_t> host_offsets(const int32_t* offsets, idx_t E, cudaStream_t stream) {
+  std::vector<int32_t> h(static_cast<size_t>(E + 1));
+  CUDA_CHECK(cudaMemcpyAsync(h.data(), offsets, h.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  CHECK(h[0] == 0, "grouped_matmul: offsets[0] must be 0, found ", h[0]);
+  for (idx_t e = 0; e < E; ++e) CHECK(h[e + 1] >= h[e], "grouped_matmul: offsets decrease at expert ", e);
+  return h;
+}
+}  // namespace
+
+template <typename T>
+void grouped_matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
+                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, cudaStream_t stream) {
+  const std::vector<int32_t> off = host_offsets(offsets, E, stream);
+  for (idx_t e = 0; e < E; ++e) {
+    const idx_t r0 = off[e], rows = off[e + 1] - off[e];
+    if (rows == 0) continue;
+    matmul_forward<T>(out + r0 * out_ld, out_ld, in + r0 * in_ld, in_ld, weight + e * w_stride, nullptr, rows, N, Kd,
+                      false, stream);
+  }
+}
+
+template <typename T>
+void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout, idx_t dout_ld, const T* in,
+                             idx_t in_ld, const T* weight, idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N,
+                             idx_t Kd, bool din_accumulate, cudaStream_t stream) {
+  const std::vector<int32_t> off = host_offsets(offsets, E, stream);
+  for (idx_t e = 0; e < E; ++e) {
+    const idx_t r0 = off[e], rows = off[e + 1] - off[e];
+    if (rows == 0) continue;
+    matmul_backward<T>(din ? din + r0 * din_ld : nullptr, din_ld, dweight ? dweight + e * w_stride : nullptr, nullptr,
+                       dout + r0 * dout_ld, dout_ld, in + r0 * in_ld, in_ld, weight + e * w_stride, rows, N, Kd,
+                       din_accumulate, stream);
+  }
+}
+
+template void grouped_matmul_forward<float>(float*, idx_t, const float*, idx_t, const float*, idx_t, const int32_t*,
+                                            idx_t, idx_t, idx_t, cudaStream_t);
+template void grouped_matmul_forward<__nv_bfloat16>(__nv_bfloat16*, idx_t, const __nv_bfloat16*, idx_t,
+                                                    const __nv_bfloat16*, idx_t, const int32_t*, idx_t, idx_t, idx_t,
+                                                    cudaStream_t);
+template void grouped_matmul_backward<float>(float*, idx_t, float*, const float*, idx_t, const float*, idx_t,
+                                             const float*, idx_t, const int32_t*, idx_t, idx_t, idx_t, bool,
+                                             cudaStream_t);
+template void grouped_matmul_backward<__nv_bfloat16>(__nv_bfloat16*, idx_t, float*, const __nv_bfloat16*, idx_t,
+                                                     const __nv_bfloat16*, idx_t, const __nv_bfloat16*, idx_t,
+                                                     const int32_t*, idx_t, idx_t, idx_t, bool, cudaStream_t);
+
+}  // namespace moessm::cuda
