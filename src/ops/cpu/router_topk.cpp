@@ -1,6 +1,7 @@
 // CPU router: softmax, top-K (ties → lower index), optional renormalisation, Switch aux loss and
 // z-loss, with backwards; see ops/router_topk.h. Rows are independent and processed in parallel;
 // cross-row sums (P̄, slot counts, the losses) are accumulated serially in row order.
+#include "ops/router_select.h"
 #include "ops/router_topk.h"
 
 #include <algorithm>
@@ -39,19 +40,8 @@ void router_topk_forward(T* probs, int32_t* idx, T* w, const T* logits, idx_t M,
     T* p = probs + m * E;
     const double lse = row_lse(l, E);
     for (idx_t i = 0; i < E; ++i) p[i] = static_cast<T>(std::exp(double(l[i]) - lse));
-    // Selection by repeated arg-max over the not-yet-chosen experts. Strict '>' keeps the lower
-    // index on ties. K is small (1, 2, …), so O(K·E) beats sorting.
     int32_t* id = idx + m * K;
-    for (idx_t k = 0; k < K; ++k) {
-      int32_t best = -1;
-      for (idx_t i = 0; i < E; ++i) {
-        bool taken = false;
-        for (idx_t j = 0; j < k; ++j) taken = taken || id[j] == int32_t(i);
-        if (taken) continue;
-        if (best < 0 || p[i] > p[best]) best = int32_t(i);
-      }
-      id[k] = best;
-    }
+    router_select_topk(id, p, E, K);
     T* wm = w + m * K;
     double s = 0;
     for (idx_t k = 0; k < K; ++k) s += double(p[id[k]]);

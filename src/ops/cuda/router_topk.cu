@@ -5,6 +5,7 @@
 // device scalar, so a layer's aux losses sum on the device without a host sync.
 #include "core/check.h"
 #include "ops/cuda/common.cuh"
+#include "ops/router_select.h"
 #include "ops/router_topk.h"
 
 namespace moessm::cuda {
@@ -30,16 +31,7 @@ __global__ void topk_fwd_kernel(float* probs, int32_t* idx, float* w, const floa
   const double lse = row_lse(l, E);
   for (idx_t i = 0; i < E; ++i) p[i] = float(exp(double(l[i]) - lse));
   int32_t* id = idx + m * K;
-  for (idx_t k = 0; k < K; ++k) {
-    int32_t best = -1;
-    for (idx_t i = 0; i < E; ++i) {
-      bool taken = false;
-      for (idx_t j = 0; j < k; ++j) taken = taken || id[j] == int32_t(i);
-      if (taken) continue;
-      if (best < 0 || p[i] > p[best]) best = int32_t(i);
-    }
-    id[k] = best;
-  }
+  router_select_topk(id, p, E, K);
   double s = 0;
   for (idx_t k = 0; k < K; ++k) s += double(p[id[k]]);
   for (idx_t k = 0; k < K; ++k) w[m * K + k] = normalize ? float(double(p[id[k]]) / s) : p[id[k]];
