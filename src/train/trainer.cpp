@@ -55,6 +55,20 @@ bool is_checkpoint_leftover(const std::string& name) {
          name.rfind("checkpoint.tmp.", 0) == 0 || name.rfind("metrics.jsonl.tmp.", 0) == 0;
 }
 
+// Makes the complete generation NAME of run directory OUT the published one: the checkpoint
+// link points at it, older generations and leftovers of crashed writes are removed. Steps that
+// are already done are skipped, so a resumed run finishes the publication a crash cut short.
+void publish_generation(const std::string& out, const std::string& name) {
+  const std::string link = path_join(out, "checkpoint");
+  if (is_directory(link) && !is_symlink(link)) rename_path(link, path_join(out, "checkpoint.legacy"));
+  std::error_code ec;
+  if (!is_symlink(link) || std::filesystem::read_symlink(link, ec).string() != name) replace_symlink(name, link);
+  for (const std::string& entry : list_dir(out)) {
+    const bool older = checkpoint_generation_step(entry) >= 0 && entry != name;
+    if (older || is_checkpoint_leftover(entry)) remove_tree(path_join(out, entry));
+  }
+}
+
 // Writes the checkpoint generation <out>/checkpoint-<step>/ from host copies of the weights and
 // AdamW moments (table layout) and makes it the newest (see trainer.h for the order of steps).
 void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& backend, const Json& state,
@@ -79,13 +93,7 @@ void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& b
   // marker, written last the same way, completes the generation.
   write_file_atomic(path_join(gen, kCheckpointMarker), std::to_string(step) + "\n");
   sync_dir(out);  // the generation's own directory entry is durable before anything older goes
-  const std::string link = path_join(out, "checkpoint");
-  if (is_directory(link) && !is_symlink(link)) rename_path(link, path_join(out, "checkpoint.legacy"));
-  replace_symlink(name, link);
-  for (const std::string& entry : list_dir(out)) {
-    const bool older = checkpoint_generation_step(entry) >= 0 && entry != name;
-    if (older || is_checkpoint_leftover(entry)) remove_tree(path_join(out, entry));
-  }
+  publish_generation(out, name);
 }
 
 // Keeps the metrics lines of steps <= last_step (a resumed run rewrites what came after). A
@@ -118,13 +126,14 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
 }
 
 // Refuses, or with --overwrite clears, a run directory that already holds a run or a checkpoint.
+bool resumes_in_place(const TrainOptions& o) {
+  if (o.resume.empty() || !is_directory(o.out) || !is_directory(o.resume)) return false;
+  std::error_code ec;
+  return std::filesystem::equivalent(o.out, o.resume, ec);
+}
+
 void prepare_run_dir(const TrainOptions& o) {
-  bool same = false;
-  if (!o.resume.empty() && is_directory(o.out) && is_directory(o.resume)) {
-    std::error_code ec;
-    same = std::filesystem::equivalent(o.out, o.resume, ec);
-  }
-  if (same) return;
+  if (resumes_in_place(o)) return;
   const std::string what = existing_output(o.out);
   if (what.empty()) return;
   CHECK(o.overwrite, "train: the run directory '", o.out, "' already holds ", what,
@@ -239,6 +248,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     loader.restore(DataLoader::State::from_json(st.at("loader", sp)));
     CHECK(step <= o.max_steps, "--resume: the checkpoint is at step ", step, ", beyond max_steps ", o.max_steps);
     truncate_metrics(metrics_path, step);
+    const std::string ck_name = std::filesystem::path(ck).filename().string();
+    if (resumes_in_place(o) && checkpoint_generation_step(ck_name) >= 0) publish_generation(o.out, ck_name);
     std::printf("resumed from %s at step %lld\n", ck.c_str(), (long long)step);
   } else {
     backend->init(uint64_t(o.seed));
