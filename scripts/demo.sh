@@ -22,9 +22,9 @@ echo "== data: tokenise the corpus (persuasion.txt is the validation split)"
 "$bin" prepare --input "$austen" --tokenizer "$out/tokenizer.json" --out "$out/data"
 echo "== train: configs/demo.json"
 export OMP_WAIT_POLICY=passive
-"$bin" train --config configs/demo.json --data "$out/data" --out "$out/run"
+"$bin" train --config configs/demo.json --data "$out/data" --out "$out/run" --overwrite  # a rerun replaces the last demo run
 echo "== sample"
 "$bin" generate --model "$out/run" --prompt "It is a truth universally acknowledged" \
     --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 1
 echo
-echo "== done in $(( $(date +%s) - start )) s; run directory: $out/run (metrics.jsonl, checkpoint/)"
+echo "== done in $(( $(date +%s) - start )) s; run directory: $out/run (metrics.jsonl, checkpoint -> checkpoint-<step>/)"

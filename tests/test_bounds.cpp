@@ -18,6 +18,7 @@
 #include "model_checks.h"
 #include "testing.h"
 #include "tokenizer/tokenizer.h"
+#include "train/trainer.h"
 
 using namespace moessm;
 using namespace moessm::testing;
@@ -68,6 +69,15 @@ TEST(Bounds, ShardsMadeWithAnotherTokenizerAreRefused) {
   write_file_atomic(data + "/tokenizer.json", read_file(source_dir() + "/data/tokenizers/gpt2/tokenizer.json"));
   EXPECT_ERROR_HAS(check_shard_tokenizer(h, data + "/train.bin", data), "train.bin", "another tokenizer",
                    "tokenizer_hash", "moessm prepare");
+  // The trainer refuses such a data directory before it creates the run directory.
+  TrainOptions o;
+  o.data = data;
+  o.out = data + "/../run_mismatch";
+  o.max_steps = 1;
+  EXPECT_ERROR_HAS(train_model(ModelConfig::from_json(Json::parse(R"({"d_model": 16, "n_layer": 1, "vocab_size": 256})"),
+                                                      "test"), o),
+                   "another tokenizer");
+  EXPECT_FALSE(file_exists(data + "/../run_mismatch"));
 }
 
 TEST(Bounds, MixerOptionErrorsNameTheConfigFileAndLayer) {

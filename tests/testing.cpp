@@ -47,6 +47,14 @@ int run_cli(const std::string& args, std::string* output) {
 }
 
 int run_cli_argv(const std::vector<std::string>& args, std::string* output) {
+  return run_cli_env(args, {}, output);
+}
+
+int run_cli_env(const std::vector<std::string>& args, const std::vector<std::string>& env, std::string* output) {
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   std::vector<std::string> all = {binary_dir() + "/moessm"};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -60,7 +68,7 @@ int run_cli_argv(const std::vector<std::string>& args, std::string* output) {
   posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
   posix_spawn_file_actions_addclose(&fa, fds[0]);
   pid_t pid;
-  int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   if (rc != 0) {

@@ -17,6 +17,9 @@ std::string binary_dir();   // CMake build directory (where the `moessm` program
 int run_cli(const std::string& args, std::string* output);
 // The same without a shell: each element is one argument, passed through unchanged.
 int run_cli_argv(const std::vector<std::string>& args, std::string* output);
+// The same with extra environment variables ("NAME=value") added to this process's environment;
+// returns the exit code (a process that _exit(137)s returns 137), -1 if it did not exit.
+int run_cli_env(const std::vector<std::string>& args, const std::vector<std::string>& env, std::string* output);
 
 template <typename T>
 std::vector<T> random_vector(size_t n, Rng& rng, double lo = -1.0, double hi = 1.0) {

@@ -14,7 +14,7 @@ python3 -c "import transformers, torch; print('transformers', transformers.__ver
 status=0
 for cfg in configs/tiny_dense.json configs/hf_check.json; do
   name=$(basename "$cfg" .json)
-  "$build/moessm" init --config "$cfg" --out "/tmp/hf_$name" --seed 5 > /dev/null
+  "$build/moessm" init --config "$cfg" --out "/tmp/hf_$name" --seed 5 --overwrite > /dev/null
   echo "== $cfg"
   PYTHONUNBUFFERED=1 python3 tools/hf_compare.py --moessm "$build/moessm" --model "/tmp/hf_$name" \
       --seqs 3 --len 150 --grads 2>&1 | grep -v -i warn | tee -a "$OUT/hf_compare.log" || status=1

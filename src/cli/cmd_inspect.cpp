@@ -68,8 +68,12 @@ int cmd_init(int argc, char** argv) {
   Args a("init", "Write a freshly initialised checkpoint (config.json + model.safetensors).");
   a.path("config", "model config JSON (see configs/)", "", true)
       .path("out", "output checkpoint directory", "", true)
-      .option("seed", "initialisation seed", "0");
+      .option("seed", "initialisation seed", "0")
+      .flag("overwrite", "replace a checkpoint or training run already in --out (else refused)");
   if (!a.parse(argc, argv)) return 0;
+  const std::string existing = existing_output(a.str("out"));
+  CHECK(existing.empty() || a.on("overwrite"), "moessm init: '", a.str("out"), "' already holds ", existing,
+        "; pass --overwrite to replace it");
   ModelConfig cfg = ModelConfig::from_file(a.str("config"));
   LanguageModel<float> model(cfg);
   model.init(static_cast<uint64_t>(a.integer("seed")));

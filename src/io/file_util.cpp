@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <filesystem>
@@ -31,7 +32,34 @@ std::string dir_of(const std::string& path) {
   return path.substr(0, slash);
 }
 
+struct FsHook {
+  long long fail_at = 0;  // 0: off
+  bool trace = false;
+  long long count = 0;
+  FsHook() {
+    if (const char* f = std::getenv("MOESSM_FAIL_AT_FS_STEP")) fail_at = std::atoll(f);
+    if (const char* t = std::getenv("MOESSM_TRACE_FS_STEPS")) trace = t[0] != '\0' && t[0] != '0';
+  }
+};
+
+FsHook& fs_hook() {
+  static FsHook h;
+  return h;
+}
+
 }  // namespace
+
+void fs_step(const char* op, const std::string& path, void (*before_crash)(void*), void* arg) {
+  FsHook& h = fs_hook();
+  ++h.count;
+  if (h.trace) std::fprintf(stderr, "moessm-fs-step %lld %s %s\n", h.count, op, path.c_str());
+  if (h.fail_at > 0 && h.count == h.fail_at) {
+    if (before_crash) before_crash(arg);
+    std::fprintf(stderr, "moessm: injected crash at fs step %lld (%s %s)\n", h.count, op, path.c_str());
+    std::fflush(stderr);
+    ::_exit(137);
+  }
+}
 
 namespace {
 
@@ -108,6 +136,8 @@ void make_dirs(const std::string& path) {
   for (size_t pos = 1; pos <= path.size(); ++pos) {
     if (pos != path.size() && path[pos] != '/') continue;
     std::string prefix = path.substr(0, pos);
+    if (is_directory(prefix)) continue;
+    fs_step("mkdir", prefix);
     if (::mkdir(prefix.c_str(), 0755) == 0) continue;
     int err = errno;
     if (err == EEXIST) {
@@ -122,6 +152,8 @@ void make_dirs(const std::string& path) {
 void remove_tree(const std::string& path) {
   CHECK(!path.empty(), "remove_tree: empty path");
   std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(std::filesystem::path(path), ec))) return;
+  fs_step("remove", path);
   std::filesystem::remove_all(std::filesystem::path(path), ec);
   if (ec) FAIL("cannot remove '", path, "': ", ec.message());
 }
@@ -139,6 +171,7 @@ void prepare_output_file(const std::string& path) {
 }
 
 void rename_path(const std::string& from, const std::string& to) {
+  fs_step("rename", from + " -> " + to);
   if (std::rename(from.c_str(), to.c_str()) != 0)
     FAIL("cannot rename '", from, "' to '", to, "': ", std::strerror(errno));
 }
@@ -146,6 +179,7 @@ void rename_path(const std::string& from, const std::string& to) {
 void write_file_atomic(const std::string& path, const void* data, size_t n) {
   CHECK(!path.empty(), "write_file_atomic: empty path");
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  fs_step("create", tmp);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) FAIL("cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
   const auto give_up = [&](const char* step) {
@@ -154,19 +188,73 @@ void write_file_atomic(const std::string& path, const void* data, size_t n) {
     ::unlink(tmp.c_str());
     FAIL("cannot write '", path, "': ", step, " failed: ", std::strerror(err));
   };
+  fs_step("write", tmp);
   if (n > 0 && std::fwrite(data, 1, n, f) != n) give_up("write");
   if (std::fflush(f) != 0) give_up("flush");
+  fs_step("fsync", tmp);
   if (::fsync(::fileno(f)) != 0) give_up("fsync");
   int rc = std::fclose(f);
   f = nullptr;
   if (rc != 0) give_up("close");
+  fs_step("rename", tmp + " -> " + path);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) give_up("rename");
-  // Make the rename durable. Best effort: some file systems refuse fsync on directories.
-  int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY);
+  sync_dir(dir_of(path));  // makes the rename durable
+}
+
+void sync_dir(const std::string& path) {
+  fs_step("fsync-dir", path);
+  // Best effort: some file systems refuse fsync on directories.
+  int dfd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
   if (dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+bool is_symlink(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+void replace_symlink(const std::string& target, const std::string& link) {
+  const std::string tmp = link + ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());  // a leftover of an earlier process with this pid
+  fs_step("symlink", tmp + " -> " + target);
+  if (::symlink(target.c_str(), tmp.c_str()) != 0)
+    FAIL("cannot create the link '", tmp, "' to '", target, "': ", std::strerror(errno));
+  fs_step("rename", tmp + " -> " + link);
+  if (std::rename(tmp.c_str(), link.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    FAIL("cannot rename '", tmp, "' to '", link, "': ", std::strerror(err));
+  }
+  sync_dir(dir_of(link));
+}
+
+namespace {
+struct PartialAppend { std::FILE* f; const std::string* text; };
+void write_half(void* arg) {
+  auto* p = static_cast<PartialAppend*>(arg);
+  std::fwrite(p->text->data(), 1, p->text->size() / 2, p->f);
+  std::fflush(p->f);
+}
+}  // namespace
+
+void append_to_file(std::FILE* f, const std::string& path, const std::string& text) {
+  PartialAppend half{f, &text};
+  fs_step("append", path, write_half, &half);
+  if (std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fflush(f) != 0)
+    FAIL("cannot append to '", path, "': ", std::strerror(errno));
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(std::filesystem::path(path), ec), end; !ec && it != end; it.increment(ec))
+    names.push_back(it->path().filename().string());
+  if (ec) FAIL("cannot list directory '", path, "': ", ec.message());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {

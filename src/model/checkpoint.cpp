@@ -1,6 +1,7 @@
 // Checkpoint directory I/O (see checkpoint.h).
 #include "model/checkpoint.h"
 
+#include <cctype>
 #include <cmath>
 #include <vector>
 
@@ -10,15 +11,64 @@
 
 namespace moessm {
 
+std::string checkpoint_generation_name(int64_t step) { return "checkpoint-" + std::to_string(step); }
+
+int64_t checkpoint_generation_step(const std::string& name) {
+  const std::string prefix = "checkpoint-";
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
+  const std::string digits = name.substr(prefix.size());
+  if (digits.size() > 18 || (digits.size() > 1 && digits[0] == '0')) return -1;
+  for (char c : digits)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return -1;
+  return std::stoll(digits);
+}
+
+bool is_complete_generation(const std::string& dir, int64_t step) {
+  const std::string marker = path_join(dir, kCheckpointMarker);
+  if (!file_exists(marker)) return false;
+  try {
+    return read_regular_file(marker, 64) == std::to_string(step) + "\n";
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+std::string newest_run_checkpoint(const std::string& run_dir) {
+  if (!is_directory(run_dir)) return "";
+  int64_t best = -1;
+  for (const std::string& name : list_dir(run_dir)) {
+    const int64_t step = checkpoint_generation_step(name);
+    if (step > best && is_complete_generation(path_join(run_dir, name), step)) best = step;
+  }
+  if (best >= 0) return path_join(run_dir, checkpoint_generation_name(best));
+  for (const char* legacy : {"checkpoint", "checkpoint.old"}) {  // runs of an older moessm
+    const std::string d = path_join(run_dir, legacy);
+    if (!is_symlink(d) && file_exists(path_join(d, "trainer_state.json")) && file_exists(path_join(d, "config.json")) &&
+        file_exists(path_join(d, "model.safetensors")))
+      return d;
+  }
+  return "";
+}
+
+std::string existing_output(const std::string& dir) {
+  if (!is_directory(dir)) return "";
+  for (const char* f : {"config.json", "model.safetensors"})
+    if (file_exists(path_join(dir, f))) return std::string("a checkpoint (") + f + ")";
+  if (file_exists(path_join(dir, "metrics.jsonl"))) return "a training run (metrics.jsonl)";
+  for (const std::string& name : list_dir(dir))
+    if (name == "checkpoint" || name == "checkpoint.old" || name == "checkpoint.tmp" ||
+        checkpoint_generation_step(name) >= 0)
+      return "a training run (" + name + "/)";
+  return "";
+}
+
 std::string resolve_model_dir(const std::string& dir) {
   CHECK(is_directory(dir), "model directory '", dir, "' does not exist or is not a directory");
   if (file_exists(path_join(dir, "config.json"))) return dir;
-  // A training run directory: use its latest checkpoint.
-  for (const char* sub : {"checkpoint", "checkpoint.old"}) {
-    const std::string d = path_join(dir, sub);
-    if (file_exists(path_join(d, "config.json")) && file_exists(path_join(d, "model.safetensors"))) return d;
-  }
-  FAIL("model directory '", dir, "' has no config.json (nor a checkpoint/ of a training run)");
+  // A training run directory: use its newest complete checkpoint.
+  const std::string ck = newest_run_checkpoint(dir);
+  if (!ck.empty()) return ck;
+  FAIL("model directory '", dir, "' has no config.json (nor a complete checkpoint of a training run)");
 }
 
 ModelConfig load_model_config(const std::string& dir_in) {

@@ -13,8 +13,27 @@
 
 namespace moessm {
 
-// A checkpoint directory, or a training run directory whose checkpoint/ is used.
+// A checkpoint directory, or a training run directory whose newest complete checkpoint is used.
 std::string resolve_model_dir(const std::string& dir);
+
+// Training run directories hold checkpoint generations <run>/checkpoint-<step>/. A generation is
+// complete when its marker file COMPLETE holds "<step>\n" (its step, as in the directory's
+// name); the trainer writes the marker last, after every other file of the generation is
+// written and fsync'ed. `checkpoint` is a symbolic link to a complete generation, for people
+// and tools; readers do not depend on it.
+constexpr const char* kCheckpointMarker = "COMPLETE";
+std::string checkpoint_generation_name(int64_t step);  // "checkpoint-<step>"
+// The step of a generation directory name ("checkpoint-12" -> 12), or -1 for other names.
+int64_t checkpoint_generation_step(const std::string& name);
+bool is_complete_generation(const std::string& dir, int64_t step);
+// The newest complete checkpoint of a run directory: the complete generation of the highest
+// step, else a checkpoint/ or checkpoint.old/ directory of an older moessm (one with
+// trainer_state.json, config.json and model.safetensors); "" when there is none.
+std::string newest_run_checkpoint(const std::string& run_dir);
+// What an output directory already holds that a new `init` or `train` would replace: "" when
+// nothing (absent or empty of moessm files), else a description ("a checkpoint (config.json)",
+// "a training run (metrics.jsonl)", ...).
+std::string existing_output(const std::string& dir);
 ModelConfig load_model_config(const std::string& dir);  // <dir>/config.json
 
 // A checkpoint directory from a host copy of a parameter buffer laid out by `table` (what a

@@ -1,100 +1,152 @@
 // TrainOptions JSON mapping and validation (see train_options.h).
 #include "train/train_options.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
 #include "core/check.h"
 
 namespace moessm {
 
-const TrainOptionDoc kTrainOptionDocs[] = {
-    {"data", "prepared data directory (train.bin, val.bin from `moessm prepare`)"},
-    {"out", "run directory: metrics.jsonl and checkpoint/ (model + optimizer + state)"},
-    {"resume", "run directory to resume from (its checkpoint/)"},
-    {"max_steps", "optimizer steps in total"},
-    {"batch_size", "sequences per micro-batch"},
-    {"seq_len", "tokens per sequence"},
-    {"grad_accum", "micro-batches accumulated per optimizer step"},
-    {"lr", "peak learning rate"},
-    {"min_lr", "final learning rate of the cosine decay"},
-    {"warmup_steps", "linear warm-up steps"},
-    {"weight_decay", "AdamW weight decay (not applied to A_log, D, biases, norms)"},
-    {"beta1", "AdamW beta1"},
-    {"beta2", "AdamW beta2"},
-    {"eps", "AdamW epsilon"},
-    {"grad_clip", "clip the global gradient norm to this (0: off)"},
-    {"eval_every", "evaluate on the validation split every N steps (and at the end)"},
-    {"eval_tokens", "validation tokens per evaluation (0: the whole split)"},
-    {"checkpoint_every", "write a checkpoint every N steps (and at the end)"},
-    {"log_every", "print a progress line every N steps"},
-    {"seed", "seed for initialisation and data order"},
-    {"device", "cpu or cuda (one GPU: dense Mamba layers, bf16 activations, fp32 master weights)"},
-    {"halt_after", "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)"},
+namespace {
+using O = TrainOptions;
+constexpr OnResume K = OnResume::kKept, F = OnResume::kFree, P = OnResume::kPerInvocation;
+}  // namespace
+
+const TrainOptionSpec kTrainOptions[] = {
+    {"data", &O::data, "prepared data directory (train.bin, val.bin from `moessm prepare`)", K, true},
+    {"out", &O::out, "run directory: metrics.jsonl and checkpoint-<step>/ generations, checkpoint -> the newest "
+                     "(with --resume: defaults to the resumed run)", P, true},
+    {"resume", &O::resume, "run directory to continue (its newest complete checkpoint; the config, data and "
+                           "options come from the run unless given)", P, true},
+    {"max_steps", &O::max_steps, "optimizer steps in total", F},
+    {"batch_size", &O::batch_size, "sequences per micro-batch", K},
+    {"seq_len", &O::seq_len, "tokens per sequence", K},
+    {"grad_accum", &O::grad_accum, "micro-batches accumulated per optimizer step", K},
+    {"lr", &O::lr, "peak learning rate", K},
+    {"min_lr", &O::min_lr, "final learning rate of the cosine decay", K},
+    {"warmup_steps", &O::warmup_steps, "linear warm-up steps", K},
+    {"weight_decay", &O::weight_decay, "AdamW weight decay (not applied to A_log, D, biases, norms)", K},
+    {"beta1", &O::beta1, "AdamW beta1", K},
+    {"beta2", &O::beta2, "AdamW beta2", K},
+    {"eps", &O::eps, "AdamW epsilon", K},
+    {"grad_clip", &O::grad_clip, "clip the global gradient norm to this (0: off)", K},
+    {"eval_every", &O::eval_every, "evaluate on the validation split every N steps (and at the end)", F},
+    {"eval_tokens", &O::eval_tokens, "validation tokens per evaluation (0: the whole split)", F},
+    {"checkpoint_every", &O::checkpoint_every, "write a checkpoint every N steps (and at the end)", F},
+    {"log_every", &O::log_every, "print a progress line every N steps", F},
+    {"seed", &O::seed, "seed for initialisation and data order", K},
+    {"device", &O::device, "cpu or cuda (one GPU: dense Mamba layers, bf16 activations, fp32 master weights)", F},
+    {"halt_after", &O::halt_after, "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)", P},
+    {"overwrite", &O::overwrite, "replace an existing run or checkpoint in the run directory (else refused)", P},
+    {"allow_changed_options", &O::allow_changed_options,
+     "with --resume: continue although options differ from the run's (batch_size, lr, seed, ...), with a warning", P},
 };
-const int kNumTrainOptionDocs = sizeof(kTrainOptionDocs) / sizeof(kTrainOptionDocs[0]);
+const int kNumTrainOptions = sizeof(kTrainOptions) / sizeof(kTrainOptions[0]);
+
+const TrainOptionSpec* find_train_option(const std::string& name) {
+  for (const TrainOptionSpec& s : kTrainOptions)
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+const char* TrainOptionSpec::type_name() const {
+  switch (member.index()) {
+    case 0: return "text";
+    case 1: return "integer";
+    case 2: return "number";
+    default: return "on/off";
+  }
+}
+
+Json TrainOptionSpec::get(const TrainOptions& o) const {
+  return std::visit([&](auto m) { return Json(o.*m); }, member);
+}
+
+void TrainOptionSpec::set(TrainOptions& o, const Json& v, const std::string& what) const {
+  if (auto m = std::get_if<std::string O::*>(&member)) o.**m = v.as_string(what);
+  else if (auto m = std::get_if<int64_t O::*>(&member)) o.**m = v.as_int(what);
+  else if (auto m = std::get_if<double O::*>(&member)) o.**m = v.as_number(what);
+  else o.*std::get<bool O::*>(member) = v.as_bool(what);
+}
+
+Json TrainOptionSpec::parse_text(const std::string& text, const std::string& what) const {
+  switch (member.index()) {
+    case 0: return Json(text);
+    case 1: {
+      char* end = nullptr;
+      errno = 0;
+      const long long x = std::strtoll(text.c_str(), &end, 10);
+      CHECK(!text.empty() && end && *end == '\0', what, " expects an integer, found '", text, "'");
+      CHECK(errno != ERANGE, what, ": '", text, "' is out of the range of a 64-bit integer");
+      return Json(int64_t(x));
+    }
+    case 2: {
+      char* end = nullptr;
+      const double x = std::strtod(text.c_str(), &end);
+      CHECK(!text.empty() && end && *end == '\0', what, " expects a number, found '", text, "'");
+      return Json(x);  // inf / nan are refused by validate(), naming the option
+    }
+    default:
+      if (text == "true" || text == "1") return Json(true);
+      if (text == "false" || text == "0") return Json(false);
+      FAIL(what, " is on/off: give it alone, or =true / =false, found '", text, "'");
+  }
+}
 
 void TrainOptions::apply_json(const Json& j, const std::string& src) {
   CHECK(j.is_object(), src, ": the train options must be a JSON object");
   for (const auto& kv : j.as_object()) {
-    const std::string& k = kv.first;
-    const Json& v = kv.second;
-    const std::string what = src + ": train." + k;
-    auto integer = [&](int64_t* dst) { *dst = v.as_int(what); };
-    auto number = [&](double* dst) { *dst = v.as_number(what); };
-    if (k == "data") data = v.as_string(what);
-    else if (k == "out") out = v.as_string(what);
-    else if (k == "resume") resume = v.as_string(what);
-    else if (k == "max_steps") integer(&max_steps);
-    else if (k == "batch_size") integer(&batch_size);
-    else if (k == "seq_len") integer(&seq_len);
-    else if (k == "grad_accum") integer(&grad_accum);
-    else if (k == "lr") number(&lr);
-    else if (k == "min_lr") number(&min_lr);
-    else if (k == "warmup_steps") integer(&warmup_steps);
-    else if (k == "weight_decay") number(&weight_decay);
-    else if (k == "beta1") number(&beta1);
-    else if (k == "beta2") number(&beta2);
-    else if (k == "eps") number(&eps);
-    else if (k == "grad_clip") number(&grad_clip);
-    else if (k == "eval_every") integer(&eval_every);
-    else if (k == "eval_tokens") integer(&eval_tokens);
-    else if (k == "checkpoint_every") integer(&checkpoint_every);
-    else if (k == "log_every") integer(&log_every);
-    else if (k == "seed") integer(&seed);
-    else if (k == "halt_after") integer(&halt_after);
-    else if (k == "device") device = v.as_string(what);
-    else FAIL(src, ": unknown train option '", k, "' (see moessm train --help)");
+    const TrainOptionSpec* s = find_train_option(kv.first);
+    if (!s) FAIL(src, ": unknown train option '", kv.first, "' (see moessm train --help)");
+    s->set(*this, kv.second, src + ": train." + kv.first);
   }
 }
 
 Json TrainOptions::to_json() const {
   Json j = Json::object();
-  j.set("data", data);
-  j.set("out", out);
-  j.set("max_steps", max_steps);
-  j.set("batch_size", batch_size);
-  j.set("seq_len", seq_len);
-  j.set("grad_accum", grad_accum);
-  j.set("lr", lr);
-  j.set("min_lr", min_lr);
-  j.set("warmup_steps", warmup_steps);
-  j.set("weight_decay", weight_decay);
-  j.set("beta1", beta1);
-  j.set("beta2", beta2);
-  j.set("eps", eps);
-  j.set("grad_clip", grad_clip);
-  j.set("eval_every", eval_every);
-  j.set("eval_tokens", eval_tokens);
-  j.set("checkpoint_every", checkpoint_every);
-  j.set("log_every", log_every);
-  j.set("seed", seed);
-  j.set("device", device);
+  for (const TrainOptionSpec& s : kTrainOptions) j.set(s.name, s.get(*this));
   return j;
 }
 
+void TrainOptions::inherit(const Json& saved, const std::string& src) {
+  CHECK(saved.is_object(), src, ": the recorded options must be a JSON object");
+  for (const auto& kv : saved.as_object()) {
+    const TrainOptionSpec* s = find_train_option(kv.first);
+    if (s && s->on_resume != OnResume::kPerInvocation) s->set(*this, kv.second, src + ": options." + kv.first);
+  }
+}
+
+std::vector<std::string> changed_options_on_resume(const Json& saved, const TrainOptions& now) {
+  std::vector<std::string> out;
+  if (!saved.is_object()) return out;
+  for (const TrainOptionSpec& s : kTrainOptions) {
+    if (s.on_resume != OnResume::kKept) continue;
+    const Json* old = saved.get(s.name);
+    if (!old) continue;  // a state from before this option existed
+    const Json cur = s.get(now);
+    if (*old != cur) out.push_back(std::string(s.name) + ": checkpoint " + old->dump() + ", now " + cur.dump());
+  }
+  return out;
+}
+
 void TrainOptions::validate() const {
+  for (const TrainOptionSpec& s : kTrainOptions)
+    if (auto m = std::get_if<double O::*>(&s.member))
+      CHECK(std::isfinite(this->**m), "train: ", s.name, " must be a finite number, found ", this->**m);
   CHECK(!data.empty(), "train: no data directory (--data or train.data in the config)");
   CHECK(!out.empty(), "train: no run directory (--out or train.out in the config)");
   CHECK(max_steps >= 1, "train: max_steps must be >= 1, got ", max_steps);
   CHECK(batch_size >= 1 && seq_len >= 1 && grad_accum >= 1, "train: batch_size, seq_len and grad_accum must be >= 1");
+  // The token buffers of a micro-batch hold batch_size × seq_len ids and counts are 64-bit:
+  // bounded products, checked without overflowing.
+  constexpr int64_t kMaxMicroBatchTokens = int64_t(1) << 31, kMaxStepTokens = int64_t(1) << 40;
+  CHECK(batch_size <= kMaxMicroBatchTokens / seq_len, "train: batch_size × seq_len (", batch_size, " × ", seq_len,
+        ") exceeds the limit of ", kMaxMicroBatchTokens, " tokens per micro-batch");
+  CHECK(grad_accum <= kMaxStepTokens / (batch_size * seq_len), "train: batch_size × seq_len × grad_accum (", batch_size,
+        " × ", seq_len, " × ", grad_accum, ") exceeds the limit of ", kMaxStepTokens, " tokens per step");
   CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, "train: need 0 <= min_lr <= lr with lr > 0 (lr ", lr, ", min_lr ", min_lr, ")");
   CHECK(warmup_steps >= 0 && eval_every >= 0 && checkpoint_every >= 0 && log_every >= 1 && eval_tokens >= 0 && halt_after >= 0,
         "train: step counts must be non-negative (log_every >= 1)");

@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -11,6 +13,7 @@
 
 #include "core/check.h"
 #include "data/loader.h"
+#include "data/shards.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
 #include "model/accounting.h"
@@ -46,54 +49,143 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-// The checkpoint directory from host copies of the weights and AdamW moments (table layout).
-void save_checkpoint(const std::string& out, const TrainBackend& backend, const Json& state,
+// Names in a run directory that a completed checkpoint write clears away: leftovers of crashed
+// writes and of older moessm layouts.
+bool is_checkpoint_leftover(const std::string& name) {
+  return name == "checkpoint.old" || name == "checkpoint.tmp" || name == "checkpoint.legacy" ||
+         name.rfind("checkpoint.tmp.", 0) == 0 || name.rfind("metrics.jsonl.tmp.", 0) == 0;
+}
+
+// Makes the complete generation NAME of run directory OUT the published one: the checkpoint
+// link points at it, older generations and leftovers of crashed writes are removed. Steps that
+// are already done are skipped, so a resumed run finishes the publication a crash cut short.
+void publish_generation(const std::string& out, const std::string& name) {
+  const std::string link = path_join(out, "checkpoint");
+  if (is_directory(link) && !is_symlink(link)) rename_path(link, path_join(out, "checkpoint.legacy"));
+  std::error_code ec;
+  if (!is_symlink(link) || std::filesystem::read_symlink(link, ec).string() != name) replace_symlink(name, link);
+  for (const std::string& entry : list_dir(out)) {
+    const bool older = checkpoint_generation_step(entry) >= 0 && entry != name;
+    if (older || is_checkpoint_leftover(entry)) remove_tree(path_join(out, entry));
+  }
+}
+
+// Writes the checkpoint generation <out>/checkpoint-<step>/ from host copies of the weights and
+// AdamW moments (table layout) and makes it the newest (see trainer.h for the order of steps).
+void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& backend, const Json& state,
                      const std::string& tokenizer_src) {
-  const std::string tmp = path_join(out, "checkpoint.tmp"), cur = path_join(out, "checkpoint"),
-                    old = path_join(out, "checkpoint.old");
+  const std::string name = checkpoint_generation_name(step), gen = path_join(out, name);
   std::vector<float> params, m, v;
   backend.download(params, m, v);
-  remove_tree(tmp);
-  make_dirs(tmp);
-  save_checkpoint_dir(tmp, backend.config(), backend.table(), params.data(),
-                      {{"step", std::to_string(state.at("step").as_int())}});
+  remove_tree(gen);  // an incomplete generation of this step, left by a crashed write
+  make_dirs(gen);
+  save_checkpoint_dir(gen, backend.config(), backend.table(), params.data(), {{"step", std::to_string(step)}});
   {
     SafetensorsWriter w;
     backend.table().visit([&](const ParamInfo& p) {
       w.add("exp_avg." + p.name, DType::F32, p.shape, m.data() + p.offset);
       w.add("exp_avg_sq." + p.name, DType::F32, p.shape, v.data() + p.offset);
     });
-    w.write(path_join(tmp, "optimizer.safetensors"));
+    w.write(path_join(gen, "optimizer.safetensors"));
   }
-  if (!tokenizer_src.empty()) write_file_atomic(path_join(tmp, "tokenizer.json"), read_file(tokenizer_src));
-  write_file_atomic(path_join(tmp, "trainer_state.json"), state.dump(2) + "\n");
-  // Swap: cur → old, tmp → cur, drop old. At every instant one complete checkpoint exists.
-  remove_tree(old);
-  if (is_directory(cur)) rename_path(cur, old);
-  rename_path(tmp, cur);
-  remove_tree(old);
+  if (!tokenizer_src.empty()) write_file_atomic(path_join(gen, "tokenizer.json"), read_file(tokenizer_src));
+  write_file_atomic(path_join(gen, "trainer_state.json"), state.dump(2) + "\n");
+  // Every file above is fsync'ed and renamed into place with the directory fsync'ed: the
+  // marker, written last the same way, completes the generation.
+  write_file_atomic(path_join(gen, kCheckpointMarker), std::to_string(step) + "\n");
+  sync_dir(out);  // the generation's own directory entry is durable before anything older goes
+  publish_generation(out, name);
 }
 
-// Keeps the metrics lines of steps <= last_step (a resumed run rewrites what came after).
+// Keeps the metrics lines of steps <= last_step (a resumed run rewrites what came after). A
+// last line that does not parse (torn by a crash while it was appended) is dropped with a
+// warning; an unreadable line before it is an error naming the line.
 void truncate_metrics(const std::string& path, int64_t last_step) {
   if (!file_exists(path)) return;
-  std::istringstream in(read_file(path));
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    Json j = Json::parse(line, path);
-    if (j.at("step", path).as_int() <= last_step) kept += line + "\n";
+  std::vector<std::string> lines;
+  {
+    std::istringstream in(read_file(path));
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) lines.push_back(line);
+  }
+  std::string kept;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    int64_t step = 0;
+    try {
+      step = Json::parse(lines[i], path).at("step", path).as_int(path + ": step");
+    } catch (const Error& e) {
+      CHECK(i + 1 == lines.size(), path, ": line ", i + 1, " of ", lines.size(), " is not a metrics record (", e.what(),
+            "); only the last line may be torn by a crash");
+      std::fprintf(stderr, "warning: %s: dropping a torn last line (%zu bytes), left by an interrupted write\n",
+                   path.c_str(), lines[i].size());
+      continue;
+    }
+    if (step <= last_step) kept += lines[i] + "\n";
   }
   write_file_atomic(path, kept);
 }
 
+// Refuses, or with --overwrite clears, a run directory that already holds a run or a checkpoint.
+bool resumes_in_place(const TrainOptions& o) {
+  if (o.resume.empty() || !is_directory(o.out) || !is_directory(o.resume)) return false;
+  std::error_code ec;
+  return std::filesystem::equivalent(o.out, o.resume, ec);
+}
+
+void prepare_run_dir(const TrainOptions& o) {
+  if (resumes_in_place(o)) return;
+  const std::string what = existing_output(o.out);
+  if (what.empty()) return;
+  CHECK(o.overwrite, "train: the run directory '", o.out, "' already holds ", what,
+        "; pass --overwrite to replace it, or --resume ", o.out, " to continue it");
+  std::fprintf(stderr, "warning: --overwrite: removing the run in '%s' (%s)\n", o.out.c_str(), what.c_str());
+  for (const std::string& entry : list_dir(o.out))
+    if (entry == "metrics.jsonl" || entry == "config.json" || entry == "model.safetensors" || entry == "checkpoint" ||
+        checkpoint_generation_step(entry) >= 0 || is_checkpoint_leftover(entry))
+      remove_tree(path_join(o.out, entry));
+}
+
 }  // namespace
 
-std::string find_run_checkpoint(const std::string& run_dir) {
-  for (const char* name : {"checkpoint", "checkpoint.old"}) {
-    std::string d = path_join(run_dir, name);
-    if (file_exists(path_join(d, "trainer_state.json"))) return d;
+std::string find_run_checkpoint(const std::string& run_dir) { return newest_run_checkpoint(run_dir); }
+
+Json read_trainer_state(const std::string& ck) {
+  const std::string sp = path_join(ck, "trainer_state.json");
+  Json st = Json::parse_file(sp);
+  const int64_t step = st.at("step", sp).as_int(sp + ": step");
+  CHECK(step >= 0, sp, ": step must be a non-negative integer, found ", step);
+  st.at("elapsed_s", sp).as_number(sp + ": elapsed_s");
+  CHECK(st.at("options", sp).is_object(), sp, ": options must be a JSON object");
+  return st;
+}
+
+std::string first_config_difference(const Json& a, const Json& b, const std::string& prefix) {
+  auto show = [](const Json* j) { return j ? j->dump() : std::string("(absent)"); };
+  if (a.is_object() && b.is_object()) {
+    for (const auto& kv : a.as_object()) {
+      const std::string name = prefix.empty() ? kv.first : prefix + "." + kv.first;
+      const Json* other = b.get(kv.first);
+      if (!other) return name + ": checkpoint " + kv.second.dump() + ", config (absent)";
+      std::string d = first_config_difference(kv.second, *other, name);
+      if (!d.empty()) return d;
+    }
+    for (const auto& kv : b.as_object())
+      if (!a.has(kv.first))
+        return (prefix.empty() ? kv.first : prefix + "." + kv.first) + ": checkpoint (absent), config " + show(&kv.second);
+    return "";
   }
+  if (a.is_array() && b.is_array()) {
+    const auto &x = a.as_array(), &y = b.as_array();
+    for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
+      std::string d = first_config_difference(x[i], y[i], prefix + "[" + std::to_string(i) + "]");
+      if (!d.empty()) return d;
+    }
+    if (x.size() != y.size())
+      return prefix + ": checkpoint " + std::to_string(x.size()) + " entries, config " + std::to_string(y.size());
+    return "";
+  }
+  if (a != b) return (prefix.empty() ? "config" : prefix) + ": checkpoint " + a.dump() + ", config " + b.dump();
   return "";
 }
 
@@ -101,10 +193,35 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   o.validate();
   check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
-  make_dirs(o.out);
+  // A resumed run: the checkpoint, its state and the checks against it come before the run
+  // directory is touched.
+  std::string ck;
+  Json st;
+  if (!o.resume.empty()) {
+    ck = find_run_checkpoint(o.resume);
+    CHECK(!ck.empty(), "--resume ", o.resume, ": no complete checkpoint found (expected ",
+          path_join(o.resume, "checkpoint-<step>"), "/ with its ", kCheckpointMarker, " marker)");
+    const std::string diff = first_config_difference(load_model_config(ck).to_json(), cfg.to_json());
+    CHECK(diff.empty(), "--resume ", ck, ": the model config differs from the checkpoint's: ", diff);
+    st = read_trainer_state(ck);
+    const std::vector<std::string> changed = changed_options_on_resume(st.at("options"), o);
+    if (!changed.empty()) {
+      std::string list;
+      for (const std::string& c : changed) list += "\n  " + c;
+      CHECK(o.allow_changed_options, "--resume ", ck, ": options differ from the run's:", list,
+            "\n(pass --allow-changed-options to continue with the new values)");
+      std::fprintf(stderr, "warning: --resume %s: continuing with changed options (--allow-changed-options):%s\n",
+                   ck.c_str(), list.c_str());
+    }
+  }
+  // The data is checked before the run directory is touched: both splits present, and made
+  // with the tokenizer the directory holds.
   const std::string train_path = path_join(o.data, "train.bin"), val_path = path_join(o.data, "val.bin");
   CHECK(file_exists(train_path), "data directory '", o.data, "' has no train.bin (run `moessm prepare` first)");
   CHECK(file_exists(val_path), "data directory '", o.data, "' has no val.bin (run `moessm prepare` first)");
+  for (const std::string& p : {train_path, val_path}) check_shard_tokenizer(read_shard_header(p), p, o.data);
+  prepare_run_dir(o);
+  make_dirs(o.out);
   auto train_shard = std::make_shared<Shard>(read_shard(train_path));
   auto val_shard = std::make_shared<Shard>(read_shard(val_path));
   CHECK(int64_t(train_shard->header.vocab_size) <= cfg.vocab_size, train_path, ": the data's vocabulary (",
@@ -120,11 +237,6 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const std::string metrics_path = path_join(o.out, "metrics.jsonl");
 
   if (!o.resume.empty()) {
-    const std::string ck = find_run_checkpoint(o.resume);
-    CHECK(!ck.empty(), "--resume ", o.resume, ": no checkpoint found (expected ", path_join(o.resume, "checkpoint"), "/trainer_state.json)");
-    ModelConfig saved = load_model_config(ck);
-    CHECK(saved.to_json().dump() == cfg.to_json().dump(), "--resume ", ck,
-          ": the checkpoint's model config differs from the given config");
     const size_t n = backend->table().total();
     std::vector<float> params(n), m(n), v(n);
     read_weights(path_join(ck, "model.safetensors"), backend->table(), params.data());
@@ -135,12 +247,13 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     });
     backend->upload(params, m, v);
     const std::string sp = path_join(ck, "trainer_state.json");
-    Json st = Json::parse_file(sp);
     step = st.at("step", sp).as_int(sp + ": step");
     elapsed_before = st.at("elapsed_s", sp).as_number(sp + ": elapsed_s");
     loader.restore(DataLoader::State::from_json(st.at("loader", sp)));
     CHECK(step <= o.max_steps, "--resume: the checkpoint is at step ", step, ", beyond max_steps ", o.max_steps);
     truncate_metrics(metrics_path, step);
+    const std::string ck_name = std::filesystem::path(ck).filename().string();
+    if (resumes_in_place(o) && checkpoint_generation_step(ck_name) >= 0) publish_generation(o.out, ck_name);
     std::printf("resumed from %s at step %lld\n", ck.c_str(), (long long)step);
   } else {
     backend->init(uint64_t(o.seed));
@@ -206,7 +319,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::fclose(metrics);
       FAIL("training diverged at step ", step, ": loss ", loss, ", gradient norm ", gnorm,
-           "; the last good checkpoint is kept in ", path_join(o.out, "checkpoint"),
+           "; the last good checkpoint is kept in ", find_run_checkpoint(o.out).empty() ? "(none yet)" : find_run_checkpoint(o.out),
            " (lower the learning rate or raise warm-up, then --resume)");
     }
     const double clip = (o.grad_clip > 0 && gnorm > o.grad_clip) ? o.grad_clip / gnorm : 1.0;
@@ -232,8 +345,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
       Json st = backend->stats();
       if (!st.is_null()) line.set("layers", st);
     }
-    std::fprintf(metrics, "%s\n", line.dump().c_str());
-    std::fflush(metrics);
+    append_to_file(metrics, metrics_path, line.dump() + "\n");
     if (step % o.log_every == 0 || eval_now || step == 1) {
       std::printf("step %5lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | elapsed %s | ETA %s",
                   (long long)step, (long long)o.max_steps, loss, lr, gnorm, double(tokens_per_step) / ema_step_s,
@@ -247,7 +359,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
     if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
-      save_checkpoint(o.out, *backend, state_json(elapsed), tokenizer_src);
+      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_src);
     }
     if (halt) {
       res.halted = true;

@@ -6,11 +6,26 @@
 // Run directory layout:
 //   <out>/metrics.jsonl     one JSON object per step: step, loss, lr, grad_norm, tokens_per_s,
 //                           elapsed_s (+ val_loss and expert load at evaluations)
-//   <out>/checkpoint/       config.json, model.safetensors (loadable by generate/logits/grads),
-//                           optimizer.safetensors (exp_avg.*, exp_avg_sq.*), trainer_state.json,
-//                           tokenizer.json (copied from the data directory when present)
-// A checkpoint is written to checkpoint.tmp/ and swapped in with renames, so an interruption
-// at any point leaves a complete checkpoint (checkpoint/ or, mid-swap, checkpoint.old/).
+//   <out>/checkpoint-<step>/  a checkpoint generation: config.json, model.safetensors (loadable
+//                           by generate/logits/grads), optimizer.safetensors (exp_avg.*,
+//                           exp_avg_sq.*), trainer_state.json, tokenizer.json (copied from the
+//                           data directory when present) and, written last, COMPLETE ("<step>\n")
+//   <out>/checkpoint        a symbolic link to the newest complete generation
+// A checkpoint write: remove a leftover checkpoint-<step>/ of a crashed write, create it, write
+// every file (each fsync'ed, renamed into place, the directory fsync'ed), write COMPLETE the same
+// way, fsync <out>, point the link at it (atomic rename of a new link), and only then remove
+// the older generations. Readers (resume, resolve_model_dir) take the complete generation of
+// the highest step, so a crash at any instant of the write, or two crashes in a row, resume from
+// the newest checkpoint that was completed. (A run of an older moessm with a checkpoint/ or
+// checkpoint.old/ directory is still read.)
+//
+// Run directories are not replaced silently: a new run (no --resume of the same directory)
+// into a directory that already holds a run or a checkpoint is refused unless
+// opts.overwrite, which removes the old run's metrics and checkpoints first. A resumed run
+// must use the options recorded in the checkpoint for every OnResume::kKept option (each
+// difference is named; opts.allow_changed_options continues with a warning) and the same model
+// config (the first differing field is named). A torn last line of metrics.jsonl (what a crash
+// while appending leaves) is dropped with a warning.
 #pragma once
 #include <string>
 
@@ -27,8 +42,13 @@ struct TrainResult {
 
 TrainResult train_model(const ModelConfig& cfg, const TrainOptions& opts);
 
-// Finds the checkpoint directory of a run directory (checkpoint/, or checkpoint.old/ after an
-// interrupted swap); returns "" when there is none.
+// The newest complete checkpoint of a run directory (see newest_run_checkpoint); "" when none.
 std::string find_run_checkpoint(const std::string& run_dir);
+// The trainer state (trainer_state.json) of a checkpoint directory, checked: "step" a
+// non-negative integer, "options" an object; errors name the file and the field.
+Json read_trainer_state(const std::string& checkpoint_dir);
+// The first difference between two model configs' JSON (checkpoint's, given), as
+// "field: checkpoint A, config B" ("" when equal); nested fields are dotted (layers[1].top_k).
+std::string first_config_difference(const Json& checkpoint, const Json& given, const std::string& prefix = "");
 
 }  // namespace moessm
