@@ -379,7 +379,7 @@ uint32_t float_bits(float f) {
 
 TEST(Activations, ExpFastIsDefinedForNaN) {
   // Before the fix a NaN reached static_cast<int32_t> and a left shift of a negative value
-  // (UBSan: float-cast-overflow / shift-base). volatile keeps the compiler from folding it away.
+  // (UBSan: float-cast-overflow with clang, shift-base with gcc). volatile keeps the compiler from folding it away.
   volatile float qnan = std::numeric_limits<float>::quiet_NaN();
   volatile float neg_nan = -std::numeric_limits<float>::quiet_NaN();
   EXPECT_TRUE(std::isnan(exp_fast(float(qnan))));
@@ -388,7 +388,10 @@ TEST(Activations, ExpFastIsDefinedForNaN) {
   std::vector<float> x = {1.0f, float(qnan), -2.0f}, y(3);
   cpu::silu_forward(y.data(), x.data(), 3);
   EXPECT_TRUE(std::isnan(y[1]));
-  EXPECT_EQ(float_bits(y[0]), float_bits(silu_of(1.0f)));
+  // The neighbours are unaffected (within the op's float rounding; the vectorised op may fuse
+  // differently from the scalar helper).
+  EXPECT_NEAR(y[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(y[2], -2.0 / (1.0 + std::exp(2.0)), 1e-6);
 }
 
 TEST(Activations, ExpFastFiniteResultsUnchangedByNaNFix) {
