@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing: scripts/fuzz.sh [SECONDS_PER_HARNESS] (default 60).
 # Installs clang and its sanitizer/libFuzzer runtimes when missing (scripts/setup.sh), configures
-# build/fuzz (BUILD_DIR overrides) with clang and -DMOESSM_FUZZ=ON, builds every harness in
+# build/fuzz (FUZZ_BUILD_DIR overrides) with clang and -DMOESSM_FUZZ=ON, builds every harness in
 # fuzz/, and runs each for SECONDS on a fresh COPY of its seed corpus fuzz/corpus/<name>/ (the
 # repository's corpus never grows; new inputs stay under build/fuzz/run/). Prints libFuzzer's
 # executions, coverage and findings per harness. Exits non-zero when any harness finds a crash,
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || { echo "usage: scripts/fuzz.sh [SECONDS_PER_HARNESS >= 1]" >&2; exit 2; }
 bash scripts/setup.sh clang libclang-rt-dev libomp-dev
-build=${BUILD_DIR:-build/fuzz}
+build=${FUZZ_BUILD_DIR:-build/fuzz}
 jobs=${JOBS:-$(nproc)}
 mkdir -p "$build"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESSM_FUZZ=ON \
