@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <new>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include "infer/generator.h"
 #include "infer/sampler.h"
 #include "infer/state_file.h"
+#include "io/safetensors.h"
 #include "io/npy.h"
 #include "model/checkpoint.h"
 #include "model/language_model.h"
@@ -208,6 +210,49 @@ TEST(StateFile, RejectsAStateOfAnotherModel) {
   e = error_of([&] { load_state_file(dir + "/ckpt/model.safetensors", m); });
   EXPECT_NE(e.find("not a moessm state file"), std::string::npos) << e;
   EXPECT_EQ(error_of([&] { load_state_file(path, m, 1); }), "");
+}
+
+// The metadata of a valid state file with some fields replaced (tensors copied unchanged).
+void rewrite_state_metadata(const std::string& from, const std::string& to,
+                            const std::map<std::string, std::string>& changes) {
+  SafetensorsFile f = SafetensorsFile::open(from);
+  SafetensorsWriter w;
+  for (const auto& [k, v] : f.metadata()) w.set_metadata(k, changes.count(k) ? changes.at(k) : v);
+  for (const SafetensorsEntry& e : f.entries()) w.add(e.name, e.dtype, e.shape, f.data(e));
+  w.write(to);
+}
+
+TEST(StateFile, LyingMetadataIsRejectedBeforeAllocating) {
+  LanguageModel<float> m(tiny_config(4));
+  randomize(m, 4);
+  const std::string dir = temp_dir("gen_lying_meta");
+  const std::string path = dir + "/s.safetensors", bad = dir + "/bad.safetensors";
+  Decoder<float> dec(m, 1);
+  std::vector<int32_t> ids = {1, 2, 3};
+  dec.prefill(ids.data(), 3);
+  save_state_file(path, m, 1, dec.state(), dec.logits(), {3}, {3});
+  // A batch of 100000 with matching lists: the tensors hold one slot. The shapes are compared
+  // before the state block (100000 x state size) is allocated, and the error says why.
+  std::string zeros = "0";
+  for (int i = 1; i < 100000; ++i) zeros += ",0";
+  rewrite_state_metadata(path, bad, {{"batch", "100000"}, {"tokens_consumed", zeros}, {"last_token", zeros}});
+  std::string e = error_of([&] { load_state_file(bad, m); });
+  EXPECT_NE(e.find(bad), std::string::npos) << e;
+  EXPECT_NE(e.find("tensor 'state.layers.0'"), std::string::npos) << e;
+  EXPECT_NE(e.find("metadata 'batch' 100000"), std::string::npos) << e;
+  // Out-of-range numbers are errors naming the field, not silently saturated or narrowed.
+  rewrite_state_metadata(path, bad, {{"tokens_consumed", "99999999999999999999"}});
+  e = error_of([&] { load_state_file(bad, m); });
+  EXPECT_NE(e.find("metadata 'tokens_consumed'"), std::string::npos) << e;
+  EXPECT_NE(e.find("out of the int64 range"), std::string::npos) << e;
+  rewrite_state_metadata(path, bad, {{"tokens_consumed", "-4"}});
+  e = error_of([&] { load_state_file(bad, m); });
+  EXPECT_NE(e.find("metadata 'tokens_consumed': slot 0 has -4"), std::string::npos) << e;
+  rewrite_state_metadata(path, bad, {{"last_token", "4294967296"}});
+  e = error_of([&] { load_state_file(bad, m); });
+  EXPECT_NE(e.find("metadata 'last_token': slot 0 has 4294967296"), std::string::npos) << e;
+  rewrite_state_metadata(path, bad, {{"last_token", "-1"}});  // "unknown" is allowed
+  EXPECT_EQ(error_of([&] { load_state_file(bad, m); }), "");
 }
 
 TEST(Sampler, FiltersAHandMadeDistribution) {

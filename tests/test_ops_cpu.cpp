@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/check.h"
@@ -102,7 +105,9 @@ TEST(Matmul, SmallRowCountPathMatchesBlasPath) {
 
 class ConvTest : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
 TEST_P(ConvTest, BackwardMatchesFiniteDifferences) {
-  const auto [silu, with_state] = GetParam();
+  // Plain variables, not a structured binding: the lambda below captures them (C++17 forbids
+  // capturing a structured binding; clang rejects it).
+  const bool silu = std::get<0>(GetParam()), with_state = std::get<1>(GetParam());
   Rng rng(2);
   const idx_t B = 2, T = 7, Di = 3, Kc = 4, ld = 5;
   Vec x = random_vector<double>(B * T * ld, rng), w = random_vector<double>(Di * Kc, rng),
@@ -344,6 +349,70 @@ TEST(Activations, SiluAndSoftplusWithThreshold) {
     nx[6] = dx[6];  // softplus is not differentiable exactly at the threshold: skip that point
     EXPECT_EQ(compare_gradients(dx, nx, 1e-6, which ? "softplus" : "silu"), "");
   }
+}
+
+// exp_fast(float) as it was before NaN inputs were made defined (kept here only to check that
+// the fix changed no finite result). Its integer conversion and shift are undefined for NaN, so
+// it is only called on non-NaN inputs.
+float exp_fast_before_nan_fix(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+TEST(Activations, ExpFastIsDefinedForNaN) {
+  // Before the fix a NaN reached static_cast<int32_t> and a left shift of a negative value
+  // (UBSan: float-cast-overflow with clang, shift-base with gcc). volatile keeps the compiler from folding it away.
+  volatile float qnan = std::numeric_limits<float>::quiet_NaN();
+  volatile float neg_nan = -std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(exp_fast(float(qnan))));
+  EXPECT_TRUE(std::isnan(exp_fast(float(neg_nan))));
+  EXPECT_TRUE(std::isnan(sigmoid_of(float(qnan))));
+  std::vector<float> x = {1.0f, float(qnan), -2.0f}, y(3);
+  cpu::silu_forward(y.data(), x.data(), 3);
+  EXPECT_TRUE(std::isnan(y[1]));
+  // The neighbours are unaffected (within the op's float rounding; the vectorised op may fuse
+  // differently from the scalar helper).
+  EXPECT_NEAR(y[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(y[2], -2.0 / (1.0 + std::exp(2.0)), 1e-6);
+}
+
+TEST(Activations, ExpFastFiniteResultsUnchangedByNaNFix) {
+  // Every 997th float bit pattern in [-100, 100] (both signs), plus the clamp edges, zeros,
+  // denormals and infinities: bit-identical to the form before the fix.
+  std::vector<float> xs = {0.0f, -0.0f, -87.0f, 88.0f, -87.00001f, 88.00001f, 1e-40f, -1e-40f,
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::max(), -std::numeric_limits<float>::max()};
+  const uint32_t hi = float_bits(100.0f);
+  for (uint32_t u = 0; u <= hi; u += 997) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    xs.push_back(f);
+    xs.push_back(-f);
+  }
+  size_t mismatches = 0;
+  for (float v : xs)
+    if (float_bits(exp_fast(v)) != float_bits(exp_fast_before_nan_fix(v))) ++mismatches;
+  EXPECT_EQ(mismatches, 0u) << "of " << xs.size() << " inputs";
+  EXPECT_GT(xs.size(), 2000000u);
 }
 
 TEST(Embedding, ForwardBackwardAndOutOfVocabulary) {

@@ -184,6 +184,30 @@ TEST(Safetensors, ReadIntoChecksPresenceShapeAndDtype) {
                    "dtype I64", "expected a floating dtype");
 }
 
+TEST(Safetensors, EmptyTensorsReadIntoNullDestination) {
+  // An empty tensor's destination is often an empty vector's data(), i.e. nullptr. Before the
+  // fix read_into passed it to memcpy (undefined even for 0 bytes; UBSan: nonnull-attribute).
+  SafetensorsWriter w;
+  w.add("e32", DType::F32, {0}, nullptr);
+  w.add("e64", DType::F64, {2, 0}, nullptr);
+  w.add("e16", DType::BF16, {0, 3}, nullptr);
+  float one = 1.0f;
+  w.add("x", DType::F32, {1}, &one);
+  SafetensorsFile f = SafetensorsFile::from_bytes(w.serialize(), "empty.safetensors");
+  ASSERT_EQ(f.entries().size(), 4u);
+  std::vector<float> none_f;
+  std::vector<double> none_d;
+  f.read_into<float>("e32", {0}, none_f.data());
+  f.read_into<double>("e32", {0}, none_d.data());
+  f.read_into<float>("e64", {2, 0}, none_f.data());
+  f.read_into<double>("e64", {2, 0}, none_d.data());
+  f.read_into<float>("e16", {0, 3}, none_f.data());
+  float x = 0;
+  f.read_into<float>("x", {1}, &x);
+  EXPECT_EQ(x, 1.0f);
+  EXPECT_EQ(f.find("e32")->begin, f.find("e32")->end);
+}
+
 TEST(Safetensors, WriterRejectsBadInput) {
   float x = 0;
   SafetensorsWriter w;

@@ -1,8 +1,8 @@
 // State snapshot files (see state_file.h).
 #include "infer/state_file.h"
 
+#include <cerrno>
 #include <cmath>
-
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -39,9 +39,11 @@ std::vector<int64_t> parse_list(const std::string& path, const std::string& fiel
     if (end == std::string::npos) end = s.size();
     const std::string item = s.substr(at, end - at);
     char* stop = nullptr;
+    errno = 0;
     const long long x = std::strtoll(item.c_str(), &stop, 10);
     CHECK(!item.empty() && stop && *stop == '\0', path, ": metadata '", field,
           "': expected comma-separated integers, found '", s, "'");
+    CHECK(errno == 0, path, ": metadata '", field, "': '", item, "' is out of the int64 range");
     out.push_back(x);
     at = end + 1;
   }
@@ -161,17 +163,27 @@ StateSnapshot<T> load_state_file(const std::string& path, const LanguageModel<T>
   CHECK(idx_t(s.tokens_consumed.size()) == s.batch && idx_t(last.size()) == s.batch, path,
         ": metadata 'tokens_consumed' and 'last_token': expected ", s.batch, " entries each, found ",
         s.tokens_consumed.size(), " and ", last.size());
+  for (size_t i = 0; i < last.size(); ++i) {
+    CHECK(s.tokens_consumed[i] >= 0, path, ": metadata 'tokens_consumed': slot ", i, " has ",
+          s.tokens_consumed[i], ", expected a count >= 0");
+    CHECK(last[i] >= -1 && last[i] < m.vocab(), path, ": metadata 'last_token': slot ", i, " has ",
+          last[i], ", expected -1 (unknown) or a token id in [0, ", m.vocab(), ")");
+  }
   s.last_token.assign(last.begin(), last.end());
   const std::vector<idx_t> sizes = layer_state_sizes(m);
-  // Sizes are checked against the tensors the file really holds before anything is allocated.
+  // The shapes are checked before anything is allocated: the batch comes from the metadata, the
+  // tensors' sizes are bounded by the file's.
   for (int l = 0; l < m.n_layers(); ++l) {
     const std::string name = "state.layers." + std::to_string(l);
     const SafetensorsEntry* e = f.find(name);
-    CHECK(e != nullptr, path, ": tensor '", name, "' is missing");
-    CHECK(e->shape.size() == 1 && s.batch <= e->shape[0] && e->shape[0] == s.batch * sizes[l], path, ": tensor '",
-          name, "': expected shape [", s.batch, " x ", sizes[l], "] for metadata batch ", s.batch, ", found ",
-          shape_str(e->shape));
+    CHECK(e, path, ": missing tensor '", name, "'");
+    CHECK(e->shape == Shape{s.batch * sizes[l]}, path, ": tensor '", name, "' has shape ",
+          shape_str(e->shape), ", expected [", s.batch * sizes[l], "] (metadata 'batch' ", s.batch,
+          " x layer state size ", sizes[l], ")");
   }
+  if (const SafetensorsEntry* e = f.find("next_logits"))
+    CHECK(e->shape == (Shape{s.batch, m.vocab()}), path, ": tensor 'next_logits' has shape ",
+          shape_str(e->shape), ", expected [", s.batch, ", ", m.vocab(), "] (metadata 'batch' x vocabulary)");
   s.state.assign(static_cast<size_t>(s.batch * m.state_size()), T(0));
   size_t expected_tensors = sizes.size();
   for (int l = 0; l < m.n_layers(); ++l)

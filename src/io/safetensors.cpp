@@ -37,13 +37,15 @@ uint64_t non_negative(const Json& v, const std::string& what) {
 }
 
 // Converts n elements of src (stored as dtype t, possibly unaligned) to Dst.
-// Returns false when t is not a floating dtype.
+// Returns false when t is not a floating dtype. With n == 0, out may be null (an empty tensor
+// read into an empty vector's data()): nothing is touched then (memcpy with a null pointer is
+// undefined even for 0 bytes).
 template <typename Dst>
 bool convert_floats(DType t, const uint8_t* src, size_t n, Dst* out) {
   switch (t) {
     case DType::F32:
       if constexpr (std::is_same_v<Dst, float>) {
-        std::memcpy(out, src, n * sizeof(float));
+        if (n > 0) std::memcpy(out, src, n * sizeof(float));  // out may be null when n == 0
       } else {
         for (size_t i = 0; i < n; ++i) {
           float v;
@@ -54,7 +56,7 @@ bool convert_floats(DType t, const uint8_t* src, size_t n, Dst* out) {
       return true;
     case DType::F64:
       if constexpr (std::is_same_v<Dst, double>) {
-        std::memcpy(out, src, n * sizeof(double));
+        if (n > 0) std::memcpy(out, src, n * sizeof(double));  // out may be null when n == 0
       } else {
         for (size_t i = 0; i < n; ++i) {
           double v;
