@@ -39,7 +39,7 @@ mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 grep -E "^-- moessm" "$build.configure.log" || true
 ninja -C "$build" -j "$jobs"
-ctest --test-dir "$build" -L cpu --output-on-failure -j "$jobs"
+ctest --test-dir "$build" -L cpu --output-on-failure -j "$jobs" 2>&1 | tee "$build.ctest.log"
 if grep -q "CUDA backend ON" "$build.configure.log"; then
   if command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
     ctest --test-dir "$build" -L gpu --output-on-failure
@@ -52,3 +52,7 @@ if [ "${FUZZ:-1}" != 0 ]; then
 else
   echo "fuzz step skipped (FUZZ=0)"
 fi
+# The CPU suite's result once more as the last line (the fuzz step prints after CTest).
+total=$(grep -oE "tests passed, [0-9]+ tests failed out of [0-9]+" "$build.ctest.log" | grep -oE "[0-9]+$" || echo 0)
+failed=$(grep -oE "[0-9]+ tests failed out of" "$build.ctest.log" | grep -oE "^[0-9]+" || echo 0)
+echo "cpu: $((total - failed)) passed, $failed failed"
