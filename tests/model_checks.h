@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,19 @@ inline double prefill_steps_vs_one_pass(LanguageModel<double>& m, idx_t B, idx_t
 }
 
 // <temp>/data prepared from n_words random words (90% train, the rest persuasion.txt).
+// "step:loss[ val val_loss]" of every line of a metrics.jsonl (trainer and crash-loop tests).
+inline std::vector<std::string> loss_fields(const std::string& metrics) {
+  std::istringstream in(read_file(metrics));
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    Json j = Json::parse(line);
+    out.push_back(std::to_string(j.at("step").as_int()) + ":" + j.at("loss").dump() +
+                  (j.has("val_loss") ? " val " + j.at("val_loss").dump() : ""));
+  }
+  return out;
+}
+
 inline std::string make_word_data(const std::string& tag, int n_words) {
   const std::string dir = temp_dir(tag);
   std::string text;

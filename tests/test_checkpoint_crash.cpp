@@ -57,18 +57,6 @@ std::pair<long long, long long> write_range(const std::vector<Step>& steps, int 
   return {first, last};
 }
 
-std::vector<std::string> losses(const std::string& metrics) {
-  std::istringstream in(read_file(metrics));
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    Json j = Json::parse(line);
-    out.push_back(std::to_string(j.at("step").as_int()) + ":" + j.at("loss").dump() +
-                  (j.has("val_loss") ? " val " + j.at("val_loss").dump() : ""));
-  }
-  return out;
-}
-
 std::string env_fail(long long n) { return "MOESSM_FAIL_AT_FS_STEP=" + std::to_string(n); }
 
 }  // namespace
@@ -117,7 +105,7 @@ TEST(CheckpointCrash, EveryStepOfACheckpointWriteTwiceInARowResumesToTheSameMode
 
   const std::string ref_model = read_file(ref + "/checkpoint/model.safetensors");
   const std::string ref_opt = read_file(ref + "/checkpoint/optimizer.safetensors");
-  const std::vector<std::string> ref_losses = losses(ref + "/metrics.jsonl");
+  const std::vector<std::string> ref_losses = loss_fields(ref + "/metrics.jsonl");
   ASSERT_EQ(ref_losses.size(), 6u);
 
   // Second crashes per first crash: by default three places of the resumed run's checkpoint
@@ -148,7 +136,7 @@ TEST(CheckpointCrash, EveryStepOfACheckpointWriteTwiceInARowResumesToTheSameMode
       EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"checkpoint", "checkpoint-6", "metrics.jsonl"}));
       const bool same = read_file(dir + "/checkpoint/model.safetensors") == ref_model &&
                         read_file(dir + "/checkpoint/optimizer.safetensors") == ref_opt &&
-                        losses(dir + "/metrics.jsonl") == ref_losses;
+                        loss_fields(dir + "/metrics.jsonl") == ref_losses;
       EXPECT_TRUE(same);
       passed += same;
       remove_tree(dir);

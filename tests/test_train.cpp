@@ -44,18 +44,6 @@ TrainOptions small_opts(const std::string& data, const std::string& out) {
   return o;
 }
 
-std::vector<std::string> loss_fields(const std::string& metrics) {
-  std::istringstream in(read_file(metrics));
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    Json j = Json::parse(line);
-    out.push_back(std::to_string(j.at("step").as_int()) + ":" + j.at("loss").dump() +
-                  (j.has("val_loss") ? " val " + j.at("val_loss").dump() : ""));
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST(Schedule, WarmupThenCosine) {
