@@ -384,3 +384,22 @@ TEST(RunDir, NonFiniteAndOverflowingOptionsAreRefused) {
   EXPECT_NE(out.find("out of the range of a 64-bit integer"), std::string::npos) << out;
   EXPECT_FALSE(file_exists(dir + "/run2"));
 }
+
+// Error messages carry their internal source tag only with --verbose; silent misconfigurations
+// (warm-up longer than the run, a model vocabulary larger than the data's) are warned about.
+TEST(Trainer, ErrorTagsOnlyWithVerboseAndMisconfigurationWarnings) {
+  std::string out;
+  EXPECT_EQ(run_cli("init --config /nonexistent/cfg.json --out /nonexistent/x", &out), 1);
+  EXPECT_NE(out.find("/nonexistent/cfg.json"), std::string::npos) << out;
+  EXPECT_EQ(out.find(".cpp:"), std::string::npos) << out;
+  EXPECT_EQ(run_cli("init --config /nonexistent/cfg.json --out /nonexistent/x --verbose", &out), 1);
+  EXPECT_NE(out.find(".cpp:"), std::string::npos) << out;
+
+  const std::string data = make_data("warnings"), dir = temp_dir("warnings");
+  write_file_atomic(dir + "/cfg.json", R"({"d_model": 16, "n_layer": 1, "vocab_size": 300, "d_state": 4})");
+  ASSERT_EQ(run_cli("train --config " + dir + "/cfg.json --data " + data + " --out " + dir + "/run --max-steps 2 "
+                    "--warmup-steps 5 --batch-size 2 --seq-len 16 --eval-tokens 64", &out), 0) << out;
+  EXPECT_NE(out.find("warning: warmup_steps 5 >= max_steps 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("warning: the data's vocabulary has 256 ids but the model's vocab_size is 300: 44 embedding rows"),
+            std::string::npos) << out;
+}

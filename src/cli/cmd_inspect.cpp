@@ -1,6 +1,8 @@
 // `moessm init`, `moessm logits`, `moessm grads`: create a checkpoint, dump logits as .npy and
 // parameter gradients as safetensors, for comparisons with PyTorch / transformers.
+#include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -87,7 +89,7 @@ int cmd_init(int argc, char** argv) {
 int cmd_logits(int argc, char** argv) {
   Args a("logits", "Run the model on token ids and write float32 logits [B, T, V] as .npy.");
   a.path("model", "checkpoint directory", "", true)
-      .path("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .path("ids", "text file: whitespace-separated token ids, one sequence per line (lines may differ in length: rows are right-padded, padded positions are NaN in the logits and not scored)", "", true)
       .path("out", "output .npy path", "", true)
       .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
@@ -105,6 +107,10 @@ int cmd_logits(int argc, char** argv) {
     m.prepare(tb.B, tb.T, false);
     m.forward_logits(logits.data(), tb.ids.data(), tb.B, tb.T, s0.state.empty() ? nullptr : st.data(), nullptr);
   });
+  // Ragged rows: the padded positions hold no prediction.
+  for (int64_t b = 0; b < tb.B; ++b)
+    std::fill(logits.begin() + (b * tb.T + tb.lengths[b]) * V, logits.begin() + (b + 1) * tb.T * V,
+              std::numeric_limits<float>::quiet_NaN());
   write_npy_f32(a.str("out"), logits.data(), {tb.B, tb.T, V});
   std::printf("wrote %s [%lld, %lld, %lld]\n", a.str("out").c_str(), (long long)tb.B, (long long)tb.T, (long long)V);
   return 0;
@@ -116,7 +122,7 @@ int cmd_grads(int argc, char** argv) {
          "writes every parameter's gradient (fp32, checkpoint names) and the loss as\n"
          "__metadata__[\"loss\"].");
   a.path("model", "checkpoint directory", "", true)
-      .path("ids", "text file: whitespace-separated token ids, one sequence per line, equal lengths", "", true)
+      .path("ids", "text file: whitespace-separated token ids, one sequence per line (lines may differ in length: rows are right-padded, padded positions are NaN in the logits and not scored)", "", true)
       .path("out", "output .safetensors path", "", true)
       .path("state-in", "initial recurrent state (a state file, one slot per line of ids)");
   device_options(a);
@@ -129,7 +135,7 @@ int cmd_grads(int argc, char** argv) {
   std::vector<int32_t> targets(tb.ids.size());
   for (int64_t b = 0; b < tb.B; ++b)
     for (int64_t t = 0; t < tb.T; ++t)
-      targets[b * tb.T + t] = t + 1 < tb.T ? tb.ids[b * tb.T + t + 1] : -1;
+      targets[b * tb.T + t] = t + 1 < tb.lengths[b] ? tb.ids[b * tb.T + t + 1] : -1;  // padding not scored
   StateSnapshot<float> s0;
   if (a.has("state-in")) s0 = load_state_file(a.str("state-in"), *model, tb.B);
   LossResult r;

@@ -4,6 +4,7 @@
 // run's checkpoint supplies the model config, the data directory and the options (the run
 // directory defaults to RUN); the config and flags may still override them, checked by the
 // trainer against the checkpoint.
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -76,10 +77,12 @@ int cmd_train(int argc, char** argv) {
     return 0;
   }
   TrainResult r = train_model(cfg, o);
-  if (r.last_val_loss >= 0)
-    std::printf("done: step %lld, train loss %.4f, validation loss %.4f (unigram baseline %.4f, %.3f nats below)\n",
-                (long long)r.last_step, r.last_loss, r.last_val_loss, r.unigram_entropy,
-                r.unigram_entropy - r.last_val_loss);
+  if (r.last_val_loss >= 0) {
+    const double gain = r.unigram_entropy - r.last_val_loss;
+    std::printf("done: step %lld, train loss %.4f, validation loss %.4f (unigram baseline %.4f, %.3f nats %s)\n",
+                (long long)r.last_step, r.last_loss, r.last_val_loss, r.unigram_entropy, std::fabs(gain),
+                gain >= 0 ? "below" : "ABOVE: the model predicts worse than token frequencies");
+  }
   return 0;
 }
 

@@ -1,5 +1,6 @@
 // The `moessm` program: dispatches to the registered subcommands (cmd_*.cpp).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -17,7 +18,19 @@ void print_help() {
 }
 }  // namespace
 
+// Error messages end in an internal "  [file.cpp:line]" tag; it is printed only with --verbose
+// (anywhere on the command line) or MOESSM_VERBOSE=1.
 int main(int argc, char** argv) {
+  bool verbose = std::getenv("MOESSM_VERBOSE") && std::strcmp(std::getenv("MOESSM_VERBOSE"), "0") != 0;
+  int n = 0;
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && !std::strcmp(argv[i], "--verbose")) {
+      verbose = true;
+      continue;
+    }
+    argv[n++] = argv[i];
+  }
+  argc = n;
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     print_help();
@@ -28,7 +41,7 @@ int main(int argc, char** argv) {
     try {
       return c.run(argc - 1, argv + 1);
     } catch (const moessm::Error& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      std::fprintf(stderr, "error: %s\n", verbose ? e.what() : e.message().c_str());
       return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());

@@ -1,6 +1,7 @@
 // read_token_ids (see token_ids.h).
 #include "model/token_ids.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <sstream>
@@ -13,13 +14,14 @@ namespace moessm {
 TokenBatch read_token_ids(const std::string& path, int64_t vocab_size) {
   std::istringstream in(read_regular_file(path, kMaxIdsFileBytes));
   TokenBatch b;
+  std::vector<std::vector<int32_t>> rows;
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
     std::istringstream ls(line);
     std::string tok;
-    int64_t n = 0;
+    std::vector<int32_t> row;
     while (ls >> tok) {
       char* end = nullptr;
       errno = 0;
@@ -27,16 +29,19 @@ TokenBatch read_token_ids(const std::string& path, int64_t vocab_size) {
       CHECK(end && *end == '\0' && errno == 0, path, ": line ", lineno, ": '", tok, "' is not an integer token id");
       CHECK(v >= 0 && v < vocab_size, path, ": line ", lineno, ": token id ", v,
             " is outside the vocabulary [0, ", vocab_size, ")");
-      b.ids.push_back(static_cast<int32_t>(v));
-      ++n;
+      row.push_back(static_cast<int32_t>(v));
     }
-    if (n == 0) continue;
-    if (b.B == 0) b.T = n;
-    CHECK(n == b.T, path, ": line ", lineno, " has ", n, " ids, expected ", b.T,
-          " (all sequences must have equal length)");
-    ++b.B;
+    if (row.empty()) continue;
+    b.T = std::max<int64_t>(b.T, int64_t(row.size()));
+    rows.push_back(std::move(row));
   }
+  b.B = int64_t(rows.size());
   CHECK(b.B > 0, path, ": no token ids found (expected whitespace-separated ids, one sequence per line)");
+  b.ids.assign(size_t(b.B * b.T), 0);
+  for (int64_t r = 0; r < b.B; ++r) {
+    std::copy(rows[r].begin(), rows[r].end(), b.ids.begin() + r * b.T);
+    b.lengths.push_back(int64_t(rows[r].size()));
+  }
   return b;
 }
 
