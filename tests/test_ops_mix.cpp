@@ -103,26 +103,6 @@ TEST(Elementwise, AddBackwardMatchesFiniteDifferences) {
   EXPECT_EQ(da2, da);
 }
 
-TEST(Elementwise, AccumulateSumKeepsOneRunningTotalAcrossChunks) {
-  // float terms summed in double, front to back: chunking must not change a single bit.
-  Rng rng(33);
-  std::vector<float> x = random_vector<float>(37, rng, -1e3, 1e3);
-  x[5] = 1e8f;
-  x[20] = -1e8f;
-  double whole = 0.25;
-  cpu::accumulate_sum(&whole, x.data(), idx_t(x.size()));
-  double chunked = 0.25;
-  for (size_t r0 = 0; r0 < x.size(); r0 += 8)
-    cpu::accumulate_sum(&chunked, x.data() + r0, idx_t(std::min<size_t>(8, x.size() - r0)));
-  EXPECT_EQ(chunked, whole);
-  double ref = 0.25;
-  for (float v : x) ref = ref + double(v);
-  EXPECT_EQ(whole, ref);
-  double none = 3.0;
-  cpu::accumulate_sum(&none, x.data(), 0);
-  EXPECT_EQ(none, 3.0);
-}
-
 // ---- delta_softplus ------------------------------------------------------------------------------
 
 TEST(DeltaSoftplus, ForwardMatchesNaiveAndBackwardMatchesFiniteDifferences) {

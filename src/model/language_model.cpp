@@ -29,7 +29,6 @@ ModelLayout<Bk> register_model(const ModelConfig& cfg, ParamTable& table) {
 
 template <typename Bk>
 Model<Bk>::Model(const ModelConfig& cfg, int device) : cfg_(cfg), D_(cfg.d_model), V_(cfg.padded_vocab()) {
-  check_model_supported(cfg, Bk::kDevice);  // names the layer and the missing op before any work
   ModelLayout<Bk> layout = register_model<Bk>(cfg, table_);
   mixers_ = std::move(layout.mixers);
   emb_ = layout.emb;
@@ -229,11 +228,6 @@ void Model<Bk>::prepare(idx_t B, idx_t T_, bool training) {
 // ---- forward ----------------------------------------------------------------------------------
 
 template <typename Bk>
-void Model<Bk>::upload_ids(int32_t* dst, const int32_t* host, idx_t n) {
-  Bk::from_host(ctx_, dst, host, n);
-}
-
-template <typename Bk>
 void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out) {
   CHECK(B == max_B_ && T_ >= 1 && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_,
         ", called with B=", B, " T=", T_);
@@ -280,7 +274,7 @@ void Model<Bk>::forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, i
   }
   CHECK(B == max_B_ && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_, ", called with B=", B,
         " T=", T_);
-  upload_ids(ids_mem_, ids, BT);
+  Bk::from_host(ctx_, ids_mem_, ids, BT);
   forward_body(ids_mem_, B, T_, state_in, state_out);
   if constexpr (!Bk::kOnDevice) {
     // Host memory: the whole [B·T, V] product at once, straight into the caller's buffer.
@@ -312,8 +306,8 @@ LossResult Model<Bk>::loss(const int32_t* ids, const int32_t* targets, idx_t B, 
     if (targets[i] >= 0) ++r.count;
   }
   CHECK(r.count > 0, "loss: no targets to score (all ignored)");
-  upload_ids(ids_mem_, ids, BT);
-  upload_ids(targets_mem_, targets, BT);
+  Bk::from_host(ctx_, ids_mem_, ids, BT);
+  Bk::from_host(ctx_, targets_mem_, targets, BT);
   forward_body(ids_mem_, B, T_, state_in, state_out);
   const typename Bk::Weight* E = gemm_weights() + emb_;
   const double scale = 1.0 / double(r.count);

@@ -127,7 +127,6 @@ class Model {
   void carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training);
   ParamsRef<Bk> params_ref() const { return {params.data(), gemm_weights()}; }
   F* resid(int l) { return training_ ? resid_[l] : resid_[0]; }
-  void upload_ids(int32_t* dst, const int32_t* host, idx_t n);
 
   ModelConfig cfg_;
   ParamTable table_;

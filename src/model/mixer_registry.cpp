@@ -104,18 +104,21 @@ std::string mixer_missing_op(const ModelConfig& cfg, const MixerSpec& spec, cons
   return "";
 }
 
+namespace {
+void check_layer_supported(const ModelConfig& cfg, const MixerSpec& spec, size_t layer, const std::string& device) {
+  const std::string missing = mixer_missing_op(cfg, spec, device);
+  CHECK(missing.empty(), "layer ", layer, ": ", spec.type, " on ", device, " needs ", missing,
+        device == "cuda" ? " (run this model with --device cpu)" : "");
+}
+}  // namespace
+
 void check_model_supported(const ModelConfig& cfg, const std::string& device) {
-  for (size_t l = 0; l < cfg.layers.size(); ++l) {
-    const std::string missing = mixer_missing_op(cfg, cfg.layers[l], device);
-    CHECK(missing.empty(), "layer ", l, ": ", cfg.layers[l].type, " on ", device, " needs ", missing,
-          device == "cuda" ? " (run this model with --device cpu)" : "");
-  }
+  for (size_t l = 0; l < cfg.layers.size(); ++l) check_layer_supported(cfg, cfg.layers[l], l, device);
 }
 
 template <typename Bk>
 std::unique_ptr<Mixer<Bk>> make_mixer(const ModelConfig& cfg, const MixerSpec& spec, int layer) {
-  const std::string missing = mixer_missing_op(cfg, spec, Bk::kDevice);
-  CHECK(missing.empty(), "layer ", layer, ": ", spec.type, " on ", Bk::kDevice, " needs ", missing);
+  check_layer_supported(cfg, spec, size_t(layer), Bk::kDevice);
   const MixerType<Bk>* t = find_type<Bk>(spec.type);
   CHECK(t && t->make, "layer ", layer, ": mixer type '", spec.type, "' has no ", Bk::kName, " implementation");
   return t->make(cfg, spec);

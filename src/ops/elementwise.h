@@ -5,10 +5,9 @@
 //   add_forward  out[m, x] = a[m, x] + b[m, x]          (the residual add; out may alias a or b,
 //                                                        which is how "+=" is written)
 //   add_backward da = dout, db = dout                   (assign; either may be nullptr)
-//   accumulate_sum  *acc += x[0] + x[1] + … in double, one term at a time in index order (a loss
-//                   summed over chunks keeps one running total, so chunking does not change it)
 // Shapes: M rows of X elements, row strides *_ld (>= X); the (out, value, n) forms are one
-// contiguous row of n elements. Element order never matters except in accumulate_sum.
+// contiguous row of n elements. Element order never matters.
+// (A sum in a fixed order is ops/adamw.h's sum.)
 #pragma once
 #include "ops/op_common.h"
 
@@ -23,7 +22,6 @@ void add_forward(T* out, idx_t out_ld, const T* a, idx_t a_ld, const T* b, idx_t
 template <typename T>
 void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t dout_ld, idx_t M,
                   idx_t X);
-template <typename T> void accumulate_sum(double* acc, const T* x, idx_t n);
 }  // namespace cpu
 }  // namespace moessm
 
@@ -41,7 +39,5 @@ void add_forward(T* out, idx_t out_ld, const T* a, idx_t a_ld, const T* b, idx_t
 template <typename T>
 void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t dout_ld, idx_t M,
                   idx_t X, cudaStream_t stream);
-// acc is a device pointer; the sum runs in a fixed order (deterministic), no host sync.
-void accumulate_sum(double* acc, const float* x, idx_t n, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

@@ -5,7 +5,6 @@
 
 #include "backend/backends.h"
 #include "core/check.h"
-#include "model/mixer_registry.h"
 
 namespace moessm {
 
@@ -82,7 +81,6 @@ class ModelTrainBackend : public TrainBackend {
 
 std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg) {
   CHECK(device == "cpu" || device == "cuda", "--device must be 'cpu' or 'cuda', found '", device, "'");
-  check_model_supported(cfg, device);
   if (device == "cpu") return std::make_unique<ModelTrainBackend<CpuBackend<float>>>(cfg);
 #ifdef MOESSM_CUDA
   return std::make_unique<ModelTrainBackend<CudaBackend<__nv_bfloat16>>>(cfg);

@@ -219,18 +219,17 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const std::string train_path = path_join(o.data, "train.bin"), val_path = path_join(o.data, "val.bin");
   CHECK(file_exists(train_path), "data directory '", o.data, "' has no train.bin (run `moessm prepare` first)");
   CHECK(file_exists(val_path), "data directory '", o.data, "' has no val.bin (run `moessm prepare` first)");
-  for (const std::string& p : {train_path, val_path}) check_shard_tokenizer(read_shard_header(p), p, o.data);
+  const ShardHeader train_header = read_shard_header(train_path);
+  check_shard_tokenizer(train_header, train_path, o.data);
+  check_shard_tokenizer(read_shard_header(val_path), val_path, o.data);
   // Silent misconfigurations get a warning (the run goes on).
   if (o.warmup_steps >= o.max_steps)
     std::fprintf(stderr, "warning: warmup_steps %lld >= max_steps %lld: the learning rate never reaches lr %g\n",
                  (long long)o.warmup_steps, (long long)o.max_steps, o.lr);
-  {
-    const ShardHeader h = read_shard_header(train_path);
-    if (int64_t(h.vocab_size) < cfg.vocab_size)
-      std::fprintf(stderr, "warning: the data's vocabulary has %u ids but the model's vocab_size is %lld: %lld embedding "
-                   "rows are never trained (set vocab_size to the tokenizer's size)\n", h.vocab_size,
-                   (long long)cfg.vocab_size, (long long)(cfg.vocab_size - int64_t(h.vocab_size)));
-  }
+  if (int64_t(train_header.vocab_size) < cfg.vocab_size)
+    std::fprintf(stderr, "warning: the data's vocabulary has %u ids but the model's vocab_size is %lld: %lld embedding "
+                 "rows are never trained (set vocab_size to the tokenizer's size)\n", train_header.vocab_size,
+                 (long long)cfg.vocab_size, (long long)(cfg.vocab_size - int64_t(train_header.vocab_size)));
   prepare_run_dir(o);
   make_dirs(o.out);
   auto train_shard = std::make_shared<Shard>(read_shard(train_path));

@@ -1,5 +1,5 @@
 // CPU elementwise ops (contract in ops/elementwise.h). Each output element is written once by one
-// thread; accumulate_sum is serial (its order is the contract).
+// thread.
 #include "ops/elementwise.h"
 
 namespace moessm::cpu {
@@ -32,19 +32,12 @@ void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t d
   if (db) copy(db, db_ld, dout, dout_ld, M, X);
 }
 
-template <typename T> void accumulate_sum(double* acc, const T* x, idx_t n) {
-  double s = *acc;
-  for (idx_t i = 0; i < n; ++i) s += double(x[i]);
-  *acc = s;
-}
-
 #define MOESSM_INSTANTIATE_ELEMENTWISE(T)                                                       \
   template void fill<T>(T*, T, idx_t);                                                          \
   template void fill<T>(T*, idx_t, T, idx_t, idx_t);                                            \
   template void copy<T>(T*, idx_t, const T*, idx_t, idx_t, idx_t);                              \
   template void add_forward<T>(T*, idx_t, const T*, idx_t, const T*, idx_t, idx_t, idx_t);      \
-  template void add_backward<T>(T*, idx_t, T*, idx_t, const T*, idx_t, idx_t, idx_t);           \
-  template void accumulate_sum<T>(double*, const T*, idx_t);
+  template void add_backward<T>(T*, idx_t, T*, idx_t, const T*, idx_t, idx_t, idx_t);
 MOESSM_INSTANTIATE_ELEMENTWISE(float)
 MOESSM_INSTANTIATE_ELEMENTWISE(double)
 
