@@ -73,7 +73,7 @@ void publish_generation(const std::string& out, const std::string& name) {
 // Writes the checkpoint generation <out>/checkpoint-<step>/ from host copies of the weights and
 // AdamW moments (table layout) and makes it the newest (see trainer.h for the order of steps).
 void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& backend, const Json& state,
-                     const std::string& tokenizer_src) {
+                     const std::string& tokenizer_json) {
   const std::string name = checkpoint_generation_name(step), gen = path_join(out, name);
   std::vector<float> params, m, v;
   backend.download(params, m, v);
@@ -88,7 +88,7 @@ void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& b
     });
     w.write(path_join(gen, "optimizer.safetensors"));
   }
-  if (!tokenizer_src.empty()) write_file_atomic(path_join(gen, "tokenizer.json"), read_file(tokenizer_src));
+  if (!tokenizer_json.empty()) write_file_atomic(path_join(gen, "tokenizer.json"), tokenizer_json);
   write_file_atomic(path_join(gen, "trainer_state.json"), state.dump(2) + "\n");
   // Every file above is fsync'ed and renamed into place with the directory fsync'ed: the
   // marker, written last the same way, completes the generation.
@@ -237,7 +237,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   CHECK(int64_t(train_shard->header.vocab_size) <= cfg.vocab_size, train_path, ": the data's vocabulary (",
         train_shard->header.vocab_size, " ids) is larger than the model's vocab_size ", cfg.vocab_size);
   const std::string tok_path = path_join(o.data, "tokenizer.json");
-  const std::string tokenizer_src = file_exists(tok_path) ? tok_path : "";
+  // Read once (bounded as every tokenizer.json); each checkpoint carries a copy.
+  const std::string tokenizer_json = file_exists(tok_path) ? read_regular_file(tok_path, kMaxTokenizerBytes) : "";
 
   std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg);
   DataLoader loader(train_shard, uint64_t(o.seed));
@@ -369,7 +370,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
     if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
-      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_src);
+      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json);
     }
     if (halt) {
       res.halted = true;
