@@ -20,12 +20,16 @@ void delta_softplus_backward(T* dx, T* dbias, const T* dout, const T* x, const T
 }  // namespace moessm
 
 #ifdef MOESSM_CUDA
-// CUDA twin: issue 11. Declared only (no definition yet): nothing may call these until then.
-// dbias is reduced in a fixed order over row blocks (deterministic), as the conv1d bias.
+// CUDA twin (src/ops/cuda/delta_softplus.cu): T = float or __nv_bfloat16 for x / out / dout /
+// dx; bias and dbias fp32 (master weights). x + bias is formed in fp32 (for bf16 too), and dbias
+// accumulates the fp32 dx values. dbias is reduced deterministically: per-row-block partials (the
+// split depends only on M), then a second pass over the row blocks in order; no atomics. dbias
+// may be nullptr (no bias gradient wanted); bias may not.
 namespace moessm::cuda {
-void delta_softplus_forward(float* out, const float* x, const float* bias, idx_t M, idx_t Di,
-                            cudaStream_t stream);
-void delta_softplus_backward(float* dx, float* dbias, const float* dout, const float* x,
-                             const float* bias, idx_t M, idx_t Di, cudaStream_t stream);
+template <typename T>
+void delta_softplus_forward(T* out, const T* x, const float* bias, idx_t M, idx_t Di, cudaStream_t stream);
+template <typename T>
+void delta_softplus_backward(T* dx, float* dbias, const T* dout, const T* x, const float* bias, idx_t M,
+                             idx_t Di, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

@@ -26,7 +26,10 @@ void add_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_t d
 }  // namespace moessm
 
 #ifdef MOESSM_CUDA
-// CUDA twin: issue 11. Declared only (no definition yet): nothing may call these until then.
+// CUDA twin (src/ops/cuda/elementwise.cu), same contract: fill / copy for T = float,
+// __nv_bfloat16, double and int32_t; add_forward / add_backward for float, __nv_bfloat16 and
+// double (a bf16 sum is formed in fp32 and rounded once). Element order never matters, so these
+// are graph-capturable and need no workspace.
 namespace moessm::cuda {
 template <typename T> void fill(T* out, T value, idx_t n, cudaStream_t stream);
 template <typename T>
