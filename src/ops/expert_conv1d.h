@@ -30,20 +30,31 @@ void expert_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, T* dpre_work, T
                             const T* state_in, const T* pre, const int32_t* idx, const T* w,
                             const T* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K);
 }  // namespace cpu
+
+// The widest conv the CUDA twin supports (its CHECK names wider ones; the registry can refuse).
+constexpr idx_t kExpertConvMaxKc = 8;
+
 }  // namespace moessm
 
 #ifdef MOESSM_CUDA
-// CUDA twin: issue 11. Declared only (no definition yet): nothing may call these until then.
-// Same contract; w, bias, dw, dbias fp32 as causal_conv1d's; dw / dbias reduced in a fixed order.
+struct __nv_bfloat16;
 namespace moessm::cuda {
-void expert_conv1d_forward(float* out, idx_t out_ld, float* pre, float* state_out, float* work,
-                           const float* x, idx_t x_ld, const float* state_in, const int32_t* idx,
-                           const float* w, const float* bias, idx_t B, idx_t T_, idx_t Di,
-                           idx_t Kc, idx_t E, idx_t K, cudaStream_t stream);
-void expert_conv1d_backward(float* dx, idx_t dx_ld, float* dw, float* dbias, float* dpre_work,
-                            float* dx_work, const float* dout, idx_t dout_ld, const float* x,
-                            idx_t x_ld, const float* state_in, const float* pre,
-                            const int32_t* idx, const float* w, const float* bias, idx_t B,
-                            idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K, cudaStream_t stream);
+// CUDA twin (src/ops/cuda/expert_conv1d.cu), same contract: T = float or __nv_bfloat16 for x /
+// out / pre / state / dout / dx (sums in fp32); w, bias, dw, dbias fp32 as causal_conv1d's.
+// Kc <= kExpertConvMaxKc, K <= kRouterMaxTopK (ops/router_topk.h), E <= 65535. Each token's
+// experts are summed in increasing e whatever order idx lists them in (a repeated index counts
+// once, as on the CPU). dw / dbias are reduced over token chunks in a fixed order
+// (deterministic, no atomics); an expert no token chose keeps its dw / dbias bit for bit. The
+// scratch buffers (work, dpre_work, dx_work) are not used; the forward needs no workspace
+// (graph-capturable), the backward uses the stream's workspace for the partials.
+template <typename T>
+void expert_conv1d_forward(T* out, idx_t out_ld, T* pre, T* state_out, T* work, const T* x, idx_t x_ld,
+                           const T* state_in, const int32_t* idx, const float* w, const float* bias, idx_t B,
+                           idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K, cudaStream_t stream);
+template <typename T>
+void expert_conv1d_backward(T* dx, idx_t dx_ld, float* dw, float* dbias, T* dpre_work, T* dx_work,
+                            const T* dout, idx_t dout_ld, const T* x, idx_t x_ld, const T* state_in, const T* pre,
+                            const int32_t* idx, const float* w, const float* bias, idx_t B, idx_t T_, idx_t Di,
+                            idx_t Kc, idx_t E, idx_t K, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

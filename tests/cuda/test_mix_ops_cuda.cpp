@@ -240,5 +240,195 @@ INSTANTIATE_TEST_SUITE_P(Sizes, DeltaSoftplusCuda,
                                            std::make_pair(idx_t(129), idx_t(33)),
                                            std::make_pair(idx_t(140001), idx_t(37))));
 
+// ------------------------------------------------------------------------------------------
+// expert_conv1d
+struct XC {
+  idx_t B, T, Di, Kc, E, K;
+  bool state;
+  idx_t x_ld;
+};
+
+// The [M, X] elements of a view with row stride ld, packed.
+std::vector<double> packed(const std::vector<double>& v, idx_t M, idx_t X, idx_t ld) {
+  std::vector<double> o(size_t(M * X));
+  for (idx_t m = 0; m < M; ++m)
+    for (idx_t x = 0; x < X; ++x) o[size_t(m * X + x)] = v[size_t(m * ld + x)];
+  return o;
+}
+std::vector<double> with_nan_padding(std::vector<double> v, idx_t M, idx_t X, idx_t ld) {
+  for (idx_t m = 0; m < M; ++m)
+    for (idx_t x = X; x < ld; ++x) v[size_t(m * ld + x)] = std::nan("");
+  return v;
+}
+
+// K distinct experts per token in a shuffled (not increasing) order, never expert E-1 when
+// E > K (the expert nobody chooses).
+std::vector<int32_t> routing(idx_t M, idx_t E, idx_t K, Rng& rng) {
+  const idx_t pool = E > K ? E - 1 : E;
+  std::vector<int32_t> idx(size_t(M * K));
+  for (idx_t m = 0; m < M; ++m) {
+    std::vector<int32_t> all(static_cast<size_t>(pool));
+    for (idx_t e = 0; e < pool; ++e) all[size_t(e)] = int32_t(e);
+    for (idx_t k = 0; k < K; ++k) {
+      const idx_t j = k + idx_t(rng.below(uint64_t(pool - k)));
+      std::swap(all[size_t(k)], all[size_t(j)]);
+      idx[size_t(m * K + k)] = all[size_t(k)];
+    }
+  }
+  return idx;
+}
+
+// Outputs of one expert_conv1d forward + backward: out, pre, state_out, dx (packed [M, Di] /
+// state layout), dw, dbias.
+struct XcOut {
+  std::vector<double> v[6];
+};
+const char* const kXcNames[6] = {"out", "pre", "state_out", "dx", "dw", "dbias"};
+
+// CPU run in T on the given inputs; round_acts: bf16-store out / pre / state / dx (pre rounded
+// before backward reads it: the naive bf16 run).
+template <typename T>
+XcOut cpu_xconv(const XC& c, const std::vector<double>& x, const std::vector<double>& st,
+                const std::vector<int32_t>& idx, const std::vector<double>& w, const std::vector<double>& b,
+                const std::vector<double>& dout, idx_t dout_ld, const std::vector<double>& dw0,
+                const std::vector<double>& db0, bool round_acts) {
+  const idx_t M = c.B * c.T, S = c.Kc - 1;
+  auto X = as<T>(x), St = as<T>(st), W = as<T>(w), Bb = as<T>(b), G = as<T>(dout), dW = as<T>(dw0), dB = as<T>(db0);
+  std::vector<T> out(size_t(M * c.Di)), pre(size_t(M * c.Di)), so(size_t(c.B * c.Di * S)), work(size_t(M * c.Di)),
+      dx(size_t(M * c.x_ld), T(0)), dpw(size_t(M * c.Di)), dxw(size_t(M * c.Di));
+  const T* sp = c.state ? St.data() : nullptr;
+  cpu::expert_conv1d_forward<T>(out.data(), c.Di, pre.data(), so.data(), work.data(), X.data(), c.x_ld, sp, idx.data(),
+                                W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.E, c.K);
+  if (round_acts)
+    for (auto& p : pre) p = T(gputest::round_bf16(float(p)));
+  cpu::expert_conv1d_backward<T>(dx.data(), c.x_ld, dW.data(), dB.data(), dpw.data(), dxw.data(), G.data(), dout_ld,
+                                 X.data(), c.x_ld, sp, pre.data(), idx.data(), W.data(), Bb.data(), c.B, c.T, c.Di,
+                                 c.Kc, c.E, c.K);
+  XcOut r;
+  r.v[0] = dbl(out);
+  r.v[1] = dbl(pre);
+  r.v[2] = dbl(so);
+  r.v[3] = packed(dbl(dx), M, c.Di, c.x_ld);
+  r.v[4] = dbl(dW);
+  r.v[5] = dbl(dB);
+  if (round_acts)
+    for (int q : {0, 2, 3}) r.v[q] = rounded_d(r.v[q]);
+  return r;
+}
+
+class ExpertConvCuda : public ::testing::TestWithParam<XC> {};
+
+TEST_P(ExpertConvCuda, Fp32TightBf16WithinBudgetDeterministicUntouchedExpert) {
+  REQUIRE_GPU();
+  const XC c = GetParam();
+  const idx_t M = c.B * c.T, S = c.Kc - 1, out_ld = c.Di + 5, dout_ld = c.Di + 3;
+  const size_t nst = size_t(c.B * c.Di * S), nw = size_t(c.E * c.Di * c.Kc), nb = size_t(c.E * c.Di);
+  for (int bf = 0; bf < 2; ++bf) {
+    Rng rng(71 + bf, uint64_t(c.Di + c.Kc));
+    // Padding between tokens is NaN: a kernel reading it would poison its outputs.
+    const auto x = with_nan_padding(rnd(size_t(M * c.x_ld), rng, -2, 2, bf), M, c.Di, c.x_ld);
+    const auto st = rnd(nst, rng, -2, 2, bf), w = rnd(nw, rng, -0.6, 0.6), b = rnd(nb, rng, -0.5, 0.5);
+    const auto dout = with_nan_padding(rnd(size_t(M * dout_ld), rng, -1, 1, bf), M, c.Di, dout_ld);
+    auto dw0 = rnd(nw, rng, -1, 1), db0 = rnd(nb, rng, -1, 1);
+    const bool has_unused = c.E > c.K;
+    if (has_unused) dw0[size_t((c.E - 1) * c.Di * c.Kc)] = -0.0;  // "+= 0" would flip it to +0
+    const auto idx = routing(M, c.E, c.K, rng);
+
+    const XcOut ref = cpu_xconv<double>(c, x, st, idx, w, b, dout, dout_ld, dw0, db0, false);
+    const XcOut naive = cpu_xconv<float>(c, x, st, idx, w, b, dout, dout_ld, dw0, db0, bf);
+
+    XcOut got;
+    std::vector<double> state_alias, out_perm, dw_again, db_again;
+    std::vector<float> dw_bits;
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      auto poisoned = [&](size_t n) { return bf ? gputest::poisoned_bf16(n) : gputest::poisoned_f32(n); };
+      DeviceBuffer X = up<T>(x), St = up<T>(st), St2 = up<T>(st), G = up<T>(dout), W = up_f32(w), Bb = up_f32(b),
+                   I = DeviceBuffer::from_host(idx), O = poisoned(size_t(M * out_ld)), P = poisoned(size_t(M * c.Di)),
+                   SO = poisoned(std::max<size_t>(nst, 1)), D = poisoned(size_t(M * c.x_ld)), DW = up_f32(dw0),
+                   DB = up_f32(db0), DW2 = up_f32(dw0), DB2 = up_f32(db0), O2 = poisoned(size_t(M * out_ld)),
+                   P2 = poisoned(size_t(M * c.Di));
+      const T* sp = c.state ? St.as<T>() : nullptr;
+      cuda::expert_conv1d_forward<T>(O.as<T>(), out_ld, P.as<T>(), SO.as<T>(), nullptr, X.as<T>(), c.x_ld, sp,
+                                     I.as<int32_t>(), W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.E, c.K,
+                                     nullptr);
+      cuda::expert_conv1d_backward<T>(D.as<T>(), c.x_ld, DW.as<float>(), DB.as<float>(), nullptr, nullptr, G.as<T>(),
+                                      dout_ld, X.as<T>(), c.x_ld, sp, P.as<T>(), I.as<int32_t>(), W.as<float>(),
+                                      Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.E, c.K, nullptr);
+      // The same backward again (bitwise repeatable), then a forward with state_out aliasing
+      // state_in (the decode step) and the experts of each token listed in reverse order.
+      cuda::expert_conv1d_backward<T>(nullptr, c.x_ld, DW2.as<float>(), DB2.as<float>(), nullptr, nullptr, G.as<T>(),
+                                      dout_ld, X.as<T>(), c.x_ld, sp, P.as<T>(), I.as<int32_t>(), W.as<float>(),
+                                      Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.E, c.K, nullptr);
+      std::vector<int32_t> rev(idx);
+      for (idx_t m = 0; m < M; ++m) std::reverse(rev.begin() + m * c.K, rev.begin() + (m + 1) * c.K);
+      DeviceBuffer IR = DeviceBuffer::from_host(rev);
+      cuda::expert_conv1d_forward<T>(O2.as<T>(), out_ld, P2.as<T>(), c.state ? St2.as<T>() : nullptr, nullptr,
+                                     X.as<T>(), c.x_ld, c.state ? St2.as<T>() : nullptr, IR.as<int32_t>(),
+                                     W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.E, c.K, nullptr);
+      sync();
+      got.v[0] = packed(down<T>(O), M, c.Di, out_ld);
+      got.v[1] = down<T>(P);
+      got.v[2] = down<T>(SO);
+      got.v[2].resize(nst);
+      got.v[3] = packed(down<T>(D), M, c.Di, c.x_ld);
+      got.v[4] = down_f32(DW);
+      got.v[5] = down_f32(DB);
+      dw_bits = DW.to_host<float>();
+      dw_again = down_f32(DW2);
+      db_again = down_f32(DB2);
+      out_perm = packed(down<T>(O2), M, c.Di, out_ld);
+      if (c.state) {
+        state_alias = down<T>(St2);
+        state_alias.resize(nst);
+      }
+    };
+    if (bf) run(bf16{}); else run(float{});
+
+    const std::string tag = std::string(bf ? "bf16 " : "fp32 ") + "expert_conv1d ";
+    for (int q = 0; q < 6; ++q) {
+      if (q == 2 && nst == 0) continue;
+      const double e = rel_err(got.v[q], ref.v[q]), en = rel_err(naive.v[q], ref.v[q]);
+      if (bf) gputest::expect_within_budget(tag + kXcNames[q], e, en, 1e-5);
+      else EXPECT_LT(e, 1e-5) << tag << kXcNames[q] << " (naive fp32 error " << en << ")";
+    }
+    EXPECT_EQ(got.v[2], naive.v[2]) << tag << "state_out is a copy of the last inputs";
+    if (c.state) EXPECT_EQ(state_alias, got.v[2]) << tag << "state_out aliasing state_in";
+    EXPECT_EQ(dw_again, got.v[4]) << tag << "dw is bitwise repeatable";
+    EXPECT_EQ(db_again, got.v[5]) << tag << "dbias is bitwise repeatable";
+    EXPECT_EQ(out_perm, got.v[0]) << tag << "the order of a token's experts in idx does not matter";
+    if (has_unused) {
+      const size_t w0 = size_t((c.E - 1) * c.Di * c.Kc), b0 = size_t((c.E - 1) * c.Di);
+      for (size_t i = 0; i < size_t(c.Di * c.Kc); ++i)
+        ASSERT_EQ(got.v[4][w0 + i], dw0[w0 + i]) << tag << "the unchosen expert's dw moved at " << i;
+      for (size_t i = 0; i < size_t(c.Di); ++i)
+        ASSERT_EQ(got.v[5][b0 + i], db0[b0 + i]) << tag << "the unchosen expert's dbias moved at " << i;
+      EXPECT_TRUE(std::signbit(dw_bits[w0])) << tag << "-0 in the unchosen expert's dw was rewritten";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ExpertConvCuda,
+                         ::testing::Values(XC{3, 259, 70, 4, 8, 3, true, 75}, XC{3, 259, 130, 4, 8, 2, false, 130},
+                                           XC{2, 2, 37, 4, 4, 1, true, 40},  // T < Kc-1: state passes through
+                                           XC{5, 1, 70, 4, 8, 2, true, 70},  // a decode step
+                                           XC{2, 70, 33, 3, 5, 3, true, 33}, XC{1, 100, 16, 8, 3, 2, true, 20},
+                                           XC{2, 65, 20, 1, 2, 2, false, 20},  // E = K: every expert chosen
+                                           XC{1, 777, 130, 4, 1, 1, true, 133}));
+
+TEST(ExpertConvCuda, RefusesSizesBeyondTheKernels) {
+  REQUIRE_GPU();
+  EXPECT_THROW(cuda::expert_conv1d_forward<float>(nullptr, 8, nullptr, nullptr, nullptr, nullptr, 8, nullptr, nullptr,
+                                                  nullptr, nullptr, 1, 4, 8, kExpertConvMaxKc + 1, 4, 2, nullptr),
+               Error);
+  EXPECT_THROW(cuda::expert_conv1d_forward<float>(nullptr, 8, nullptr, nullptr, nullptr, nullptr, 8, nullptr, nullptr,
+                                                  nullptr, nullptr, 1, 4, 8, 4, 64, kRouterMaxTopK + 1, nullptr),
+               Error);
+  EXPECT_THROW(cuda::expert_conv1d_backward<float>(nullptr, 8, nullptr, nullptr, nullptr, nullptr, nullptr, 8, nullptr,
+                                                   7, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 4, 8, 4, 4, 2,
+                                                   nullptr),
+               Error);  // x_ld < Di
+}
+
 }  // namespace
 }  // namespace moessm
