@@ -24,17 +24,30 @@ void grouped_matmul_backward(T* din, idx_t din_ld, T* dweight, const T* dout, id
                              bool din_accumulate = false);
 
 }  // namespace cpu
+
+// At most this many grouped rows (M·K) take the CUDA forward's device-side GEMV path.
+constexpr idx_t kGroupedGemvMaxRows = 64;
+
 }  // namespace moessm
 
 #ifdef MOESSM_CUDA
 struct __nv_bfloat16;
 namespace moessm::cuda {
 // The CPU contract with T = float or __nv_bfloat16 operands (fp32 accumulation) and fp32 expert
-// weight gradients; offsets in device memory. One cuBLASLt GEMM per expert after one copy of
-// the offsets to the host per call (a stream sync: training and prefill only, not graph-capturable).
+// weight gradients; offsets in device memory. `rows` is the number of grouped rows, offsets[E]
+// (= M·K), which the caller knows without reading the offsets. The forward picks its path from
+// rows alone:
+//   rows <= kGroupedGemvMaxRows: a grouped GEMV kernel (src/ops/cuda/grouped_gemv.cu) that reads
+//     the offsets on the device: no host sync, graph-capturable (the decode step). Each chosen
+//     expert's weight is streamed once per 8 of its rows; fp32 accumulation, fixed-order
+//     reductions. The offsets are trusted (no row past `rows` is ever read or written).
+//   otherwise: one cuBLASLt GEMM per expert with rows, after ONE copy of the offsets to the host
+//     (a stream sync: training and prefill only; a CHECK that offsets[E] == rows).
+// The backward always takes the cuBLASLt path (host copy of the offsets); expert weight
+// gradients accumulate through the fp32 GEMM (deterministic: no atomics).
 template <typename T>
 void grouped_matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
-                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, cudaStream_t stream);
+                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows, cudaStream_t stream);
 template <typename T>
 void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout, idx_t dout_ld, const T* in,
                              idx_t in_ld, const T* weight, idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N,

@@ -430,5 +430,148 @@ TEST(ExpertConvCuda, RefusesSizesBeyondTheKernels) {
                Error);  // x_ld < Di
 }
 
+// ------------------------------------------------------------------------------------------
+// grouped_matmul forward: the device GEMV for rows <= kGroupedGemvMaxRows, cuBLASLt above.
+// Offsets for `rows` grouped rows over E experts; experts 0 and 3 (and all but one when rows = 1)
+// get none.
+std::vector<int32_t> group_offsets(idx_t rows, idx_t E, Rng& rng) {
+  std::vector<int32_t> count(size_t(E), 0);
+  for (idx_t r = 0; r < rows; ++r) {
+    idx_t e;
+    do e = idx_t(rng.below(uint64_t(E)));
+    while (e == 0 || e == 3);
+    ++count[size_t(rows == 1 ? E - 2 : e)];
+  }
+  std::vector<int32_t> off(size_t(E + 1), 0);
+  for (idx_t e = 0; e < E; ++e) off[size_t(e + 1)] = off[size_t(e)] + count[size_t(e)];
+  return off;
+}
+
+struct GM {
+  idx_t rows, N, Kd, in_ld;  // in_ld = Kd with Kd % 8 == 0 takes the 16-byte loads
+};
+
+// The expert weights are a slice (row offset 5) of a wider slab [E, N+6, Kd].
+struct GmData {
+  idx_t E = 8, w_stride = 0, out_ld = 0, w_off = 0;
+  std::vector<double> in, w;
+};
+GmData gm_data(const GM& g, Rng& rng, bool round) {
+  GmData d;
+  d.w_stride = (g.N + 6) * g.Kd;
+  d.out_ld = g.N + 3;
+  d.w_off = 5 * g.Kd;
+  d.in = rnd(size_t(g.rows * g.in_ld), rng, -1, 1, round);
+  d.w = rnd(size_t(d.E * d.w_stride), rng, -0.5, 0.5, round);
+  return d;
+}
+template <typename T>
+std::vector<double> cpu_gm(const GM& g, const GmData& d, const std::vector<int32_t>& off) {
+  auto in = as<T>(d.in), w = as<T>(d.w);
+  std::vector<T> out(size_t(g.rows * g.N));
+  cpu::grouped_matmul_forward<T>(out.data(), g.N, in.data(), g.in_ld, w.data() + d.w_off, d.w_stride, off.data(), d.E,
+                                 g.N, g.Kd);
+  return dbl(out);
+}
+
+class GroupedGemvCuda : public ::testing::TestWithParam<GM> {};
+
+TEST_P(GroupedGemvCuda, MatchesTheCpuFp32TightBf16WithinBudget) {
+  REQUIRE_GPU();
+  const GM g = GetParam();
+  for (int bf = 0; bf < 2; ++bf) {
+    Rng rng(91 + bf, uint64_t(g.rows * 131 + g.Kd));
+    const GmData d = gm_data(g, rng, bf);
+    const auto off = group_offsets(g.rows, d.E, rng);
+    const auto ref = cpu_gm<double>(g, d, off);
+    auto naive = cpu_gm<float>(g, d, off);
+    if (bf) naive = rounded_d(naive);
+    std::vector<double> got, padding;
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      DeviceBuffer IN = up<T>(d.in), W = up<T>(d.w), OFF = DeviceBuffer::from_host(off),
+                   OUT = bf ? gputest::poisoned_bf16(size_t(g.rows * d.out_ld)) : gputest::poisoned_f32(size_t(g.rows * d.out_ld));
+      cuda::grouped_matmul_forward<T>(OUT.as<T>(), d.out_ld, IN.as<T>(), g.in_ld, W.as<T>() + d.w_off, d.w_stride,
+                                      OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr);
+      sync();
+      const auto all = down<T>(OUT);
+      got = packed(all, g.rows, g.N, d.out_ld);
+      for (idx_t r = 0; r < g.rows; ++r)
+        for (idx_t n = g.N; n < d.out_ld; ++n) padding.push_back(all[size_t(r * d.out_ld + n)]);
+    };
+    if (bf) run(bf16{}); else run(float{});
+    const double e = rel_err(got, ref), en = rel_err(naive, ref);
+    if (bf) gputest::expect_within_budget("bf16 grouped gemv rows=" + std::to_string(g.rows), e, en, 1e-5);
+    else EXPECT_LT(e, 1e-5) << "fp32 grouped gemv rows=" << g.rows << " (naive fp32 error " << en << ")";
+    for (double p : padding) ASSERT_TRUE(std::isnan(p)) << "the GEMV wrote past N in an output row";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Rows, GroupedGemvCuda,
+                         ::testing::Values(GM{1, 100, 128, 128}, GM{2, 100, 128, 136}, GM{7, 96, 70, 70},
+                                           GM{7, 100, 128, 128}, GM{64, 130, 256, 256}, GM{64, 33, 70, 75},
+                                           GM{2, 8, 3, 3}));
+
+// Captured in a CUDA graph on a non-default stream, replayed, and replayed again after new
+// offsets were written to the same device buffer (the graph reads them on the device).
+TEST(GroupedGemvCuda, GraphCapturableAndReadsTheOffsetsOnTheDevice) {
+  REQUIRE_GPU();
+  const GM g{7, 100, 128, 128};
+  Rng rng(101, 1);
+  const GmData d = gm_data(g, rng, false);
+  const auto off1 = group_offsets(g.rows, d.E, rng);
+  const std::vector<int32_t> off2 = {0, 0, 3, 3, 3, 3, 3, 3, 7};  // experts 1 and 7 only
+  DeviceBuffer IN = up_f32(d.in), W = up_f32(d.w), OFF = DeviceBuffer::from_host(off1),
+               OUT = gputest::poisoned_f32(size_t(g.rows * d.out_ld));
+  cudaStream_t st;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaDeviceSynchronize());  // the uploads are complete before st reads them
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
+                                      d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, st);
+  CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (const auto* off : {&off1, &off2}) {
+    CUDA_CHECK(cudaMemcpyAsync(OFF.data(), off->data(), off->size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaGraphLaunch(exec, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    const auto got = packed(down_f32(OUT), g.rows, g.N, d.out_ld);
+    EXPECT_LT(rel_err(got, cpu_gm<double>(g, d, *off)), 1e-5) << "graph replay, offsets set " << (off == &off2);
+    // The graph's result equals a direct launch bit for bit.
+    DeviceBuffer OUT2 = gputest::poisoned_f32(size_t(g.rows * d.out_ld));
+    cuda::grouped_matmul_forward<float>(OUT2.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
+                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, st);
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    EXPECT_EQ(packed(down_f32(OUT2), g.rows, g.N, d.out_ld), got);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  CUDA_CHECK(cudaStreamDestroy(st));
+}
+
+// Above kGroupedGemvMaxRows the cuBLASLt path runs (and checks offsets[E] against rows).
+TEST(GroupedGemvCuda, LargeRowsTakeTheGemmPathAndStillMatch) {
+  REQUIRE_GPU();
+  for (idx_t rows : {kGroupedGemvMaxRows + 1, idx_t(300)}) {
+    const GM g{rows, 100, 128, 128};
+    Rng rng(111, uint64_t(rows));
+    const GmData d = gm_data(g, rng, false);
+    const auto off = group_offsets(g.rows, d.E, rng);
+    DeviceBuffer IN = up_f32(d.in), W = up_f32(d.w), OFF = DeviceBuffer::from_host(off),
+                 OUT = gputest::poisoned_f32(size_t(g.rows * d.out_ld));
+    cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
+                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr);
+    sync();
+    EXPECT_LT(rel_err(packed(down_f32(OUT), g.rows, g.N, d.out_ld), cpu_gm<double>(g, d, off)), 1e-5) << "rows=" << rows;
+    EXPECT_THROW(cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld,
+                                                     W.as<float>() + d.w_off, d.w_stride, OFF.as<int32_t>(), d.E, g.N,
+                                                     g.Kd, g.rows + 1, nullptr),
+                 Error)
+        << "offsets[E] != rows";
+  }
+}
+
 }  // namespace
 }  // namespace moessm

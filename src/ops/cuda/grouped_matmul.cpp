@@ -1,14 +1,16 @@
-// CUDA grouped_matmul (see ops/grouped_matmul.h): one cuBLASLt GEMM per expert with rows, after
-// ONE small device-to-host copy of the offsets (E+1 int32) per call. That copy synchronises the
-// stream, so this path is for training and prefill; it cannot be captured in a CUDA graph (the
-// decode step needs a device-side grouped GEMV, still to come). Expert weight gradients
-// accumulate through the fp32 GEMM (deterministic: no atomics).
+// CUDA grouped_matmul (see ops/grouped_matmul.h). Forward with rows <= kGroupedGemvMaxRows: the
+// device-side grouped GEMV (grouped_gemv.cu; no host sync, graph-capturable: decoding).
+// Otherwise, and always in backward: one cuBLASLt GEMM per expert with rows, after ONE small
+// device-to-host copy of the offsets (E+1 int32) per call; that copy synchronises the stream, so
+// this path is for training and prefill and cannot be captured in a CUDA graph. Expert weight
+// gradients accumulate through the fp32 GEMM (deterministic: no atomics).
 #include <cuda_bf16.h>
 
 #include <vector>
 
 #include "core/check.h"
 #include "core/cuda_check.h"
+#include "ops/cuda/grouped_gemv.h"
 #include "ops/grouped_matmul.h"
 #include "ops/matmul.h"
 
@@ -27,8 +29,15 @@ std::vector<int32_t> host_offsets(const int32_t* offsets, idx_t E, cudaStream_t 
 
 template <typename T>
 void grouped_matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
-                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, cudaStream_t stream) {
+                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows, cudaStream_t stream) {
+  CHECK(rows >= 0, "grouped_matmul_forward: rows=", rows, " must be >= 0");
+  if (rows <= kGroupedGemvMaxRows) {
+    grouped_gemv_forward<T>(out, out_ld, in, in_ld, weight, w_stride, offsets, E, N, Kd, rows, stream);
+    return;
+  }
   const std::vector<int32_t> off = host_offsets(offsets, E, stream);
+  CHECK(off[size_t(E)] == rows, "grouped_matmul_forward: offsets[E]=", off[size_t(E)], " but rows=", rows,
+        " (the grouped row count M*K)");
   for (idx_t e = 0; e < E; ++e) {
     const idx_t r0 = off[e], rows = off[e + 1] - off[e];
     if (rows == 0) continue;
@@ -52,10 +61,10 @@ void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout
 }
 
 template void grouped_matmul_forward<float>(float*, idx_t, const float*, idx_t, const float*, idx_t, const int32_t*,
-                                            idx_t, idx_t, idx_t, cudaStream_t);
+                                            idx_t, idx_t, idx_t, idx_t, cudaStream_t);
 template void grouped_matmul_forward<__nv_bfloat16>(__nv_bfloat16*, idx_t, const __nv_bfloat16*, idx_t,
                                                     const __nv_bfloat16*, idx_t, const int32_t*, idx_t, idx_t, idx_t,
-                                                    cudaStream_t);
+                                                    idx_t, cudaStream_t);
 template void grouped_matmul_backward<float>(float*, idx_t, float*, const float*, idx_t, const float*, idx_t,
                                              const float*, idx_t, const int32_t*, idx_t, idx_t, idx_t, bool,
                                              cudaStream_t);
