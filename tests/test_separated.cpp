@@ -29,23 +29,28 @@ std::string sep_spec(int E, int K, const std::string& extra = "") {
 // A mixer on its own: table under prefix "m.", parameters, an arena planned for (B, T).
 template <typename M>
 struct Standalone {
+  using Bk = CpuBackend<double>;
   ModelConfig cfg;
   M mixer;
   ParamTable table;
   std::vector<double> params;
-  Arena<double> arena;
+  Bk::Arena arena;
   Standalone(const ModelConfig& c, const MixerSpec& spec) : cfg(c), mixer(c, spec) {
     mixer.register_params(table, "m.");
     params.assign(table.total(), 0.0);
   }
   double* p(const std::string& name) { return params.data() + table.at("m." + name).offset; }
   std::vector<double> run(const std::vector<double>& u, idx_t B, idx_t T) {
-    arena = Arena<double>();
+    arena = Bk::Arena();
+    mixer.plan_kept(arena);
     mixer.plan(arena, B, T, false);
     arena.allocate_planned();
+    mixer.plan_kept(arena);
     mixer.plan(arena, B, T, false);
     std::vector<double> out(u.size());
-    mixer.forward_cpu(out.data(), u.data(), params.data(), B, T, nullptr, nullptr);
+    double aux = 0;
+    mixer.forward(Bk::Ctx{}, out.data(), u.data(), ParamsRef<Bk>{params.data(), params.data()}, B, T, nullptr,
+                  nullptr, &aux);
     return out;
   }
 };
@@ -103,10 +108,10 @@ namespace {
 double swimba_vs_separated(int E, int K, const std::string& mix, bool dt_differs) {
   ModelConfig cfg = tiny_mixer_config("\"mamba\"", 1);
   const idx_t Di = cfg.d_inner(), N = cfg.d_state, R = cfg.resolved_dt_rank(), XW = R + 2 * N, D = cfg.d_model;
-  Standalone<SwimbaMixer<double>> sw(cfg, ModelConfig::from_json(Json::parse(
+  Standalone<SwimbaMixer<CpuBackend<double>>> sw(cfg, ModelConfig::from_json(Json::parse(
       R"({"d_model": 8, "n_layer": 1, "vocab_size": 13, "d_state": 3, "d_conv": 3, "layers": [{"type": "swimba", "n_experts": )" +
       std::to_string(E) + R"(, "top_k": )" + std::to_string(K) + R"(, "mix": ")" + mix + R"("}]})"), "t").layers[0]);
-  Standalone<SeparatedMoeSsmMixer<double>> sp(cfg, ModelConfig::from_json(Json::parse(
+  Standalone<SeparatedMoeSsmMixer<CpuBackend<double>>> sp(cfg, ModelConfig::from_json(Json::parse(
       R"({"d_model": 8, "n_layer": 1, "vocab_size": 13, "d_state": 3, "d_conv": 3, "layers": [)" + sep_spec(E, K) + "]}"), "t").layers[0]);
   Rng rng(77);
   auto fill = [&](double* p, size_t n, double lo, double hi) {

@@ -98,11 +98,12 @@ TEST(Swimba, E1InitialisesLikeDense) {
 
 namespace {
 struct MixerRun {
+  using Bk = CpuBackend<float>;
   ModelConfig cfg;
-  SwimbaMixer<float> mixer;
+  SwimbaMixer<Bk> mixer;
   ParamTable table;
   std::vector<float> params;
-  Arena<float> arena;
+  Bk::Arena arena;
   MixerRun(const std::string& spec_json, uint64_t seed, double router_scale)
       : cfg(tiny_mixer_config(spec_json, 1)), mixer(cfg, cfg.layers[0]) {
     mixer.register_params(table, "m.");
@@ -114,10 +115,16 @@ struct MixerRun {
     for (size_t i = 0; i < rw.numel; ++i) params[rw.offset + i] = float(router_scale * rng.normal());
   }
   void plan(idx_t B, idx_t T) {
-    arena = Arena<float>();
+    arena = Bk::Arena();
+    mixer.plan_kept(arena);
     mixer.plan(arena, B, T, false);
     arena.allocate_planned();
+    mixer.plan_kept(arena);
     mixer.plan(arena, B, T, false);
+  }
+  void forward(float* out, const float* u, idx_t B, idx_t T, float* state_out) {
+    double aux = 0;
+    mixer.forward(Bk::Ctx{}, out, u, ParamsRef<Bk>{params.data(), params.data()}, B, T, nullptr, state_out, &aux);
   }
 };
 }  // namespace
@@ -131,9 +138,9 @@ TEST(Swimba, DeltaPositiveAndDecayInUnitIntervalForAnyRouting) {
         r.plan(B, T);
         Rng rng(9);
         std::vector<float> u = random_vector<float>(B * T * D, rng, -3, 3), out(B * T * D);
-        r.mixer.forward_cpu(out.data(), u.data(), r.params.data(), B, T, nullptr, nullptr);
+        r.forward(out.data(), u.data(), B, T, nullptr);
         std::vector<float> delta(B * T * Di);
-        r.mixer.effective_delta(delta.data(), r.params.data(), B * T);
+        r.mixer.effective_delta({}, delta.data(), r.params.data(), B * T);
         const float* A_log = r.params.data() + r.table.at("m.A_log").offset;
         for (idx_t i = 0; i < B * T * Di; ++i) {
           ASSERT_GT(delta[i], 0.f) << mix << " token-channel " << i;
@@ -158,9 +165,9 @@ TEST(Swimba, StateStaysBoundedOverALongRandomInput) {
     Rng rng(10);
     std::vector<float> u = random_vector<float>(B * T * D, rng, -3, 3), out(B * T * D);
     std::vector<float> state(r.mixer.state_size() * B, 0.f);
-    r.mixer.forward_cpu(out.data(), u.data(), r.params.data(), B, T, nullptr, state.data());
+    r.forward(out.data(), u.data(), B, T, state.data());
     std::vector<float> delta(T * Di);
-    r.mixer.effective_delta(delta.data(), r.params.data(), T);
+    r.mixer.effective_delta({}, delta.data(), r.params.data(), T);
     const float* xc = r.mixer.conv_output();
     const float* xm = r.mixer.mixed_streams();
     const float* A_log = r.params.data() + r.table.at("m.A_log").offset;
@@ -304,7 +311,7 @@ TEST(Swimba, CheckpointNamesAndShapes) {
 
 TEST(Swimba, DefaultsAndOptionErrors) {
   ModelConfig cfg = tiny_mixer_config("\"swimba\"", 1);
-  SwimbaMixer<float> d(cfg, cfg.layers[0]);
+  SwimbaMixer<CpuBackend<float>> d(cfg, cfg.layers[0]);
   EXPECT_EQ(d.E, 8);
   EXPECT_EQ(d.K, 2);
   EXPECT_FALSE(d.mix_post);

@@ -153,16 +153,25 @@ TEST(Trainer, UnsupportedLayerOnTheDeviceFailsBeforeAnyWork) {
   const std::string dir = temp_dir("unsupported");
   const ModelConfig cfg = ModelConfig::from_json(
       Json::parse(R"({"d_model": 16, "n_layer": 2, "vocab_size": 256, "d_state": 4,
-                      "layers": ["mamba", {"type": "rom", "n_experts": 2, "top_k": 1}]})"), "test");
+                      "layers": ["mamba", {"type": "rom", "n_experts": 40, "top_k": 33}]})"), "test");
   TrainOptions o = small_opts(dir + "/no_data_here", dir + "/run");
   o.device = "cuda";
-  EXPECT_ERROR_HAS(train_model(cfg, o), "layer 1: rom on cuda needs router_topk, moe_permute and grouped_matmul (cuda)");
+  EXPECT_ERROR_HAS(train_model(cfg, o), "layer 1: rom on cuda needs router_topk with top_k 33 (cuda: top_k <= 32)");
   EXPECT_FALSE(file_exists(dir + "/run"));
   EXPECT_EQ(mixer_missing_op(cfg, cfg.layers[0], "cuda"), "");
   EXPECT_EQ(mixer_missing_op(cfg, cfg.layers[1], "cpu"), "");
   ModelConfig wide = cfg;
   wide.d_conv = 9;
   EXPECT_NE(mixer_missing_op(wide, wide.layers[0], "cuda").find("d_conv <= 8"), std::string::npos);
+  // Every MoE mixer runs on cuda within its kernels' limits; RoM's expert conv1d has its own.
+  const ModelConfig moe = ModelConfig::from_json(
+      Json::parse(R"({"d_model": 16, "n_layer": 4, "vocab_size": 256, "d_state": 4, "d_conv": 6,
+                      "layers": [{"type": "rom", "n_experts": 8, "top_k": 2}, {"type": "swimba"},
+                                 {"type": "separated_moe_ssm", "n_experts": 4},
+                                 {"type": "rom", "experts_in": ["conv_proj", "gate_proj", "out_proj", "conv1d"]}]})"),
+      "test");
+  for (int l = 0; l < 3; ++l) EXPECT_EQ(mixer_missing_op(moe, moe.layers[l], "cuda"), "") << l;
+  EXPECT_EQ(mixer_missing_op(moe, moe.layers[3], "cuda"), "expert_conv1d with d_conv 6 (cuda: d_conv <= 4)");
 }
 
 // ---- run directories are never silently damaged -------------------------------------------

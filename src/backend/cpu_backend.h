@@ -23,10 +23,15 @@
 #include "ops/adamw.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
+#include "ops/delta_softplus.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/expert_conv1d.h"
+#include "ops/grouped_matmul.h"
 #include "ops/matmul.h"
+#include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
+#include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
 
@@ -138,6 +143,113 @@ struct CpuBackend {
   }
   // *out = Σ x (in order, in double).
   static void sum_to(const Ctx&, double* out, const F* x, idx_t n) { *out = cpu::sum(x, n); }
+  // ---- elementwise and MoE ops (ops/elementwise.h, router_topk.h, moe_permute.h,
+  //      grouped_matmul.h, expert_conv1d.h, delta_softplus.h) ----
+  static void add_forward(const Ctx&, Act* out, idx_t out_ld, const Act* a, idx_t a_ld, const Act* b, idx_t b_ld,
+                          idx_t M, idx_t X) {
+    cpu::add_forward(out, out_ld, a, a_ld, b, b_ld, M, X);
+  }
+  static void fill_rows(const Ctx&, Act* out, idx_t out_ld, Act value, idx_t M, idx_t X) {
+    cpu::fill(out, out_ld, value, M, X);
+  }
+  // *dst += *src for n scalars in backend memory (loss accumulators).
+  static void add_scalars(const Ctx&, double* dst, const double* src, idx_t n) {
+    cpu::add_forward(dst, n, dst, n, src, n, 1, n);
+  }
+  // logits[M, E] (F) = in · wᵀ (the router's GEMM, accumulated and stored in F).
+  static void router_logits_forward(const Ctx&, F* logits, const Act* in, idx_t in_ld, const Weight* w, idx_t M,
+                                    idx_t E, idx_t Din) {
+    cpu::matmul_forward(logits, E, in, in_ld, w, (const T*)nullptr, M, E, Din);
+  }
+  // din += dlogits · w; dw += dlogitsᵀ · in. `scratch` ([M, E] Act) holds dlogits as a GEMM
+  // operand where Act differs from F (unused here).
+  static void router_logits_backward(const Ctx&, Act* din, idx_t din_ld, Param* dw, const F* dlogits, Act*,
+                                     const Act* in, idx_t in_ld, const Weight* w, idx_t M, idx_t E, idx_t Din) {
+    cpu::matmul_backward(din, din_ld, dw, (T*)nullptr, dlogits, E, in, in_ld, w, M, E, Din, /*din_accumulate=*/true);
+  }
+  static void router_topk_forward(const Ctx&, F* probs, int32_t* idx, F* w, const F* logits, idx_t M, idx_t E,
+                                  idx_t K, bool normalize) {
+    cpu::router_topk_forward(probs, idx, w, logits, M, E, K, normalize);
+  }
+  static void router_topk_backward(const Ctx&, F* dlogits, const F* dw, const F* dprobs, const F* probs,
+                                   const int32_t* idx, const F* w, idx_t M, idx_t E, idx_t K, bool normalize) {
+    cpu::router_topk_backward(dlogits, dw, dprobs, probs, idx, w, M, E, K, normalize);
+  }
+  // *loss += L_aux (and load[E] = f_i); *loss += L_z.
+  static void router_aux_loss_forward(const Ctx&, double* loss, double* load, const F* probs, const int32_t* idx,
+                                      idx_t M, idx_t E, idx_t K, double coef) {
+    *loss += cpu::router_aux_loss_forward(load, probs, idx, M, E, K, coef);
+  }
+  static void router_aux_loss_backward(const Ctx&, F* dprobs, double dloss, const int32_t* idx, idx_t M, idx_t E,
+                                       idx_t K, double coef) {
+    cpu::router_aux_loss_backward(dprobs, dloss, idx, M, E, K, coef);
+  }
+  static void router_z_loss_forward(const Ctx&, double* loss, const F* logits, idx_t M, idx_t E, double coef) {
+    *loss += cpu::router_z_loss_forward(logits, M, E, coef);
+  }
+  static void router_z_loss_backward(const Ctx&, F* dlogits, double dloss, const F* logits, idx_t M, idx_t E,
+                                     double coef) {
+    cpu::router_z_loss_backward(dlogits, dloss, logits, M, E, coef);
+  }
+  static void moe_permute_plan(const Ctx&, int32_t* offsets, int32_t* row_of_slot, const int32_t* idx, idx_t M,
+                               idx_t E, idx_t K) {
+    cpu::moe_permute_plan(offsets, row_of_slot, idx, M, E, K);
+  }
+  static void moe_permute_plan_stacked(const Ctx&, int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E,
+                                       idx_t K) {
+    cpu::moe_permute_plan_stacked(row_of_slot, idx, M, E, K);
+  }
+  static void moe_permute_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld,
+                                  const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
+    cpu::moe_permute_forward(out, out_ld, in, in_ld, row_of_slot, M, K, X);
+  }
+  static void moe_permute_backward(const Ctx&, Act* din, idx_t din_ld, const Act* dout, idx_t dout_ld,
+                                   const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X, bool accumulate) {
+    cpu::moe_permute_backward(din, din_ld, dout, dout_ld, row_of_slot, M, K, X, accumulate);
+  }
+  static void moe_unpermute_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* w,
+                                    const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
+    cpu::moe_unpermute_forward(out, out_ld, in, in_ld, w, row_of_slot, M, K, X);
+  }
+  static void moe_unpermute_backward(const Ctx&, Act* din, idx_t din_ld, F* dw, const Act* dout, idx_t dout_ld,
+                                     const Act* in, idx_t in_ld, const F* w, const int32_t* row_of_slot, idx_t M,
+                                     idx_t K, idx_t X, bool dw_accumulate) {
+    cpu::moe_unpermute_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, row_of_slot, M, K, X, dw_accumulate);
+  }
+  // `rows` = offsets[E] (M·K), known to the caller (the CUDA twin picks its kernel by it).
+  static void grouped_matmul_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
+                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t) {
+    cpu::grouped_matmul_forward(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd);
+  }
+  static void grouped_matmul_backward(const Ctx&, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
+                                      const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
+                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate) {
+    cpu::grouped_matmul_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
+                                 din_accumulate);
+  }
+  // Whether expert e certainly has no rows in a plan (the CPU reads its offsets; a device
+  // backend answers false rather than synchronise).
+  static bool group_known_empty(const int32_t* offsets, idx_t e) { return offsets[e + 1] == offsets[e]; }
+  static void expert_conv_forward(const Ctx&, Act* out, idx_t out_ld, Act* pre, Act* state_out, Act* work,
+                                  const Act* x, idx_t x_ld, const Act* state_in, const int32_t* idx, const Param* w,
+                                  const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
+    cpu::expert_conv1d_forward(out, out_ld, pre, state_out, work, x, x_ld, state_in, idx, w, bias, B, T_, Di, Kc, E,
+                               K);
+  }
+  static void expert_conv_backward(const Ctx&, Act* dx, idx_t dx_ld, Param* dw, Param* dbias, Act* dpre_work,
+                                   Act* dx_work, const Act* dout, idx_t dout_ld, const Act* x, idx_t x_ld,
+                                   const Act* state_in, const Act* pre, const int32_t* idx, const Param* w,
+                                   const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
+    cpu::expert_conv1d_backward(dx, dx_ld, dw, dbias, dpre_work, dx_work, dout, dout_ld, x, x_ld, state_in, pre, idx,
+                                w, bias, B, T_, Di, Kc, E, K);
+  }
+  static void delta_softplus_forward(const Ctx&, Act* out, const Act* x, const Param* bias, idx_t M, idx_t Di) {
+    cpu::delta_softplus_forward(out, x, bias, M, Di);
+  }
+  static void delta_softplus_backward(const Ctx&, Act* dx, Param* dbias, const Act* dout, const Act* x,
+                                      const Param* bias, idx_t M, idx_t Di) {
+    cpu::delta_softplus_backward(dx, dbias, dout, x, bias, M, Di);
+  }
   // ---- optimiser ----
   // *out = Σ g² (in double, fixed order).
   static void grad_norm_squared(const Ctx&, double* out, const Param* g, idx_t n) { *out = cpu::grad_norm_squared(g, n); }

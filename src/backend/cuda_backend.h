@@ -24,9 +24,15 @@
 #include "ops/adamw.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
+#include "ops/delta_softplus.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/expert_conv1d.h"
+#include "ops/grouped_matmul.h"
 #include "ops/matmul.h"
+#include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
+#include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
 
@@ -151,6 +157,116 @@ struct CudaBackend {
                                               c.stream);
   }
   static void sum_to(const Ctx& c, double* out, const F* x, idx_t n) { cuda::sum(out, x, n, c.stream); }
+  // ---- elementwise and MoE ops (the CPU backend's list, same arguments) ----
+  static void add_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* a, idx_t a_ld, const Act* b, idx_t b_ld,
+                          idx_t M, idx_t X) {
+    cuda::add_forward<Act>(out, out_ld, a, a_ld, b, b_ld, M, X, c.stream);
+  }
+  static void fill_rows(const Ctx& c, Act* out, idx_t out_ld, Act value, idx_t M, idx_t X) {
+    cuda::fill<Act>(out, out_ld, value, M, X, c.stream);
+  }
+  static void add_scalars(const Ctx& c, double* dst, const double* src, idx_t n) {
+    cuda::add_forward<double>(dst, n, dst, n, src, n, 1, n, c.stream);
+  }
+  // The router GEMM: Act operands (the bf16 copy of the router weight), fp32 accumulation and
+  // fp32 logits.
+  static void router_logits_forward(const Ctx& c, F* logits, const Act* in, idx_t in_ld, const Weight* w, idx_t M,
+                                    idx_t E, idx_t Din) {
+    cuda::gemm<Act, float>(false, true, M, E, Din, 1.f, in, in_ld, w, Din, 0.f, logits, E, c.stream);
+  }
+  // dlogits is rounded to Act in `scratch` [M, E] to be a GEMM operand (bf16 only).
+  static void router_logits_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const F* dlogits, Act* scratch,
+                                     const Act* in, idx_t in_ld, const Weight* w, idx_t M, idx_t E, idx_t Din) {
+    const Act* g = nullptr;
+    if constexpr (kActIsF32) {
+      g = dlogits;
+    } else {
+      cuda::convert_f32_to_bf16(scratch, dlogits, M * E, c.stream);
+      g = scratch;
+    }
+    cuda::matmul_backward<Act>(din, din_ld, dw, nullptr, g, E, in, in_ld, w, M, E, Din, /*din_accumulate=*/true,
+                               c.stream);
+  }
+  static void router_topk_forward(const Ctx& c, F* probs, int32_t* idx, F* w, const F* logits, idx_t M, idx_t E,
+                                  idx_t K, bool normalize) {
+    cuda::router_topk_forward(probs, idx, w, logits, M, E, K, normalize, c.stream);
+  }
+  static void router_topk_backward(const Ctx& c, F* dlogits, const F* dw, const F* dprobs, const F* probs,
+                                   const int32_t* idx, const F* w, idx_t M, idx_t E, idx_t K, bool normalize) {
+    cuda::router_topk_backward(dlogits, dw, dprobs, probs, idx, w, M, E, K, normalize, c.stream);
+  }
+  static void router_aux_loss_forward(const Ctx& c, double* loss, double* load, const F* probs, const int32_t* idx,
+                                      idx_t M, idx_t E, idx_t K, double coef) {
+    cuda::router_aux_loss_forward(loss, load, probs, idx, M, E, K, coef, c.stream);
+  }
+  static void router_aux_loss_backward(const Ctx& c, F* dprobs, double dloss, const int32_t* idx, idx_t M, idx_t E,
+                                       idx_t K, double coef) {
+    cuda::router_aux_loss_backward(dprobs, dloss, idx, M, E, K, coef, c.stream);
+  }
+  static void router_z_loss_forward(const Ctx& c, double* loss, const F* logits, idx_t M, idx_t E, double coef) {
+    cuda::router_z_loss_forward(loss, logits, M, E, coef, c.stream);
+  }
+  static void router_z_loss_backward(const Ctx& c, F* dlogits, double dloss, const F* logits, idx_t M, idx_t E,
+                                     double coef) {
+    cuda::router_z_loss_backward(dlogits, dloss, logits, M, E, coef, c.stream);
+  }
+  static void moe_permute_plan(const Ctx& c, int32_t* offsets, int32_t* row_of_slot, const int32_t* idx, idx_t M,
+                               idx_t E, idx_t K) {
+    cuda::moe_permute_plan(offsets, row_of_slot, idx, M, E, K, c.stream);
+  }
+  static void moe_permute_plan_stacked(const Ctx& c, int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E,
+                                       idx_t K) {
+    cuda::moe_permute_plan_stacked(row_of_slot, idx, M, E, K, c.stream);
+  }
+  static void moe_permute_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld,
+                                  const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
+    cuda::moe_permute_forward<Act>(out, out_ld, in, in_ld, row_of_slot, M, K, X, c.stream);
+  }
+  static void moe_permute_backward(const Ctx& c, Act* din, idx_t din_ld, const Act* dout, idx_t dout_ld,
+                                   const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X, bool accumulate) {
+    cuda::moe_permute_backward<Act>(din, din_ld, dout, dout_ld, row_of_slot, M, K, X, accumulate, c.stream);
+  }
+  static void moe_unpermute_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* w,
+                                    const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
+    cuda::moe_unpermute_forward<Act>(out, out_ld, in, in_ld, w, row_of_slot, M, K, X, c.stream);
+  }
+  static void moe_unpermute_backward(const Ctx& c, Act* din, idx_t din_ld, F* dw, const Act* dout, idx_t dout_ld,
+                                     const Act* in, idx_t in_ld, const F* w, const int32_t* row_of_slot, idx_t M,
+                                     idx_t K, idx_t X, bool dw_accumulate) {
+    cuda::moe_unpermute_backward<Act>(din, din_ld, dw, dout, dout_ld, in, in_ld, w, row_of_slot, M, K, X,
+                                      dw_accumulate, c.stream);
+  }
+  static void grouped_matmul_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
+                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows) {
+    cuda::grouped_matmul_forward<Act>(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd, rows, c.stream);
+  }
+  static void grouped_matmul_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
+                                      const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
+                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate) {
+    cuda::grouped_matmul_backward<Act>(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
+                                       din_accumulate, c.stream);
+  }
+  static bool group_known_empty(const int32_t*, idx_t) { return false; }  // never synchronises to find out
+  static void expert_conv_forward(const Ctx& c, Act* out, idx_t out_ld, Act* pre, Act* state_out, Act* work,
+                                  const Act* x, idx_t x_ld, const Act* state_in, const int32_t* idx, const Param* w,
+                                  const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
+    cuda::expert_conv1d_forward<Act>(out, out_ld, pre, state_out, work, x, x_ld, state_in, idx, w, bias, B, T_, Di, Kc,
+                                     E, K, c.stream);
+  }
+  static void expert_conv_backward(const Ctx& c, Act* dx, idx_t dx_ld, Param* dw, Param* dbias, Act* dpre_work,
+                                   Act* dx_work, const Act* dout, idx_t dout_ld, const Act* x, idx_t x_ld,
+                                   const Act* state_in, const Act* pre, const int32_t* idx, const Param* w,
+                                   const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
+    cuda::expert_conv1d_backward<Act>(dx, dx_ld, dw, dbias, dpre_work, dx_work, dout, dout_ld, x, x_ld, state_in, pre,
+                                      idx, w, bias, B, T_, Di, Kc, E, K, c.stream);
+  }
+  static void delta_softplus_forward(const Ctx& c, Act* out, const Act* x, const Param* bias, idx_t M, idx_t Di) {
+    cuda::delta_softplus_forward<Act>(out, x, bias, M, Di, c.stream);
+  }
+  static void delta_softplus_backward(const Ctx& c, Act* dx, Param* dbias, const Act* dout, const Act* x,
+                                      const Param* bias, idx_t M, idx_t Di) {
+    cuda::delta_softplus_backward<Act>(dx, dbias, dout, x, bias, M, Di, c.stream);
+  }
   // ---- optimiser ----
   static void grad_norm_squared(const Ctx& c, double* out, const Param* g, idx_t n) {
     cuda::grad_norm_squared(out, g, n, c.stream);

@@ -203,6 +203,7 @@ void Model<Bk>::carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
     dres_act_ = std::is_same_v<Act, F> ? nullptr : a.template carve<Act>(BT * D_);
   }
   // Each layer's activations; in inference the layers run one after the other and share space.
+  for (auto& m : mixers_) m->plan_kept(a);
   const size_t mark = a.mark();
   for (auto& m : mixers_) {
     if (!training) a.rewind(mark);

@@ -7,6 +7,8 @@
 #include "model/rom_mixer.h"
 #include "model/separated_moe_ssm_mixer.h"
 #include "model/swimba_mixer.h"
+#include "ops/expert_conv1d.h"
+#include "ops/router_topk.h"
 
 namespace moessm {
 
@@ -41,33 +43,42 @@ template <template <typename> class M, typename Bk>
 std::unique_ptr<Mixer<Bk>> make_any(const ModelConfig& cfg, const MixerSpec& spec) {
   return std::make_unique<M<Bk>>(cfg, spec);
 }
-// A mixer that still calls the CPU reference ops directly (model/cpu_mixer.h): CPU backends only.
-template <template <typename> class M, typename Bk>
-constexpr Factory<Bk> cpu_only() {
-  if constexpr (Bk::kOnDevice) {
-    return nullptr;
-  } else {
-    return [](const ModelConfig& cfg, const MixerSpec& spec) -> std::unique_ptr<Mixer<Bk>> {
-      return std::make_unique<M<typename Bk::Act>>(cfg, spec);
-    };
-  }
+// Limits of the CUDA MoE kernels (router_topk: E and K; expert_conv1d: d_conv), checked
+// against the layer's own options so a configuration they cannot take fails at construction.
+std::string routed_cuda_limits(const ModelConfig& cfg, const MixerSpec& spec) {
+  auto option = [&](const char* key, int64_t fallback) {
+    const Json* v = spec.options.get(key);
+    return v && v->is_integer() ? v->as_int() : fallback;
+  };
+  const int64_t E = option("n_experts", 8), K = option("top_k", 1);
+  if (E > kRouterMaxExperts)
+    return "router_topk with n_experts " + std::to_string(E) + " (cuda: n_experts <= " +
+           std::to_string(kRouterMaxExperts) + ")";
+  if (K > kRouterMaxTopK)
+    return "router_topk with top_k " + std::to_string(K) + " (cuda: top_k <= " + std::to_string(kRouterMaxTopK) + ")";
+  if (spec.type == "rom" && cfg.d_conv > kExpertConvMaxKc)
+    if (const Json* ex = spec.options.get("experts_in"); ex && ex->is_array())
+      for (const Json& m : ex->as_array("experts_in"))
+        if (m.is_string() && m.as_string() == "conv1d")
+          return "expert_conv1d with d_conv " + std::to_string(cfg.d_conv) + " (cuda: d_conv <= " +
+                 std::to_string(kExpertConvMaxKc) + ")";
+  return "";
 }
 
 template <typename Bk>
 struct MixerType {
   const char* name;
-  const char* cuda_needs;  // the CUDA ops this type still lacks ("" = runs on CUDA)
+  std::string (*cuda_limits)(const ModelConfig&, const MixerSpec&);  // "" = within the kernels' limits
   Factory<Bk> make;
 };
 
 template <typename Bk>
 const std::vector<MixerType<Bk>>& registry() {
   static const std::vector<MixerType<Bk>> types = {
-      {"mamba", "", &make_any<MambaMixer, Bk>},
-      {"rom", "router_topk, moe_permute and grouped_matmul (cuda)", cpu_only<RomMixer, Bk>()},
-      {"swimba", "router_topk, moe_permute, grouped_matmul and the parameter-space mix (cuda)",
-       cpu_only<SwimbaMixer, Bk>()},
-      {"separated_moe_ssm", "router_topk and the batched expert scan (cuda)", cpu_only<SeparatedMoeSsmMixer, Bk>()},
+      {"mamba", nullptr, &make_any<MambaMixer, Bk>},
+      {"rom", routed_cuda_limits, &make_any<RomMixer, Bk>},
+      {"swimba", routed_cuda_limits, &make_any<SwimbaMixer, Bk>},
+      {"separated_moe_ssm", routed_cuda_limits, &make_any<SeparatedMoeSsmMixer, Bk>},
   };
   return types;
 }
@@ -97,7 +108,10 @@ std::string mixer_missing_op(const ModelConfig& cfg, const MixerSpec& spec, cons
   if (!t) return "a registered mixer type named '" + spec.type + "'";
   if (device == "cpu") return "";
   CHECK(device == "cuda", "unknown device '", device, "' (expected cpu or cuda)");
-  if (*t->cuda_needs) return t->cuda_needs;
+  if (t->cuda_limits) {
+    const std::string limit = t->cuda_limits(cfg, spec);
+    if (!limit.empty()) return limit;
+  }
   // Limits of the CUDA kernels every Mamba-style layer uses.
   if (cfg.d_conv > 8) return "causal_conv1d with d_conv " + std::to_string(cfg.d_conv) + " (cuda: d_conv <= 8)";
   if (cfg.d_state > 256) return "selective_scan with d_state " + std::to_string(cfg.d_state) + " (cuda: d_state <= 256)";

@@ -7,10 +7,7 @@
 
 #include "core/check.h"
 #include "model/init.h"
-#include "ops/elementwise.h"
-#include "ops/matmul.h"
-#include "ops/moe_permute.h"
-#include "ops/router_topk.h"
+#include "backend/backends.h"
 
 namespace moessm {
 
@@ -55,100 +52,124 @@ RouterOptions RouterOptions::parse(const Json& spec, const std::string& where) {
   return parse(spec, where, RouterOptions());
 }
 
-template <typename T>
-MoeRouter<T>::MoeRouter(const RouterOptions& o, idx_t d_in, std::string name)
+template <typename Bk>
+MoeRouter<Bk>::MoeRouter(const RouterOptions& o, idx_t d_in, std::string name)
     : E(o.n_experts), K(o.top_k), Din(d_in), opt(o), name_(std::move(name)) {
   CHECK(K >= 1 && K <= E, "router: top_k must be in [1, n_experts=", E, "], found ", K);
 }
 
-template <typename T>
-void MoeRouter<T>::register_params(ParamTable& t, const std::string& prefix) {
+template <typename Bk>
+void MoeRouter<Bk>::register_params(ParamTable& t, const std::string& prefix) {
   w_ = t.add(prefix + name_ + ".weight", {E, Din}, false);
 }
 
-template <typename T>
-void MoeRouter<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
+template <typename Bk>
+void MoeRouter<Bk>::init_params(Param* params, const ParamTable& t, uint64_t seed) const {
   // nn.Linear default, U(±1/sqrt(Din)): distinct logits from the start (zeros would tie every
   // token to expert 0).
   for (const ParamInfo& info : t.entries())
     if (info.offset == w_) init_linear(params, info, seed);
 }
 
-template <typename T>
-void MoeRouter<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
+template <typename Bk>
+void MoeRouter<Bk>::plan(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
   const idx_t M = B * T_;
   planned_M_ = M;
   topk_idx_ = a.template carve<int32_t>(M * K);
   offsets_ = a.template carve<int32_t>(E + 1);
   row_of_slot_ = a.template carve<int32_t>(M * K);
-  load_ = a.template carve<double>(E);
-  logits_ = a.carve(M * E);
-  probs_ = a.carve(M * E);
-  topk_w_ = a.carve(M * K);
+  logits_ = a.template carve<F>(M * E);
+  probs_ = a.template carve<F>(M * E);
+  topk_w_ = a.template carve<F>(M * K);
   if (training) {
-    dg_ = a.carve(M * K);
-    dlogits_ = a.carve(M * E);
-    dprobs_ = a.carve(M * E);
+    dg_ = a.template carve<F>(M * K);
+    dlogits_ = a.template carve<F>(M * E);
+    dprobs_ = a.template carve<F>(M * E);
+    dlogits_act_ = a.template carve<Act>(M * E);
   }
 }
 
-template <typename T>
-double MoeRouter<T>::forward(const T* in, idx_t in_ld, const T* params, idx_t M) {
-  CHECK(M <= planned_M_, "router: called with ", M, " tokens but planned for ", planned_M_);
-  cpu::matmul_forward(logits_, E, in, in_ld, params + w_, (const T*)nullptr, M, E, Din);
-  cpu::router_topk_forward(probs_, topk_idx_, topk_w_, logits_, M, E, K, opt.normalize_topk);
-  cpu::moe_permute_plan(offsets_, row_of_slot_, topk_idx_, M, E, K);
-  last_M_ = M;
-  last_aux_ = cpu::router_aux_loss_forward(load_, probs_, topk_idx_, M, E, K, opt.aux_coef);
-  last_z_ = opt.z_coef > 0 ? cpu::router_z_loss_forward(logits_, M, E, opt.z_coef) : 0.0;
-  return last_aux_ + last_z_;
+template <typename Bk>
+void MoeRouter<Bk>::plan_kept(typename Bk::Arena& a) {
+  load_ = a.template carve<double>(E);
+  losses_ = a.template carve<double>(2);
 }
 
-template <typename T>
-void MoeRouter<T>::backward(T* din, idx_t din_ld, T* grads, const T* in, idx_t in_ld,
-                            const T* params, idx_t M, double aux_grad) {
+template <typename Bk>
+void MoeRouter<Bk>::forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P,
+                            idx_t M) {
+  CHECK(M <= planned_M_, "router: called with ", M, " tokens but planned for ", planned_M_);
+  CHECK(load_ && losses_, "router: forward before plan_kept()");
+  ctx_ = ctx;
+  Bk::router_logits_forward(ctx, logits_, in, in_ld, P.gemm + w_, M, E, Din);
+  Bk::router_topk_forward(ctx, probs_, topk_idx_, topk_w_, logits_, M, E, K, opt.normalize_topk);
+  Bk::moe_permute_plan(ctx, offsets_, row_of_slot_, topk_idx_, M, E, K);
+  last_M_ = M;
+  // The losses are kept scaled by the share (L is linear in its coefficient), so the layer's
+  // objective is their sum.
+  Bk::zero(ctx, losses_, 2);
+  Bk::router_aux_loss_forward(ctx, losses_, load_, probs_, topk_idx_, M, E, K, opt.aux_coef * share_);
+  if (opt.z_coef > 0) Bk::router_z_loss_forward(ctx, losses_ + 1, logits_, M, E, opt.z_coef * share_);
+  Bk::add_scalars(ctx, aux, losses_, 1);
+  Bk::add_scalars(ctx, aux, losses_ + 1, 1);
+}
+
+template <typename Bk>
+void MoeRouter<Bk>::backward(const Ctx& ctx, Act* din, idx_t din_ld, Param* grads, const Act* in, idx_t in_ld,
+                             const ParamsRef<Bk>& P, idx_t M, double aux_grad) {
   CHECK(dlogits_, "router: backward needs an arena planned for training");
   CHECK(M == last_M_, "router: backward for ", M, " tokens follows a forward of ", last_M_);
-  cpu::fill(dprobs_, T(0), M * E);
+  Bk::zero(ctx, dprobs_, M * E);
   if (opt.aux_coef > 0)
-    cpu::router_aux_loss_backward(dprobs_, aux_grad, topk_idx_, M, E, K, opt.aux_coef);
-  cpu::router_topk_backward(dlogits_, dg_, dprobs_, probs_, topk_idx_, topk_w_, M, E, K,
-                            opt.normalize_topk);
-  if (opt.z_coef > 0) cpu::router_z_loss_backward(dlogits_, aux_grad, logits_, M, E, opt.z_coef);
-  cpu::matmul_backward(din, din_ld, grads + w_, (T*)nullptr, dlogits_, E, in, in_ld, params + w_,
-                       M, E, Din, /*din_accumulate=*/true);
+    Bk::router_aux_loss_backward(ctx, dprobs_, aux_grad, topk_idx_, M, E, K, opt.aux_coef * share_);
+  Bk::router_topk_backward(ctx, dlogits_, dg_, dprobs_, probs_, topk_idx_, topk_w_, M, E, K, opt.normalize_topk);
+  if (opt.z_coef > 0) Bk::router_z_loss_backward(ctx, dlogits_, aux_grad, logits_, M, E, opt.z_coef * share_);
+  Bk::router_logits_backward(ctx, din, din_ld, grads + w_, dlogits_, dlogits_act_, in, in_ld, P.gemm + w_, M, E,
+                             Din);
 }
 
-template <typename T>
-bool MoeRouter<T>::chosen(idx_t m, idx_t e) const {
-  const int32_t* idx = topk_idx_ + m * K;
-  for (idx_t k = 0; k < K; ++k)
-    if (idx[k] == int32_t(e)) return true;
-  return false;
+template <typename Bk>
+std::vector<double> MoeRouter<Bk>::load() const {
+  std::vector<double> h(size_t(E), 0.0);
+  if (load_ && last_M_) Bk::to_host(ctx_, h.data(), load_, E);
+  return h;
 }
 
-template <typename T>
-MixerCounts MoeRouter<T>::counts() const {
+template <typename Bk>
+double MoeRouter<Bk>::aux_loss() const {
+  double h[2] = {0, 0};
+  if (losses_ && last_M_) Bk::to_host(ctx_, h, losses_, 2);
+  return h[0] / share_;
+}
+
+template <typename Bk>
+double MoeRouter<Bk>::z_loss() const {
+  double h[2] = {0, 0};
+  if (losses_ && last_M_) Bk::to_host(ctx_, h, losses_, 2);
+  return h[1] / share_;
+}
+
+template <typename Bk>
+MixerCounts MoeRouter<Bk>::counts() const {
   MixerCounts c;
   c.total_params = c.active_params = E * Din;
   c.router_flops = 2.0 * double(E * Din);  // the logits GEMM
   return c;
 }
 
-template <typename T>
-Json MoeRouter<T>::stats(const std::string& mixer_type) const {
+template <typename Bk>
+Json MoeRouter<Bk>::stats(const std::string& mixer_type) const {
   Json j = Json::object();
   if (!mixer_type.empty()) j.set("type", mixer_type);
-  Json load = Json::array();
-  for (idx_t e = 0; e < E && load_; ++e) load.push_back(Json(load_[e]));
-  j.set("load", load);  // share of the routing slots per expert (sums to 1)
-  j.set("aux_loss", last_aux_);
-  j.set("z_loss", last_z_);
+  Json load_json = Json::array();
+  for (double f : load()) load_json.push_back(Json(f));
+  j.set("load", load_json);  // share of the routing slots per expert (sums to 1)
+  j.set("aux_loss", aux_loss());
+  j.set("z_loss", z_loss());
   j.set("tokens", last_M_);
   return j;
 }
 
-template class MoeRouter<float>;
-template class MoeRouter<double>;
+MOESSM_INSTANTIATE_FOR_BACKENDS(MoeRouter)
 
 }  // namespace moessm

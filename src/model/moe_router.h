@@ -15,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "core/arena.h"
 #include "io/json.h"
 #include "core/params.h"
 #include "model/mixer.h"
@@ -36,32 +35,42 @@ struct RouterOptions {
   static const std::set<std::string>& keys();
 };
 
-template <typename T>
+template <typename Bk>
 class MoeRouter {
  public:
+  using Act = typename Bk::Act;
+  using F = typename Bk::F;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   MoeRouter(const RouterOptions& opt, idx_t d_in, std::string name = "router");
   void register_params(ParamTable& table, const std::string& prefix);  // prefix + name + ".weight"
-  void init_params(T* params, const ParamTable& table, uint64_t seed) const;  // as nn.Linear
-  void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training);
-  // Routes M tokens in[M, Din] (token stride in_ld) and builds the grouping plan.
-  // Returns the aux loss (Switch + z-loss).
-  double forward(const T* in, idx_t in_ld, const T* params, idx_t M);
+  void init_params(Param* params, const ParamTable& table, uint64_t seed) const;  // as nn.Linear
+  // The share of this router's L_aux + L_z in the layer's objective (1; RoM with one router per
+  // expertised module: 1 / their number, so the layer counts their mean).
+  void set_loss_share(double share) { share_ = share; }
+  void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training);
+  // The statistics of the last forward (load, losses): outside the region layers share.
+  void plan_kept(typename Bk::Arena& arena);
+  // Routes M tokens in[M, Din] (token stride in_ld; logits in F through the GEMM copy of the
+  // router weight) and builds the grouping plan. ADDS share · (L_aux + L_z) to *aux (a scalar in
+  // backend memory): no host sync.
+  void forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P, idx_t M);
   // Gradient of the chosen weights [M,K], filled by the mixer before backward() (training only).
-  T* topk_weight_grad() { return dg_; }
+  F* topk_weight_grad() { return dg_; }
   // Reads topk_weight_grad(). din ACCUMULATES (+=); the router weight's grad accumulates.
-  void backward(T* din, idx_t din_ld, T* grads, const T* in, idx_t in_ld, const T* params, idx_t M,
-                double aux_grad);
+  // aux_grad is dLoss/d(layer aux objective).
+  void backward(const Ctx& ctx, Act* din, idx_t din_ld, Param* grads, const Act* in, idx_t in_ld,
+                const ParamsRef<Bk>& P, idx_t M, double aux_grad);
 
-  // The last forward's routing:
-  // (all in the arena, int32 plans included: nothing of the routing lives in host vectors)
+  // The last forward's routing, in backend memory (the arena):
   const int32_t* topk_index() const { return topk_idx_; }      // [M,K]
-  const T* topk_weight() const { return topk_w_; }              // [M,K]
+  const F* topk_weight() const { return topk_w_; }              // [M,K]
   const int32_t* offsets() const { return offsets_; }           // [E+1] grouped rows per expert
   const int32_t* row_of_slot() const { return row_of_slot_; }   // [M·K]
-  bool chosen(idx_t m, idx_t e) const;  // is e among token m's K experts
-  const double* load() const { return load_; }  // f_i [E]
-  double aux_loss() const { return last_aux_; }
-  double z_loss() const { return last_z_; }
+  // Host copies of the last forward's statistics (a sync on a device backend: logging only).
+  std::vector<double> load() const;  // f_i [E]
+  double aux_loss() const;           // L_aux (unscaled by the share)
+  double z_loss() const;             // L_z
   const std::string& name() const { return name_; }
 
   MixerCounts counts() const;  // router parameters and FLOPs per token
@@ -74,14 +83,17 @@ class MoeRouter {
 
  private:
   std::string name_;
+  double share_ = 1.0;
   size_t w_ = 0;
   idx_t last_M_ = 0;
-  double last_aux_ = 0, last_z_ = 0;
   idx_t planned_M_ = 0;
+  Ctx ctx_{};
   int32_t *topk_idx_ = nullptr, *offsets_ = nullptr, *row_of_slot_ = nullptr;
-  double* load_ = nullptr;  // f_i of the last forward
-  T *logits_ = nullptr, *probs_ = nullptr, *topk_w_ = nullptr, *dg_ = nullptr,
-    *dlogits_ = nullptr, *dprobs_ = nullptr;
+  double* load_ = nullptr;    // f_i of the last forward [E]
+  double* losses_ = nullptr;  // [2]: share·L_aux, share·L_z of the last forward
+  F *logits_ = nullptr, *probs_ = nullptr, *topk_w_ = nullptr, *dg_ = nullptr, *dlogits_ = nullptr,
+    *dprobs_ = nullptr;
+  Act* dlogits_act_ = nullptr;  // dlogits as a GEMM operand (Act)
 };
 
 }  // namespace moessm

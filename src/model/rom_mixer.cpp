@@ -14,11 +14,7 @@
 
 #include "core/check.h"
 #include "model/init.h"
-#include "ops/elementwise.h"
-#include "ops/expert_conv1d.h"
-#include "ops/grouped_matmul.h"
-#include "ops/matmul.h"
-#include "ops/moe_permute.h"
+#include "backend/backends.h"
 
 namespace moessm {
 
@@ -79,110 +75,119 @@ RomOptions RomOptions::parse(const Json& spec, const std::string& where) {
 
 // ---- building blocks ------------------------------------------------------------------------
 
-template <typename T>
+template <typename Bk>
 struct RomLinear {
+  using Act = typename Bk::Act;
+  using F = typename Bk::F;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   idx_t in_dim = 0, out_dim = 0, E = 0, K = 0;
   size_t w = 0;        // offset of expert 0's [out_dim, in_dim] block
   idx_t w_stride = 0;  // elements between experts' blocks
-  T *in_g = nullptr, *out_g = nullptr, *din_g = nullptr, *dout_g = nullptr;  // grouped rows
+  Act *in_g = nullptr, *out_g = nullptr, *din_g = nullptr, *dout_g = nullptr;  // grouped rows
 
-  void plan(Arena<T>& a, idx_t M, bool training) {
-    in_g = a.carve(M * K * in_dim);
-    out_g = a.carve(M * K * out_dim);
+  void plan(typename Bk::Arena& a, idx_t M, bool training) {
+    in_g = a.template carve<Act>(M * K * in_dim);
+    out_g = a.template carve<Act>(M * K * out_dim);
     if (training) {
-      din_g = a.carve(M * K * in_dim);
-      dout_g = a.carve(M * K * out_dim);
+      din_g = a.template carve<Act>(M * K * in_dim);
+      dout_g = a.template carve<Act>(M * K * out_dim);
     }
   }
   // out[m] = Σ_k c[m,k] · W[idx[m,k]] · in[m]   (c nullptr: indicator sum)
-  void forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* c, const T* params,
-               const MoeRouter<T>& r, idx_t M) const {
-    cpu::moe_permute_forward(in_g, in_dim, in, in_ld, r.row_of_slot(), M, K, in_dim);
-    cpu::grouped_matmul_forward(out_g, out_dim, in_g, in_dim, params + w, w_stride, r.offsets(),
-                                E, out_dim, in_dim);
-    cpu::moe_unpermute_forward(out, out_ld, out_g, out_dim, c, r.row_of_slot(), M, K, out_dim);
+  void forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* c,
+               const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::moe_permute_forward(ctx, in_g, in_dim, in, in_ld, r.row_of_slot(), M, K, in_dim);
+    Bk::grouped_matmul_forward(ctx, out_g, out_dim, in_g, in_dim, P.gemm + w, w_stride, r.offsets(), E, out_dim,
+                               in_dim, M * K);
+    Bk::moe_unpermute_forward(ctx, out, out_ld, out_g, out_dim, c, r.row_of_slot(), M, K, out_dim);
   }
   // din (=, or += with din_acc); dc += (when c and dc); weight grads accumulate.
-  void backward(T* din, idx_t din_ld, bool din_acc, T* dc, T* grads, const T* dout, idx_t dout_ld,
-                const T* c, const T* params, const MoeRouter<T>& r, idx_t M) const {
-    cpu::moe_unpermute_backward(dout_g, out_dim, dc, dout, dout_ld, out_g, out_dim, c,
-                                r.row_of_slot(), M, K, out_dim, /*dw_accumulate=*/true);
-    cpu::grouped_matmul_backward(din_g, in_dim, grads + w, dout_g, out_dim, in_g, in_dim,
-                                 params + w, w_stride, r.offsets(), E, out_dim, in_dim);
-    cpu::moe_permute_backward(din, din_ld, din_g, in_dim, r.row_of_slot(), M, K, in_dim, din_acc);
+  void backward(const Ctx& ctx, Act* din, idx_t din_ld, bool din_acc, F* dc, Param* grads, const Act* dout,
+                idx_t dout_ld, const F* c, const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::moe_unpermute_backward(ctx, dout_g, out_dim, dc, dout, dout_ld, out_g, out_dim, c, r.row_of_slot(), M, K,
+                               out_dim, /*dw_accumulate=*/true);
+    Bk::grouped_matmul_backward(ctx, din_g, in_dim, grads + w, dout_g, out_dim, in_g, in_dim, P.gemm + w, w_stride,
+                                r.offsets(), E, out_dim, in_dim, false);
+    Bk::moe_permute_backward(ctx, din, din_ld, din_g, in_dim, r.row_of_slot(), M, K, in_dim, din_acc);
   }
 };
 
-template <typename T>
-class RomCore : public SsmCore<CpuBackend<T>> {
+template <typename Bk>
+class RomCore : public SsmCore<Bk> {
  public:
-  RomCore(const ModelConfig& cfg, const SsmExpertDims& ex, idx_t K) : SsmCore<CpuBackend<T>>(cfg, ex), K_(K) {}
+  using Act = typename Bk::Act;
+  using Param = typename Bk::Param;
+  using Base = SsmCore<Bk>;
+  RomCore(const ModelConfig& cfg, const SsmExpertDims& ex, idx_t K) : Base(cfg, ex), K_(K) {}
   // routing of the expertised small modules (nullptr for dense ones); set by the mixer
-  const MoeRouter<T>* route_conv = nullptr;
-  const MoeRouter<T>* route_x = nullptr;
-  const MoeRouter<T>* route_dt = nullptr;
+  const MoeRouter<Bk>* route_conv = nullptr;
+  const MoeRouter<Bk>* route_x = nullptr;
+  const MoeRouter<Bk>* route_dt = nullptr;
 
   // After register_params: where the expert slabs live.
   void bind() {
     const idx_t XW = this->R + 2 * this->N;
-    xl_ = RomLinear<T>{this->Di, XW, this->experts.x_proj, K_, this->x_proj, XW * this->Di};
-    dl_ = RomLinear<T>{this->R, this->Di, this->experts.dt_proj, K_, this->dt_proj_w, this->Di * this->R};
+    xl_ = RomLinear<Bk>{this->Di, XW, this->experts.x_proj, K_, this->x_proj, XW * this->Di};
+    dl_ = RomLinear<Bk>{this->R, this->Di, this->experts.dt_proj, K_, this->dt_proj_w, this->Di * this->R};
   }
-  void plan_experts(Arena<T>& a, idx_t BT, bool training) {
+  void plan_experts(typename Bk::Arena& a, idx_t BT, bool training) {
     if (this->experts.x_proj) xl_.plan(a, BT, training);
     if (this->experts.dt_proj) dl_.plan(a, BT, training);
     if (this->experts.conv1d) {
-      pre_ = a.carve(BT * this->Di);
-      pre_e_ = a.carve(BT * this->Di);
+      pre_ = a.template carve<Act>(BT * this->Di);
+      pre_e_ = a.template carve<Act>(BT * this->Di);
       if (training) {
-        dpre_ = a.carve(BT * this->Di);
-        dx_e_ = a.carve(BT * this->Di);
+        dpre_ = a.template carve<Act>(BT * this->Di);
+        dx_e_ = a.template carve<Act>(BT * this->Di);
       }
     }
   }
 
  protected:
+  ParamsRef<Bk> P(const Param* params) const { return ParamsRef<Bk>{params, this->gemm_weights()}; }
   // conv1d experts: pre_t = Σ_{e∈S_t} conv_e(x)_t (indicator), xc = silu(pre) (ops/expert_conv1d.h).
-  void conv_forward(T* xc, T* conv_state_out, const T* x, idx_t x_ld, const T* conv_state_in,
-                    const T* params, idx_t B, idx_t T_) override {
+  void conv_forward(Act* xc, Act* conv_state_out, const Act* x, idx_t x_ld, const Act* conv_state_in,
+                    const Param* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
-    if (!E) return SsmCore<CpuBackend<T>>::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
-    cpu::expert_conv1d_forward(xc, Di, pre_, conv_state_out, pre_e_, x, x_ld, conv_state_in,
-                               route_conv->topk_index(), params + this->conv_w,
-                               params + this->conv_b, B, T_, Di, Kc, E, K_);
+    if (!E) return Base::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
+    Bk::expert_conv_forward(this->ctx(), xc, Di, pre_, conv_state_out, pre_e_, x, x_ld, conv_state_in,
+                            route_conv->topk_index(), params + this->conv_w, params + this->conv_b, B, T_, Di, Kc, E,
+                            K_);
   }
-  void conv_backward(T* dx, idx_t dx_ld, T* grads, const T* dxc, const T* x, idx_t x_ld,
-                     const T* conv_state_in, const T* params, idx_t B, idx_t T_) override {
+  void conv_backward(Act* dx, idx_t dx_ld, Param* grads, const Act* dxc, const Act* x, idx_t x_ld,
+                     const Act* conv_state_in, const Param* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
-    if (!E) return SsmCore<CpuBackend<T>>::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
-    cpu::expert_conv1d_backward(dx, dx_ld, grads + this->conv_w, grads + this->conv_b, dpre_, dx_e_,
-                                dxc, Di, x, x_ld, conv_state_in, pre_, route_conv->topk_index(),
-                                params + this->conv_w, params + this->conv_b, B, T_, Di, Kc, E, K_);
+    if (!E) return Base::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
+    Bk::expert_conv_backward(this->ctx(), dx, dx_ld, grads + this->conv_w, grads + this->conv_b, dpre_, dx_e_, dxc,
+                             Di, x, x_ld, conv_state_in, pre_, route_conv->topk_index(), params + this->conv_w,
+                             params + this->conv_b, B, T_, Di, Kc, E, K_);
   }
-  void x_proj_forward(T* xdbl, const T* xc, const T* params, idx_t BT) override {
-    if (!this->experts.x_proj) return SsmCore<CpuBackend<T>>::x_proj_forward(xdbl, xc, params, BT);
-    xl_.forward(xdbl, xl_.out_dim, xc, this->Di, nullptr, params, *route_x, BT);
+  void x_proj_forward(Act* xdbl, const Act* xc, const Param* params, idx_t BT) override {
+    if (!this->experts.x_proj) return Base::x_proj_forward(xdbl, xc, params, BT);
+    xl_.forward(this->ctx(), xdbl, xl_.out_dim, xc, this->Di, nullptr, P(params), *route_x, BT);
   }
-  void x_proj_backward(T* dxc, T* grads, const T* dxdbl, const T* xc, const T* params, idx_t BT) override {
-    if (!this->experts.x_proj) return SsmCore<CpuBackend<T>>::x_proj_backward(dxc, grads, dxdbl, xc, params, BT);
-    xl_.backward(dxc, this->Di, /*din_acc=*/true, nullptr, grads, dxdbl, xl_.out_dim, nullptr,
-                 params, *route_x, BT);
+  void x_proj_backward(Act* dxc, Param* grads, const Act* dxdbl, const Act* xc, const Param* params,
+                       idx_t BT) override {
+    if (!this->experts.x_proj) return Base::x_proj_backward(dxc, grads, dxdbl, xc, params, BT);
+    xl_.backward(this->ctx(), dxc, this->Di, /*din_acc=*/true, nullptr, grads, dxdbl, xl_.out_dim, nullptr,
+                 P(params), *route_x, BT);
   }
-  void dt_proj_forward(T* delta, const T* xdbl, const T* params, idx_t BT) override {
-    if (!this->experts.dt_proj) return SsmCore<CpuBackend<T>>::dt_proj_forward(delta, xdbl, params, BT);
-    dl_.forward(delta, this->Di, xdbl, this->R + 2 * this->N, nullptr, params, *route_dt, BT);
+  void dt_proj_forward(Act* delta, const Act* xdbl, const Param* params, idx_t BT) override {
+    if (!this->experts.dt_proj) return Base::dt_proj_forward(delta, xdbl, params, BT);
+    dl_.forward(this->ctx(), delta, this->Di, xdbl, this->R + 2 * this->N, nullptr, P(params), *route_dt, BT);
   }
-  void dt_proj_backward(T* dxdbl, T* grads, const T* ddelta, const T* xdbl, const T* params,
+  void dt_proj_backward(Act* dxdbl, Param* grads, const Act* ddelta, const Act* xdbl, const Param* params,
                         idx_t BT) override {
-    if (!this->experts.dt_proj) return SsmCore<CpuBackend<T>>::dt_proj_backward(dxdbl, grads, ddelta, xdbl, params, BT);
-    dl_.backward(dxdbl, this->R + 2 * this->N, /*din_acc=*/false, nullptr, grads, ddelta, this->Di,
-                 nullptr, params, *route_dt, BT);
+    if (!this->experts.dt_proj) return Base::dt_proj_backward(dxdbl, grads, ddelta, xdbl, params, BT);
+    dl_.backward(this->ctx(), dxdbl, this->R + 2 * this->N, /*din_acc=*/false, nullptr, grads, ddelta, this->Di,
+                 nullptr, P(params), *route_dt, BT);
   }
 
  private:
   idx_t K_;
-  RomLinear<T> xl_, dl_;
-  T *pre_ = nullptr, *pre_e_ = nullptr, *dpre_ = nullptr, *dx_e_ = nullptr;
+  RomLinear<Bk> xl_, dl_;
+  Act *pre_ = nullptr, *pre_e_ = nullptr, *dpre_ = nullptr, *dx_e_ = nullptr;
 };
 
 // ---- the mixer --------------------------------------------------------------------------------
@@ -197,11 +202,11 @@ SsmExpertDims core_experts(const RomOptions& o) {
 }
 }  // namespace
 
-template <typename T>
-RomMixer<T>::RomMixer(const ModelConfig& cfg, const MixerSpec& spec)
+template <typename Bk>
+RomMixer<Bk>::RomMixer(const ModelConfig& cfg, const MixerSpec& spec)
     : opt_(RomOptions::parse(spec.options, "mixer 'rom'")), D(cfg.d_model), Di(cfg.d_inner()),
       E(opt_.router.n_experts), K(opt_.router.top_k), n_layer_(int(cfg.n_layer)),
-      core_(std::make_unique<RomCore<T>>(cfg, core_experts(opt_), opt_.router.top_k)) {
+      core_(std::make_unique<RomCore<Bk>>(cfg, core_experts(opt_), opt_.router.top_k)) {
   for (int m = 0; m < kRomModules; ++m) router_of_[m] = -1;
   for (int m = 0; m < kRomModules; ++m) {
     if (!opt_.expert[m]) continue;
@@ -210,19 +215,24 @@ RomMixer<T>::RomMixer(const ModelConfig& cfg, const MixerSpec& spec)
       continue;
     }
     router_of_[m] = int(routers_.size());
-    routers_.push_back(std::make_unique<MoeRouter<T>>(
+    routers_.push_back(std::make_unique<MoeRouter<Bk>>(
         opt_.router, D, opt_.shared_router ? std::string("router") : std::string("router_") + rom_module_name(m)));
   }
+  // The layer's objective is the mean over its routers of L_aux + L_z.
+  for (auto& r : routers_) r->set_loss_share(1.0 / double(routers_.size()));
 }
 
-template <typename T>
-RomMixer<T>::~RomMixer() = default;
+template <typename Bk>
+RomMixer<Bk>::~RomMixer() = default;
 
-template <typename T>
-idx_t RomMixer<T>::state_size() const { return core_->state_size(); }
+template <typename Bk>
+idx_t RomMixer<Bk>::state_size() const { return core_->state_size(); }
 
-template <typename T>
-void RomMixer<T>::register_params(ParamTable& t, const std::string& p) {
+template <typename Bk>
+std::vector<StatePart> RomMixer<Bk>::state_parts() const { return core_->state_parts(); }
+
+template <typename Bk>
+void RomMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
   prefix_ = p;
   core_->register_params(t, p);
   core_->bind();
@@ -252,13 +262,14 @@ void RomMixer<T>::register_params(ParamTable& t, const std::string& p) {
   for (int m = 0; m < 3; ++m) {
     dense_w_[m] = w[m];
     lin_[m].reset();
-    if (opt_.expert[m]) lin_[m] = std::make_unique<RomLinear<T>>(RomLinear<T>{in_dim[m], out_dim[m], E, K, w[m], stride[m]});
+    if (opt_.expert[m])
+      lin_[m] = std::make_unique<RomLinear<Bk>>(RomLinear<Bk>{in_dim[m], out_dim[m], E, K, w[m], stride[m]});
   }
   for (auto& r : routers_) r->register_params(t, p);
 }
 
-template <typename T>
-void RomMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
+template <typename Bk>
+void RomMixer<Bk>::init_params(Param* params, const ParamTable& t, uint64_t seed) const {
   core_->init_params(params, t, seed);  // handles expert slabs of conv1d / x_proj / dt_proj
   if (t.find(prefix_ + "in_proj.weight")) {
     init_linear(params, t.at(prefix_ + "in_proj.weight"), seed);
@@ -271,111 +282,101 @@ void RomMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) con
   for (const auto& r : routers_) r->init_params(params, t, seed);  // as nn.Linear
 }
 
-template <typename T>
-void RomMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
+template <typename Bk>
+void RomMixer<Bk>::plan(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
   const idx_t M = B * T_;
   planned_BT_ = M;
   training_ = training;
-  x_ = a.carve(M * Di);
-  z_ = a.carve(M * Di);
-  y_ = a.carve(M * Di);
+  x_ = a.template carve<Act>(M * Di);
+  z_ = a.template carve<Act>(M * Di);
+  y_ = a.template carve<Act>(M * Di);
   for (auto& r : routers_) r->plan(a, B, T_, training);
   for (auto& l : lin_)
     if (l) l->plan(a, M, training);
   core_->plan(a, B, T_, training);
   core_->plan_experts(a, M, training);
   if (training) {
-    dx_ = a.carve(M * Di);
-    dz_ = a.carve(M * Di);
-    dy_ = a.carve(M * Di);
+    dx_ = a.template carve<Act>(M * Di);
+    dz_ = a.template carve<Act>(M * Di);
+    dy_ = a.template carve<Act>(M * Di);
   }
 }
 
-template <typename T>
-double RomMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_,
-                            const T* state_in, T* state_out) {
+template <typename Bk>
+void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+                           const void* state_in, void* state_out, double* aux) {
   const idx_t M = B * T_;
   CHECK(M <= planned_BT_, "RomMixer: called with B·T=", M, " but planned for ", planned_BT_);
-  // 1. routing
-  double aux = 0, z = 0;
-  for (auto& r : routers_) {
-    r->forward(u, D, params, M);
-    aux += r->aux_loss();
-    z += r->z_loss();
-  }
-  const double nr = double(routers_.size());
-  last_aux_ = aux / nr;
-  last_z_ = z / nr;
+  // 1. routing (each router adds its share of the layer's aux objective to *aux)
+  for (auto& r : routers_) r->forward(ctx, aux, u, D, P, M);
   last_BT_ = M;
-  auto route = [&](int m) -> const MoeRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
+  auto route = [&](int m) -> const MoeRouter<Bk>* {
+    return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr;
+  };
   core_->route_conv = route(kRomConv1d);
   core_->route_x = route(kRomXProj);
   core_->route_dt = route(kRomDtProj);
   const bool at_gate = opt_.weight_at != "out", at_out = opt_.weight_at != "gate";
   // 2. projections in: x (indicator), z (a = g with weight_at gate/both)
-  T* dst[2] = {x_, z_};
+  Act* dst[2] = {x_, z_};
   for (int m = 0; m < 2; ++m) {
     if (lin_[m]) {
-      const MoeRouter<T>& r = *route(m);
-      lin_[m]->forward(dst[m], Di, u, D, (m == kRomGateProj && at_gate) ? r.topk_weight() : nullptr, params, r, M);
+      const MoeRouter<Bk>& r = *route(m);
+      lin_[m]->forward(ctx, dst[m], Di, u, D, (m == kRomGateProj && at_gate) ? r.topk_weight() : nullptr, P, r, M);
     } else {
-      cpu::matmul_forward(dst[m], Di, u, D, params + dense_w_[m], (const T*)nullptr, M, Di, D);
+      Bk::matmul_forward(ctx, dst[m], Di, u, D, P.gemm + dense_w_[m], M, Di, D);
     }
   }
   // 3. the shared SSM (one scan, one state), gated by silu(z)
-  core_->forward(typename CpuBackend<T>::Ctx{}, y_, Di, x_, Di, z_, Di, ParamsRef<CpuBackend<T>>{params, params}, B, T_,
-                 state_in, state_out);
+  core_->forward(ctx, y_, Di, x_, Di, z_, Di, P, B, T_, state_in, state_out);
   // 4. projection out (b = g with weight_at out/both)
   if (lin_[kRomOutProj]) {
-    const MoeRouter<T>& r = *route(kRomOutProj);
-    lin_[kRomOutProj]->forward(out, D, y_, Di, at_out ? r.topk_weight() : nullptr, params, r, M);
+    const MoeRouter<Bk>& r = *route(kRomOutProj);
+    lin_[kRomOutProj]->forward(ctx, out, D, y_, Di, at_out ? r.topk_weight() : nullptr, P, r, M);
   } else {
-    cpu::matmul_forward(out, D, y_, Di, params + dense_w_[kRomOutProj], (const T*)nullptr, M, D, Di);
+    Bk::matmul_forward(ctx, out, D, y_, Di, P.gemm + dense_w_[kRomOutProj], M, D, Di);
   }
-  return last_aux_ + last_z_;
 }
 
-template <typename T>
-void RomMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
-                           idx_t T_, const T* state_in, double aux_grad) {
+template <typename Bk>
+void RomMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u,
+                            const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, double aux_grad) {
   CHECK(training_, "RomMixer: backward needs an arena planned for training");
   const idx_t M = B * T_;
   CHECK(M == last_BT_, "RomMixer: backward for B·T=", M, " follows a forward of ", last_BT_);
-  auto route = [&](int m) -> MoeRouter<T>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
+  auto route = [&](int m) -> MoeRouter<Bk>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
   const bool at_gate = opt_.weight_at != "out", at_out = opt_.weight_at != "gate";
-  for (auto& r : routers_) cpu::fill(r->topk_weight_grad(), T(0), M * K);
+  for (auto& r : routers_) Bk::zero(ctx, r->topk_weight_grad(), M * K);
   // out projection
   if (lin_[kRomOutProj]) {
-    MoeRouter<T>& r = *route(kRomOutProj);
-    lin_[kRomOutProj]->backward(dy_, Di, false, at_out ? r.topk_weight_grad() : nullptr, grads,
-                                dout, D, at_out ? r.topk_weight() : nullptr, params, r, M);
+    MoeRouter<Bk>& r = *route(kRomOutProj);
+    lin_[kRomOutProj]->backward(ctx, dy_, Di, false, at_out ? r.topk_weight_grad() : nullptr, grads, dout, D,
+                                at_out ? r.topk_weight() : nullptr, P, r, M);
   } else {
-    cpu::matmul_backward(dy_, Di, grads + dense_w_[kRomOutProj], (T*)nullptr, dout, D, y_, Di,
-                         params + dense_w_[kRomOutProj], M, D, Di);
+    Bk::matmul_backward(ctx, dy_, Di, grads + dense_w_[kRomOutProj], dout, D, y_, Di, P.gemm + dense_w_[kRomOutProj],
+                        M, D, Di);
   }
-  core_->backward(typename CpuBackend<T>::Ctx{}, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di,
-                  ParamsRef<CpuBackend<T>>{params, params}, B, T_, state_in);
+  core_->backward(ctx, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di, P, B, T_, state_in);
   // in projections: du = (conv part) + (gate part)
-  const T* dsrc[2] = {dx_, dz_};
+  const Act* dsrc[2] = {dx_, dz_};
   for (int m = 0; m < 2; ++m) {
     if (lin_[m]) {
-      MoeRouter<T>& r = *route(m);
+      MoeRouter<Bk>& r = *route(m);
       const bool weighted = m == kRomGateProj && at_gate;
-      lin_[m]->backward(du, D, m > 0, weighted ? r.topk_weight_grad() : nullptr, grads, dsrc[m],
-                        Di, weighted ? r.topk_weight() : nullptr, params, r, M);
+      lin_[m]->backward(ctx, du, D, m > 0, weighted ? r.topk_weight_grad() : nullptr, grads, dsrc[m], Di,
+                        weighted ? r.topk_weight() : nullptr, P, r, M);
     } else {
-      cpu::matmul_backward(du, D, grads + dense_w_[m], (T*)nullptr, dsrc[m], Di, u, D,
-                           params + dense_w_[m], M, Di, D, /*din_accumulate=*/m > 0);
+      Bk::matmul_backward(ctx, du, D, grads + dense_w_[m], dsrc[m], Di, u, D, P.gemm + dense_w_[m], M, Di, D,
+                          /*din_accumulate=*/m > 0);
     }
   }
-  // routers: weights' gradient + aux_grad × (mean over routers of aux + z)
-  const double share = aux_grad / double(routers_.size());
-  for (auto& r : routers_) r->backward(du, D, grads, u, D, params, M, share);
+  // routers: their weights' gradient + aux_grad × (their share of the aux objective)
+  for (auto& r : routers_) r->backward(ctx, du, D, grads, u, D, P, M, aux_grad);
 }
 
-template <typename T>
-MixerCounts RomMixer<T>::counts() const {
-  MixerCounts c = core_->SsmCore<CpuBackend<T>>::counts();  // dense conv, x_proj, dt_proj, scan
+template <typename Bk>
+MixerCounts RomMixer<Bk>::counts() const {
+  MixerCounts c = core_->SsmCore<Bk>::counts();  // dense conv, x_proj, dt_proj, scan
   const idx_t R = core_->R, N = core_->N, Kc = core_->Kc;
   // expertised small modules: E copies stored, K used per token
   const int64_t small[3] = {Di * Kc + Di, (R + 2 * N) * Di, Di * R};
@@ -401,12 +402,17 @@ MixerCounts RomMixer<T>::counts() const {
   return c;
 }
 
-template <typename T>
-Json RomMixer<T>::stats() const {
+template <typename Bk>
+Json RomMixer<Bk>::stats() const {
   Json s = Json::object();
   s.set("type", "rom");
-  s.set("aux_loss", last_aux_);
-  s.set("z_loss", last_z_);
+  double aux = 0, z = 0;
+  for (const auto& r : routers_) {
+    aux += r->aux_loss();
+    z += r->z_loss();
+  }
+  s.set("aux_loss", aux / double(routers_.size()));
+  s.set("z_loss", z / double(routers_.size()));
   s.set("load", routers_[0]->stats().at("load"));
   if (routers_.size() > 1) {
     Json by = Json::object();
@@ -416,7 +422,6 @@ Json RomMixer<T>::stats() const {
   return s;
 }
 
-template class RomMixer<float>;
-template class RomMixer<double>;
+MOESSM_INSTANTIATE_FOR_BACKENDS(RomMixer)
 
 }  // namespace moessm

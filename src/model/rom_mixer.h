@@ -29,8 +29,9 @@
 //   out_proj.weight [E, D, Di] (or [D, Di]);  x_proj.weight [E, R+2N, Di];
 //   dt_proj.weight [E, Di, R];  conv1d.weight [E, Di, 1, Kc], conv1d.bias [E, Di] when expertised.
 // Routers are MoeRouter (moe_router.h): logits, top-K, aux/z losses, the grouping plan.
-// forward() returns the load-balancing objective of the layer: the mean over its routers of
+// forward() adds the load-balancing objective of the layer to *aux: the mean over its routers of
 // L_aux + L_z (router_topk.h), coefficients included; backward adds aux_grad × its gradient.
+// Written once for every backend (it calls only Bk's ops).
 // stats(): {"type": "rom", "aux_loss", "z_loss", "load": [f_i of the first router],
 //           "load_by_router": {name: [...]} (shared_router = false only)} of the last forward.
 // Recurrent state: SsmCore's (conv [Di, Kc-1] + ssm [Di, N] per sequence); each token is routed
@@ -40,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "model/cpu_mixer.h"
+#include "model/mixer.h"
 #include "model/moe_router.h"
 #include "model/ssm_core.h"
 
@@ -60,23 +61,28 @@ struct RomOptions {
   static RomOptions parse(const Json& spec, const std::string& where);
 };
 
-template <typename T> struct RomLinear;
-template <typename T> class RomCore;
+template <typename Bk> struct RomLinear;
+template <typename Bk> class RomCore;
 
-template <typename T>
-class RomMixer : public CpuMixer<T> {
+template <typename Bk>
+class RomMixer : public Mixer<Bk> {
  public:
+  using Act = typename Bk::Act;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   RomMixer(const ModelConfig& cfg, const MixerSpec& spec);
   ~RomMixer() override;
   std::string type() const override { return "rom"; }
   void register_params(ParamTable& table, const std::string& prefix) override;
-  void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
+  void init_params(Param* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override;
-  void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
-                 T* state_out) override;
-  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
-                const T* state_in, double aux_grad) override;
+  std::vector<StatePart> state_parts() const override;
+  void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) override;
+  void plan_kept(typename Bk::Arena& arena) override { for (auto& r : routers_) r->plan_kept(arena); }
+  void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+               const void* state_in, void* state_out, double* aux) override;
+  void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
+                idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
   const RomOptions& options() const { return opt_; }
@@ -86,18 +92,17 @@ class RomMixer : public CpuMixer<T> {
   const idx_t D, Di, E, K;
   const int n_layer_;
   std::string prefix_;
-  std::unique_ptr<RomCore<T>> core_;
-  std::vector<std::unique_ptr<MoeRouter<T>>> routers_;  // one, or one per expertised module
+  std::unique_ptr<RomCore<Bk>> core_;
+  std::vector<std::unique_ptr<MoeRouter<Bk>>> routers_;  // one, or one per expertised module
   int router_of_[kRomModules];  // index into routers_, -1 for a dense module
   // projections: conv (x), gate (z), out; each expertised (RomLinear) or dense (offset only)
-  std::unique_ptr<RomLinear<T>> lin_[3];
+  std::unique_ptr<RomLinear<Bk>> lin_[3];
   size_t dense_w_[3] = {0, 0, 0};
   size_t in_proj_ = 0, out_proj_ = 0, conv_proj_ = 0, gate_proj_ = 0;  // table offsets
   idx_t planned_BT_ = 0;
   bool training_ = false;
-  T *x_ = nullptr, *z_ = nullptr, *y_ = nullptr;                     // [B,T,Di]
-  T *dx_ = nullptr, *dz_ = nullptr, *dy_ = nullptr;
-  double last_aux_ = 0, last_z_ = 0;
+  Act *x_ = nullptr, *z_ = nullptr, *y_ = nullptr;  // [B,T,Di]
+  Act *dx_ = nullptr, *dz_ = nullptr, *dy_ = nullptr;
   idx_t last_BT_ = 0;
 };
 

@@ -17,50 +17,59 @@
 // all tokens), so GEMM and scan work grow linearly in E; counts() says so.
 // Options: n_experts (8), top_k (2), normalize_topk (true), aux_coef (0.01), z_coef (0); the
 // router reads u. Recurrent state per sequence: conv [Di, Kc-1] and E ssm states [Di, N]; a block
-// for B sequences is [B, Di, Kc-1] followed by [E, B, Di, N].
+// for B sequences is [B, Di, Kc-1] (Act) followed by [E, B, Di, N] (F): two state parts.
+// Written once for every backend (it calls only Bk's ops).
 #pragma once
 #include <vector>
 
-#include "model/cpu_mixer.h"
+#include "model/mixer.h"
 #include "model/moe_router.h"
 
 namespace moessm {
 
-template <typename T>
-class SeparatedMoeSsmMixer : public CpuMixer<T> {
+template <typename Bk>
+class SeparatedMoeSsmMixer : public Mixer<Bk> {
  public:
+  using Act = typename Bk::Act;
+  using F = typename Bk::F;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   SeparatedMoeSsmMixer(const ModelConfig& cfg, const MixerSpec& spec);
   SeparatedMoeSsmMixer(const ModelConfig& cfg, const RouterOptions& opt);
   std::string type() const override { return "separated_moe_ssm"; }
   void register_params(ParamTable& table, const std::string& prefix) override;
-  void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
+  void init_params(Param* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override { return Di * (Kc - 1) + E * Di * N; }
-  void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
-                 T* state_out) override;
-  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
-                const T* state_in, double aux_grad) override;
+  std::vector<StatePart> state_parts() const override;
+  void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) override;
+  void plan_kept(typename Bk::Arena& arena) override { router_.plan_kept(arena); }
+  void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+               const void* state_in, void* state_out, double* aux) override;
+  void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
+                idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
-  const MoeRouter<T>& router() const { return router_; }
+  const MoeRouter<Bk>& router() const { return router_; }
 
   const idx_t D, Di, N, R, Kc, E, K;
 
  private:
+  typename Bk::ScanParams branch_scan(idx_t e, const Param* params, idx_t B, idx_t T_) const;
   const ModelConfig cfg_;
-  MoeRouter<T> router_;
+  MoeRouter<Bk> router_;
   std::string prefix_;
   size_t in_proj_ = 0, conv_w_ = 0, conv_b_ = 0, x_proj_ = 0, dt_w_ = 0, dt_b_ = 0, A_log_ = 0,
          D_ = 0, out_proj_ = 0;
   idx_t planned_B_ = 0, planned_T_ = 0;
   bool training_ = false;
-  std::vector<int32_t> rows_;  // slot (t,k) → row e·M + t of ybr_
+  int32_t* rows_ = nullptr;  // [M·K] slot (t,k) → row e·M + t of ybr_
   // forward activations; per-branch tensors have a leading E
-  T *xz_ = nullptr, *xc_ = nullptr, *xdbl_ = nullptr, *delta_ = nullptr, *A_ = nullptr,
-    *chunk_states_ = nullptr, *ybr_ = nullptr, *y_ = nullptr;
+  Act *xz_ = nullptr, *xc_ = nullptr, *xdbl_ = nullptr, *delta_ = nullptr, *ybr_ = nullptr, *y_ = nullptr;
+  F *A_ = nullptr, *chunk_states_ = nullptr;
   // backward scratch
-  T *dxz_ = nullptr, *dy_ = nullptr, *dybr_ = nullptr, *dxc_ = nullptr, *dxc_e_ = nullptr,
-    *dz_e_ = nullptr, *dxdbl_ = nullptr, *ddelta_ = nullptr, *dA_ = nullptr;
+  Act *dxz_ = nullptr, *dy_ = nullptr, *dybr_ = nullptr, *dxc_ = nullptr, *dxc_e_ = nullptr, *dz_e_ = nullptr,
+      *dxdbl_ = nullptr, *ddelta_ = nullptr;
+  F* dA_ = nullptr;
 };
 
 }  // namespace moessm

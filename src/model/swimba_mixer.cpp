@@ -5,15 +5,8 @@
 
 #include "core/check.h"
 #include "model/init.h"
+#include "backend/backends.h"
 #include "model/ssm_core.h"
-#include "ops/causal_conv1d.h"
-#include "ops/delta_softplus.h"
-#include "ops/elementwise.h"
-#include "ops/matmul.h"
-#include "ops/selective_scan.h"
-#include "ops/grouped_matmul.h"
-#include "ops/moe_permute.h"
-#include "ops/ssm_a.h"
 
 namespace moessm {
 
@@ -44,15 +37,20 @@ SwimbaOptions SwimbaOptions::parse(const MixerSpec& spec) {
   return o;
 }
 
-template <typename T>
-SwimbaMixer<T>::SwimbaMixer(const ModelConfig& cfg, const SwimbaOptions& o)
+template <typename Bk>
+SwimbaMixer<Bk>::SwimbaMixer(const ModelConfig& cfg, const SwimbaOptions& o)
     : D(cfg.d_model), Di(cfg.d_inner()), N(cfg.d_state), R(cfg.resolved_dt_rank()), Kc(cfg.d_conv),
       E(o.router.n_experts), K(o.router.top_k), mix_post(o.mix_post),
       expert_dt_proj(o.expert_dt_proj), route_on_conv(o.route_on_conv), cfg_(cfg),
       router_(o.router, o.route_on_conv ? cfg.d_inner() : cfg.d_model) {}
 
-template <typename T>
-void SwimbaMixer<T>::register_params(ParamTable& t, const std::string& p) {
+template <typename Bk>
+std::vector<StatePart> SwimbaMixer<Bk>::state_parts() const {
+  return {{Di * (Kc - 1), dtype_of<Act>()}, {Di * N, dtype_of<F>()}};
+}
+
+template <typename Bk>
+void SwimbaMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
   prefix_ = p;
   // Dense names and order; expert tensors carry a leading E dim.
   conv_w_ = t.add(p + "conv1d.weight", {Di, 1, Kc}, false);
@@ -68,12 +66,12 @@ void SwimbaMixer<T>::register_params(ParamTable& t, const std::string& p) {
   router_.register_params(t, p);
 }
 
-template <typename T>
-void SwimbaMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) const {
+template <typename Bk>
+void SwimbaMixer<Bk>::init_params(Param* params, const ParamTable& t, uint64_t seed) const {
   // The dense initialisation, tensor by tensor (each tensor's draws are keyed by its name, and
   // the stacked expert tensors are drawn with the same per-row bounds), so E = 1 initialises
   // exactly like the dense mixer.
-  SsmCore<CpuBackend<T>> dense(cfg_);
+  SsmCore<Bk> dense(cfg_);
   dense.conv_w = conv_w_; dense.conv_b = conv_b_; dense.x_proj = x_proj_;
   dense.dt_proj_w = dt_w_; dense.dt_proj_b = dt_b_; dense.A_log = A_log_; dense.D_skip = D_;
   dense.init_params(params, t, seed);
@@ -82,42 +80,43 @@ void SwimbaMixer<T>::init_params(T* params, const ParamTable& t, uint64_t seed) 
   router_.init_params(params, t, seed);
 }
 
-template <typename T>
-void SwimbaMixer<T>::plan(Arena<T>& a, idx_t B, idx_t T_, bool training) {
+template <typename Bk>
+void SwimbaMixer<Bk>::plan(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
   planned_B_ = B;
   planned_T_ = T_;
   training_ = training;
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
   const bool per_slot_dt = mix_post || expert_dt_proj;
-  xz_ = a.carve(M * 2 * Di);
-  xc_ = a.carve(M * Di);
-  xg_ = a.carve(MK * Di);
-  xs_ = a.carve(MK * XW);
-  dts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
-  xmix_ = a.carve(M * XW);
-  sp_ = mix_post ? a.carve(MK * Di) : nullptr;  // softplus(dts + bias) per slot: forward, reused by backward
-  delta_ = a.carve(M * Di);
-  A_ = a.carve(Di * N);
-  chunk_states_ = a.carve(B * scan_num_chunks(T_) * Di * N);
-  y_ = a.carve(M * Di);
+  auto act = [&](idx_t n) { return a.template carve<Act>(n); };
+  xz_ = act(M * 2 * Di);
+  xc_ = act(M * Di);
+  xg_ = act(MK * Di);
+  xs_ = act(MK * XW);
+  dts_ = per_slot_dt ? act(MK * Di) : nullptr;
+  xmix_ = act(M * XW);
+  sp_ = mix_post ? act(MK * Di) : nullptr;  // softplus(dts + bias) per slot: forward, reused by backward
+  delta_ = act(M * Di);
+  A_ = a.template carve<F>(Di * N);
+  chunk_states_ = a.template carve<F>(B * scan_num_chunks(T_) * Di * N);
+  y_ = act(M * Di);
   router_.plan(a, B, T_, training);
   if (training) {
-    dxz_ = a.carve(M * 2 * Di);
-    dy_ = a.carve(M * Di);
-    dxc_ = a.carve(M * Di);
-    dxmix_ = a.carve(M * XW);
-    ddelta_ = a.carve(M * Di);
-    dA_ = a.carve(Di * N);
-    dxs_ = a.carve(MK * XW);
-    ddts_ = per_slot_dt ? a.carve(MK * Di) : nullptr;
-    dxg_ = a.carve(MK * Di);
+    dxz_ = act(M * 2 * Di);
+    dy_ = act(M * Di);
+    dxc_ = act(M * Di);
+    dxmix_ = act(M * XW);
+    ddelta_ = act(M * Di);
+    dA_ = a.template carve<F>(Di * N);
+    dxs_ = act(MK * XW);
+    ddts_ = per_slot_dt ? act(MK * Di) : nullptr;
+    dxg_ = act(MK * Di);
   }
 }
 
-template <typename T>
-ScanParams<T> SwimbaMixer<T>::scan_params(const T* params, idx_t B, idx_t T_) const {
+template <typename Bk>
+typename Bk::ScanParams SwimbaMixer<Bk>::scan_params(const Param* params, idx_t B, idx_t T_) const {
   const idx_t XW = R + 2 * N;
-  ScanParams<T> p;
+  typename Bk::ScanParams p;
   p.B = B; p.T_ = T_; p.Di = Di; p.N = N;
   p.u = xc_; p.u_ld = Di;
   p.delta = delta_; p.delta_ld = Di;
@@ -132,74 +131,76 @@ ScanParams<T> SwimbaMixer<T>::scan_params(const T* params, idx_t B, idx_t T_) co
   return p;
 }
 
-template <typename T>
-double SwimbaMixer<T>::forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_,
-                               const T* state_in, T* state_out) {
+template <typename Bk>
+void SwimbaMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+                              const void* state_in, void* state_out, double* aux) {
   CHECK(B <= planned_B_ && T_ <= planned_T_, "SwimbaMixer: called with B=", B, " T=", T_,
         " but planned for B=", planned_B_, " T=", planned_T_);
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
-  const T* conv_state_in = state_in;
-  const T* ssm_state_in = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  T* conv_state_out = state_out;
-  T* ssm_state_out = state_out ? state_out + B * Di * (Kc - 1) : nullptr;
+  const Param* params = P.master;
+  const typename Bk::Weight* gw = P.gemm;
+  const size_t ssm_at = size_t(B * Di * (Kc - 1)) * sizeof(Act);
+  const Act* conv_state_in = static_cast<const Act*>(state_in);
+  const F* ssm_state_in = state_in ? reinterpret_cast<const F*>(static_cast<const char*>(state_in) + ssm_at) : nullptr;
+  Act* conv_state_out = static_cast<Act*>(state_out);
+  F* ssm_state_out = state_out ? reinterpret_cast<F*>(static_cast<char*>(state_out) + ssm_at) : nullptr;
 
-  cpu::matmul_forward(xz_, 2 * Di, u, D, params + in_proj_, (const T*)nullptr, M, 2 * Di, D);
-  cpu::causal_conv1d_forward(xc_, Di, conv_state_out, xz_, 2 * Di, conv_state_in, params + conv_w_,
-                             params + conv_b_, B, T_, Di, Kc, true);
-  const double aux = route_on_conv ? router_.forward(xc_, Di, params, M)
-                                   : router_.forward(u, D, params, M);
-  const T* g = router_.topk_weight();
+  Bk::matmul_forward(ctx, xz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
+  Bk::conv_forward(ctx, xc_, Di, conv_state_out, xz_, 2 * Di, conv_state_in, params + conv_w_, params + conv_b_, B,
+                   T_, Di, Kc, true);
+  if (route_on_conv) router_.forward(ctx, aux, xc_, Di, P, M);
+  else router_.forward(ctx, aux, u, D, P, M);
+  const F* g = router_.topk_weight();
 
   // Expert projections over each expert's slots (grouped order: the router's plan).
   const int32_t* slot = router_.row_of_slot();
   const int32_t* offsets = router_.offsets();
-  cpu::moe_permute_forward(xg_, Di, xc_, Di, slot, M, K, Di);
-  cpu::grouped_matmul_forward(xs_, XW, xg_, Di, params + x_proj_, XW * Di, offsets, E, XW, Di);
-  if (expert_dt_proj)
-    cpu::grouped_matmul_forward(dts_, Di, xs_, XW, params + dt_w_, Di * R, offsets, E, Di, R);
-  if (mix_post && !expert_dt_proj)
-    cpu::matmul_forward(dts_, Di, xs_, XW, params + dt_w_, (const T*)nullptr, MK, Di, R);
+  Bk::moe_permute_forward(ctx, xg_, Di, xc_, Di, slot, M, K, Di);
+  Bk::grouped_matmul_forward(ctx, xs_, XW, xg_, Di, gw + x_proj_, XW * Di, offsets, E, XW, Di, MK);
+  if (expert_dt_proj) Bk::grouped_matmul_forward(ctx, dts_, Di, xs_, XW, gw + dt_w_, Di * R, offsets, E, Di, R, MK);
+  if (mix_post && !expert_dt_proj) Bk::matmul_forward(ctx, dts_, Di, xs_, XW, gw + dt_w_, MK, Di, R);
 
   // Parameter-space mixing.
   if (mixes_dt_low()) {
-    cpu::moe_unpermute_forward(xmix_, XW, xs_, XW, g, slot, M, K, XW);
-    cpu::matmul_forward(delta_, Di, xmix_, XW, params + dt_w_, (const T*)nullptr, M, Di, R);
+    Bk::moe_unpermute_forward(ctx, xmix_, XW, xs_, XW, g, slot, M, K, XW);
+    Bk::matmul_forward(ctx, delta_, Di, xmix_, XW, gw + dt_w_, M, Di, R);
   } else {
-    cpu::moe_unpermute_forward(xmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
+    Bk::moe_unpermute_forward(ctx, xmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
   }
-  if (!mix_post && expert_dt_proj)
-    cpu::moe_unpermute_forward(delta_, Di, dts_, Di, g, slot, M, K, Di);
+  if (!mix_post && expert_dt_proj) Bk::moe_unpermute_forward(ctx, delta_, Di, dts_, Di, g, slot, M, K, Di);
   if (mix_post) {
     // Δ = Σ_k g[t,k] · softplus(dts[slot] + bias): per-slot softplus, then the top-K mixture.
-    cpu::delta_softplus_forward(sp_, dts_, params + dt_b_, MK, Di);
-    cpu::moe_unpermute_forward(delta_, Di, sp_, Di, g, slot, M, K, Di);
+    Bk::delta_softplus_forward(ctx, sp_, dts_, params + dt_b_, MK, Di);
+    Bk::moe_unpermute_forward(ctx, delta_, Di, sp_, Di, g, slot, M, K, Di);
   }
 
-  cpu::ssm_a_forward(A_, params + A_log_, Di * N);
-  ScanParams<T> p = scan_params(params, B, T_);
+  Bk::ssm_a_forward(ctx, A_, params + A_log_, Di * N);
+  typename Bk::ScanParams p = scan_params(params, B, T_);
   p.h0 = ssm_state_in;
   p.h_last = ssm_state_out;
-  cpu::selective_scan_forward(p);
-  cpu::matmul_forward(out, D, y_, Di, params + out_proj_, (const T*)nullptr, M, D, Di);
-  return aux;
+  Bk::scan_forward(ctx, p);
+  Bk::matmul_forward(ctx, out, D, y_, Di, gw + out_proj_, M, D, Di);
 }
 
-template <typename T>
-void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B,
-                              idx_t T_, const T* state_in, double aux_grad) {
+template <typename Bk>
+void SwimbaMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u,
+                               const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, double aux_grad) {
   CHECK(training_, "SwimbaMixer: backward needs an arena planned for training");
   const idx_t M = B * T_, MK = M * K, XW = R + 2 * N;
-  const T* g = router_.topk_weight();
+  const Param* params = P.master;
+  const typename Bk::Weight* gw = P.gemm;
+  const F* g = router_.topk_weight();
   const int32_t* slot = router_.row_of_slot();
   const int32_t* offsets = router_.offsets();
-  T* dg = router_.topk_weight_grad();
+  F* dg = router_.topk_weight_grad();
+  const Act* conv_state_in = static_cast<const Act*>(state_in);
+  const size_t ssm_at = size_t(B * Di * (Kc - 1)) * sizeof(Act);
 
-  cpu::matmul_backward(dy_, Di, grads + out_proj_, (T*)nullptr, dout, D, y_, Di,
-                       params + out_proj_, M, D, Di);
-  ScanParams<T> p = scan_params(params, B, T_);
-  p.h0 = state_in ? state_in + B * Di * (Kc - 1) : nullptr;
-  cpu::fill(dA_, T(0), Di * N);
-  ScanGrads<T> sg;
+  Bk::matmul_backward(ctx, dy_, Di, grads + out_proj_, dout, D, y_, Di, gw + out_proj_, M, D, Di);
+  typename Bk::ScanParams p = scan_params(params, B, T_);
+  p.h0 = state_in ? reinterpret_cast<const F*>(static_cast<const char*>(state_in) + ssm_at) : nullptr;
+  Bk::zero(ctx, dA_, Di * N);
+  typename Bk::ScanGrads sg;
   sg.dout = dy_; sg.dout_ld = Di;
   sg.du = dxc_; sg.du_ld = Di;
   sg.ddelta = ddelta_; sg.ddelta_ld = Di;
@@ -208,53 +209,50 @@ void SwimbaMixer<T>::backward_cpu(T* du, T* grads, const T* dout, const T* u, co
   sg.dz = dxz_ + Di; sg.dz_ld = 2 * Di;
   sg.dA = dA_; sg.dD = grads + D_;
   sg.ddelta_bias = mix_post ? nullptr : grads + dt_b_;
-  cpu::selective_scan_backward(sg, p);
-  cpu::ssm_a_backward(grads + A_log_, dA_, A_, Di * N);
+  Bk::scan_backward(ctx, sg, p);
+  Bk::ssm_a_backward(ctx, grads + A_log_, dA_, A_, Di * N);
 
   // Mixing backward: per-slot stream gradients and dg (B/C streams + the Δ path).
   if (mixes_dt_low()) {
-    cpu::matmul_backward(dxmix_, XW, grads + dt_w_, (T*)nullptr, ddelta_, Di, xmix_, XW,
-                         params + dt_w_, M, Di, R);
-    cpu::moe_unpermute_backward(dxs_, XW, dg, dxmix_, XW, xs_, XW, g, slot, M, K, XW);
+    Bk::matmul_backward(ctx, dxmix_, XW, grads + dt_w_, ddelta_, Di, xmix_, XW, gw + dt_w_, M, Di, R);
+    Bk::moe_unpermute_backward(ctx, dxs_, XW, dg, dxmix_, XW, xs_, XW, g, slot, M, K, XW, false);
   } else {
-    cpu::moe_unpermute_backward(dxs_ + R, XW, dg, dxmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N);
+    Bk::moe_unpermute_backward(ctx, dxs_ + R, XW, dg, dxmix_ + R, XW, xs_ + R, XW, g, slot, M, K, 2 * N, false);
     if (!mix_post) {
-      cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
-                                  /*dw_accumulate=*/true);
+      Bk::moe_unpermute_backward(ctx, ddts_, Di, dg, ddelta_, Di, dts_, Di, g, slot, M, K, Di,
+                                 /*dw_accumulate=*/true);
     } else {
       // Δ = Σ g · softplus(dts + bias): dg = <dΔ, softplus(·)> (sp_ saved by forward),
       // ddts = g · dΔ · σ(dts + bias), in place.
-      cpu::moe_unpermute_backward(ddts_, Di, dg, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
-                                  /*dw_accumulate=*/true);
-      cpu::delta_softplus_backward(ddts_, grads + dt_b_, ddts_, dts_, params + dt_b_, MK, Di);
+      Bk::moe_unpermute_backward(ctx, ddts_, Di, dg, ddelta_, Di, sp_, Di, g, slot, M, K, Di,
+                                 /*dw_accumulate=*/true);
+      Bk::delta_softplus_backward(ctx, ddts_, grads + dt_b_, ddts_, dts_, params + dt_b_, MK, Di);
     }
     if (!expert_dt_proj)  // post with the shared dt_proj: one GEMM over all slots
-      cpu::matmul_backward(dxs_, XW, grads + dt_w_, (T*)nullptr, ddts_, Di, xs_, XW,
-                           params + dt_w_, MK, Di, R);
+      Bk::matmul_backward(ctx, dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, gw + dt_w_, MK, Di, R);
   }
   if (expert_dt_proj)
-    cpu::grouped_matmul_backward(dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, params + dt_w_,
-                                 Di * R, offsets, E, Di, R);
-  cpu::grouped_matmul_backward(dxg_, Di, grads + x_proj_, dxs_, XW, xg_, Di, params + x_proj_,
-                               XW * Di, offsets, E, XW, Di);
-  cpu::moe_permute_backward(dxc_, Di, dxg_, Di, slot, M, K, Di, /*accumulate=*/true);
+    Bk::grouped_matmul_backward(ctx, dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, gw + dt_w_, Di * R, offsets, E, Di,
+                                R, false);
+  Bk::grouped_matmul_backward(ctx, dxg_, Di, grads + x_proj_, dxs_, XW, xg_, Di, gw + x_proj_, XW * Di, offsets, E,
+                              XW, Di, false);
+  Bk::moe_permute_backward(ctx, dxc_, Di, dxg_, Di, slot, M, K, Di, /*accumulate=*/true);
 
-  if (route_on_conv) router_.backward(dxc_, Di, grads, xc_, Di, params, M, aux_grad);
-  cpu::causal_conv1d_backward(dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di,
-                              state_in, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
-  cpu::matmul_backward(du, D, grads + in_proj_, (T*)nullptr, dxz_, 2 * Di, u, D,
-                       params + in_proj_, M, 2 * Di, D);
-  if (!route_on_conv) router_.backward(du, D, grads, u, D, params, M, aux_grad);
+  if (route_on_conv) router_.backward(ctx, dxc_, Di, grads, xc_, Di, P, M, aux_grad);
+  Bk::conv_backward(ctx, dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di, conv_state_in,
+                    params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
+  Bk::matmul_backward(ctx, du, D, grads + in_proj_, dxz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
+  if (!route_on_conv) router_.backward(ctx, du, D, grads, u, D, P, M, aux_grad);
 }
 
-template <typename T>
-void SwimbaMixer<T>::effective_delta(T* out, const T* params, idx_t M) const {
-  if (mix_post) cpu::copy(out, Di, delta_, Di, M, Di);  // Δ arrives mixed, after softplus
-  else cpu::delta_softplus_forward(out, delta_, params + dt_b_, M, Di);
+template <typename Bk>
+void SwimbaMixer<Bk>::effective_delta(const Ctx& ctx, Act* out, const Param* params, idx_t M) const {
+  if (mix_post) Bk::copy(ctx, out, delta_, M * Di);  // Δ arrives mixed, after softplus
+  else Bk::delta_softplus_forward(ctx, out, delta_, params + dt_b_, M, Di);
 }
 
-template <typename T>
-MixerCounts SwimbaMixer<T>::counts() const {
+template <typename Bk>
+MixerCounts SwimbaMixer<Bk>::counts() const {
   const double XW = double(R + 2 * N), di = double(Di), d = double(D);
   MixerCounts c;
   const int64_t shared = 2 * Di * D + Di * Kc + Di + Di /*dt bias*/ + Di * N + Di + D * Di;
@@ -275,12 +273,11 @@ MixerCounts SwimbaMixer<T>::counts() const {
   return c;
 }
 
-template <typename T>
-Json SwimbaMixer<T>::stats() const {
+template <typename Bk>
+Json SwimbaMixer<Bk>::stats() const {
   return router_.stats("swimba");
 }
 
-template class SwimbaMixer<float>;
-template class SwimbaMixer<double>;
+MOESSM_INSTANTIATE_FOR_BACKENDS(SwimbaMixer)
 
 }  // namespace moessm

@@ -20,13 +20,12 @@
 // Options: n_experts (8), top_k (2), normalize_topk (true), aux_coef (0.01), z_coef (0),
 // mix ("pre"), expert_dt_proj (false), router_input ("u"). Recurrent state: as dense
 // (conv [B, Di, Kc-1] then ssm [B, Di, N]).
+// Written once for every backend (it calls only Bk's ops).
 #pragma once
-#include "model/cpu_mixer.h"
+#include "model/mixer.h"
 #include "model/moe_router.h"
 
 namespace moessm {
-
-template <typename T> struct ScanParams;
 
 struct SwimbaOptions {
   RouterOptions router;
@@ -34,31 +33,37 @@ struct SwimbaOptions {
   static SwimbaOptions parse(const MixerSpec& spec);  // rejects unknown options
 };
 
-template <typename T>
-class SwimbaMixer : public CpuMixer<T> {
+template <typename Bk>
+class SwimbaMixer : public Mixer<Bk> {
  public:
+  using Act = typename Bk::Act;
+  using F = typename Bk::F;
+  using Param = typename Bk::Param;
+  using Ctx = typename Bk::Ctx;
   SwimbaMixer(const ModelConfig& cfg, const MixerSpec& spec)
       : SwimbaMixer(cfg, SwimbaOptions::parse(spec)) {}
   SwimbaMixer(const ModelConfig& cfg, const SwimbaOptions& opt);
   std::string type() const override { return "swimba"; }
   void register_params(ParamTable& table, const std::string& prefix) override;
-  void init_params(T* params, const ParamTable& table, uint64_t seed) const override;
+  void init_params(Param* params, const ParamTable& table, uint64_t seed) const override;
   idx_t state_size() const override { return Di * (Kc - 1) + Di * N; }
-  void plan(Arena<T>& arena, idx_t B, idx_t T_, bool training) override;
-  double forward_cpu(T* out, const T* u, const T* params, idx_t B, idx_t T_, const T* state_in,
-                 T* state_out) override;
-  void backward_cpu(T* du, T* grads, const T* dout, const T* u, const T* params, idx_t B, idx_t T_,
-                const T* state_in, double aux_grad) override;
+  std::vector<StatePart> state_parts() const override;
+  void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) override;
+  void plan_kept(typename Bk::Arena& arena) override { router_.plan_kept(arena); }
+  void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
+               const void* state_in, void* state_out, double* aux) override;
+  void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
+                idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
 
-  // Read-only views of the last forward (diagnostics and tests), [B·T, ·] token-major:
-  // the effective Δ (after softplus) is written to delta_out[B·T, Di].
-  void effective_delta(T* delta_out, const T* params, idx_t BT) const;
-  const T* conv_output() const { return xc_; }      // xc [B·T, Di]
-  const T* mixed_streams() const { return xmix_; }  // (dt_low, B, C) [B·T, R+2N]; dt_low only
-                                                    // meaningful for pre + shared dt_proj
-  const MoeRouter<T>& router() const { return router_; }
+  // Read-only views of the last forward (diagnostics and tests), [B·T, ·] token-major, in
+  // backend memory: the effective Δ (after softplus) is written to delta_out[B·T, Di].
+  void effective_delta(const Ctx& ctx, Act* delta_out, const Param* params, idx_t BT) const;
+  const Act* conv_output() const { return xc_; }      // xc [B·T, Di]
+  const Act* mixed_streams() const { return xmix_; }  // (dt_low, B, C) [B·T, R+2N]; dt_low only
+                                                      // meaningful for pre + shared dt_proj
+  const MoeRouter<Bk>& router() const { return router_; }
 
   const idx_t D, Di, N, R, Kc, E, K;
   const bool mix_post, expert_dt_proj, route_on_conv;
@@ -66,20 +71,22 @@ class SwimbaMixer : public CpuMixer<T> {
  private:
   bool mixes_dt_low() const { return !mix_post && !expert_dt_proj; }
   // The single scan over the mixed streams (forward and backward): all but the carried states.
-  ScanParams<T> scan_params(const T* params, idx_t B, idx_t T_) const;
+  typename Bk::ScanParams scan_params(const Param* params, idx_t B, idx_t T_) const;
   const ModelConfig cfg_;
-  MoeRouter<T> router_;
+  MoeRouter<Bk> router_;
   std::string prefix_;
   size_t in_proj_ = 0, conv_w_ = 0, conv_b_ = 0, x_proj_ = 0, dt_w_ = 0, dt_b_ = 0, A_log_ = 0,
          D_ = 0, out_proj_ = 0;
   idx_t planned_B_ = 0, planned_T_ = 0;
   bool training_ = false;
   // forward activations
-  T *xz_ = nullptr, *xc_ = nullptr, *xg_ = nullptr, *xs_ = nullptr, *dts_ = nullptr,
-    *xmix_ = nullptr, *delta_ = nullptr, *A_ = nullptr, *chunk_states_ = nullptr, *y_ = nullptr;
+  Act *xz_ = nullptr, *xc_ = nullptr, *xg_ = nullptr, *xs_ = nullptr, *dts_ = nullptr, *xmix_ = nullptr,
+      *delta_ = nullptr, *y_ = nullptr, *sp_ = nullptr;
+  F *A_ = nullptr, *chunk_states_ = nullptr;
   // backward scratch
-  T *dxz_ = nullptr, *dy_ = nullptr, *dxc_ = nullptr, *dxmix_ = nullptr, *ddelta_ = nullptr,
-    *dA_ = nullptr, *dxs_ = nullptr, *ddts_ = nullptr, *sp_ = nullptr, *dxg_ = nullptr;
+  Act *dxz_ = nullptr, *dy_ = nullptr, *dxc_ = nullptr, *dxmix_ = nullptr, *ddelta_ = nullptr, *dxs_ = nullptr,
+      *ddts_ = nullptr, *dxg_ = nullptr;
+  F* dA_ = nullptr;
 };
 
 }  // namespace moessm
