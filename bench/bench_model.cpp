@@ -30,37 +30,9 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double median_ms(const std::function<void()>& fn, int warm, int reps) {
-  for (int i = 0; i < warm; ++i) fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto a = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-ModelConfig config(idx_t D, idx_t L, idx_t V) {
-  Json j = Json::object();
-  j.set("d_model", D);
-  j.set("n_layer", L);
-  j.set("vocab_size", V);
-  return ModelConfig::from_json(j, "bench_model");
-}
-
-std::vector<int32_t> ids_of(size_t n, int32_t V, uint64_t seed) {
-  std::vector<int32_t> v(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& x : v) {
-    s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-    x = int32_t(s % uint64_t(V));
-  }
-  return v;
-}
+using bench::config;
+using bench::ids_of;
+using bench::median_ms;
 
 // fwd and fwd+bwd ms of a model of L layers (loss path): the one model on the CUDA backend,
 // Model<CudaBackend<bf16>> (bf16 activations, fp32 master weights).

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -15,6 +16,8 @@
 
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
+#include "io/json.h"
+#include "model/config.h"
 #include "ops/matmul.h"
 
 namespace moessm::bench {
@@ -40,6 +43,42 @@ inline double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 
   CUDA_CHECK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median wall-clock milliseconds of `reps` calls of fn (each ending in a stream sync) after
+// `warm` untimed ones: for whole steps that include host work.
+inline double median_ms(const std::function<void()>& fn, int warm, int reps) {
+  using Clock = std::chrono::steady_clock;
+  for (int i = 0; i < warm; ++i) fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = Clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// A model config of L layers of width D over V tokens; `mixer` (JSON) for every layer when given.
+inline ModelConfig config(idx_t D, idx_t L, idx_t V, const std::string& mixer = "") {
+  Json j = Json::object();
+  j.set("d_model", D);
+  j.set("n_layer", L);
+  j.set("vocab_size", V);
+  if (!mixer.empty()) j.set("mixer", Json::parse(mixer));
+  return ModelConfig::from_json(j, "bench");
+}
+
+// n pseudo-random token ids in [0, V) (xorshift; the same for one seed).
+inline std::vector<int32_t> ids_of(size_t n, int32_t V, uint64_t seed) {
+  std::vector<int32_t> v(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& x : v) {
+    s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+    x = int32_t(s % uint64_t(V));
+  }
+  return v;
 }
 
 // Uniform values in [lo, hi) (xorshift on the host, uploaded in slabs).

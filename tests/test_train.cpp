@@ -165,13 +165,15 @@ TEST(Trainer, UnsupportedLayerOnTheDeviceFailsBeforeAnyWork) {
   EXPECT_NE(mixer_missing_op(wide, wide.layers[0], "cuda").find("d_conv <= 8"), std::string::npos);
   // Every MoE mixer runs on cuda within its kernels' limits; RoM's expert conv1d has its own.
   const ModelConfig moe = ModelConfig::from_json(
-      Json::parse(R"({"d_model": 16, "n_layer": 4, "vocab_size": 256, "d_state": 4, "d_conv": 6,
+      Json::parse(R"({"d_model": 16, "n_layer": 4, "vocab_size": 256, "d_state": 4,
                       "layers": [{"type": "rom", "n_experts": 8, "top_k": 2}, {"type": "swimba"},
                                  {"type": "separated_moe_ssm", "n_experts": 4},
                                  {"type": "rom", "experts_in": ["conv_proj", "gate_proj", "out_proj", "conv1d"]}]})"),
       "test");
-  for (int l = 0; l < 3; ++l) EXPECT_EQ(mixer_missing_op(moe, moe.layers[l], "cuda"), "") << l;
-  EXPECT_EQ(mixer_missing_op(moe, moe.layers[3], "cuda"), "expert_conv1d with d_conv 6 (cuda: d_conv <= 4)");
+  for (int l = 0; l < 4; ++l) EXPECT_EQ(mixer_missing_op(moe, moe.layers[l], "cuda"), "") << l;
+  ModelConfig wide_moe = moe;
+  wide_moe.d_conv = 9;
+  EXPECT_EQ(mixer_missing_op(wide_moe, wide_moe.layers[3], "cuda"), "expert_conv1d with d_conv 9 (cuda: d_conv <= 8)");
 }
 
 // ---- run directories are never silently damaged -------------------------------------------

@@ -1,0 +1,171 @@
+// Helpers the model-level GPU tests share (tests/cuda/test_*model*_cuda.cpp): random ids and
+// shifted targets, an initialised parameter vector with generic norms, a random carried state,
+// one forward (logits) + loss + backward (grads) on the CPU model in T or on the CUDA model in
+// Act from the same fp32 parameters, and the relative L2 error.
+#pragma once
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "backend/cuda_backend.h"
+#include "core/cuda_check.h"
+#include "core/device_buffer.h"
+#include "core/rng.h"
+#include "model/language_model.h"
+
+namespace moessm::gputest {
+
+inline std::vector<int32_t> random_ids(size_t n, int32_t V, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = int32_t(r.below(uint64_t(V)));
+  return v;
+}
+
+// Next-token targets per row, the last position ignored (as `moessm grads`).
+inline std::vector<int32_t> shifted(const std::vector<int32_t>& ids, idx_t B, idx_t T) {
+  std::vector<int32_t> t(ids.size());
+  for (idx_t b = 0; b < B; ++b)
+    for (idx_t i = 0; i < T; ++i) t[b * T + i] = i + 1 < T ? ids[b * T + i + 1] : -1;
+  return t;
+}
+
+template <typename T>
+LanguageModel<T> cpu_model(const ModelConfig& cfg, const std::vector<float>& params) {
+  LanguageModel<T> m(cfg);
+  for (size_t i = 0; i < params.size(); ++i) m.params[i] = T(params[i]);
+  return m;
+}
+
+struct Outputs {
+  std::vector<double> logits, grads;
+  double loss = 0, aux = 0;  // cross-entropy; the layers' auxiliary (load-balancing) loss
+  Json stats;                 // the layers' routing statistics of the loss pass
+};
+
+template <typename T>
+Outputs run_cpu(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
+                idx_t T_, const std::vector<float>* state) {
+  LanguageModel<T> m = cpu_model<T>(cfg, params);
+  std::vector<T> st;
+  if (state) st.assign(state->begin(), state->end());
+  const T* s = state ? st.data() : nullptr;
+  Outputs o;
+  std::vector<T> logits(size_t(B * T_ * m.vocab()));
+  m.prepare(B, T_, true);
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
+  o.loss = r.ce;
+  o.aux = r.aux;
+  o.stats = m.stats();
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(m.grads.begin(), m.grads.end());
+  return o;
+}
+
+// The model on the CUDA backend (Model<CudaBackend<Act>>, the CPU's layer code): the state lives
+// in a device block in the backend layout, exchanged with the host fp32 layout.
+template <typename Act>
+Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
+                           idx_t B, idx_t T_, const std::vector<float>* state) {
+  Model<CudaBackend<Act>> m(cfg);
+  m.upload_params(params.data());
+  Outputs o;
+  std::vector<float> logits(size_t(B * T_ * m.vocab())), grads(m.table().total());
+  m.prepare(B, T_, true);
+  DeviceBuffer st(m.state_bytes(B));
+  if (state) m.state_from_host(st.data(), state->data(), B);
+  std::vector<float> back(state ? state->size() : 0);
+  if (state) {  // the exchange round-trips (bf16 conv parts hold bf16-rounded values)
+    m.state_to_host(back.data(), st.data(), B);
+    const double rel = std::is_same_v<Act, float> ? 0.0 : 4e-3;  // bf16: 2^-9 relative rounding
+    for (size_t i = 0; i < back.size(); ++i) EXPECT_NEAR(back[i], (*state)[i], rel * std::fabs((*state)[i])) << i;
+  }
+  const void* s = state ? st.data() : nullptr;
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
+  o.loss = r.ce;
+  o.aux = r.aux;
+  o.stats = m.stats();
+  m.download_grads(grads.data());
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(grads.begin(), grads.end());
+  return o;
+}
+
+inline std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
+  LanguageModel<float> m(cfg);
+  m.init(seed);
+  // Move the norms and D away from their constant init so their gradients are generic.
+  Rng r(seed + 1);
+  for (const ParamInfo& p : m.table().entries())
+    if (p.no_decay && p.name.find("A_log") == std::string::npos)
+      for (size_t i = 0; i < p.numel; ++i) m.params[p.offset + i] += float(r.uniform(-0.2, 0.2));
+  return m.params;
+}
+
+inline std::vector<float> random_state(const ModelConfig& cfg, idx_t B, uint64_t seed) {
+  LanguageModel<float> m(cfg);
+  Rng r(seed);
+  std::vector<float> s(size_t(B * m.state_size()));
+  for (auto& x : s) x = float(r.uniform(-0.5, 0.5));
+  return s;
+}
+
+// ||a - ref||₂ / ||ref||₂
+inline double l2_rel(const std::vector<double>& a, const std::vector<double>& ref, size_t off, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = off; i < off + n; ++i) {
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Prefill P tokens of ids [B, T], then T - P single steps carrying the device state (aliased in
+// and out, as the decoder does): max |step logits - one-pass logits| / max |one-pass logits|.
+inline double prefill_steps_max_rel_diff(Model<CudaBackend<float>>& m, const std::vector<int32_t>& ids, idx_t B, idx_t T,
+                                  idx_t P) {
+  m.prepare(B, T, false);
+  const idx_t V = m.vocab();
+  std::vector<float> full(size_t(B * T * V));
+  m.forward_logits(full.data(), ids.data(), B, T, nullptr, nullptr);
+  DeviceBuffer ids_dev(size_t(B * P) * sizeof(int32_t)), logits_dev(size_t(B * V) * sizeof(float));
+  std::vector<int32_t> pre(size_t(B * P));
+  for (idx_t b = 0; b < B; ++b)
+    for (idx_t t = 0; t < P; ++t) pre[b * P + t] = ids[b * T + t];
+  ids_dev.upload(pre);
+  DeviceBuffer st(m.state_bytes(B));
+  CUDA_CHECK(cudaMemset(st.data(), 0, st.bytes()));
+  double worst = 0, scale = 0;
+  for (idx_t t = P; t <= T; ++t) {
+    if (t == P) {
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, P, st.data(), st.data());
+    } else {
+      std::vector<int32_t> tok(static_cast<size_t>(B));
+      for (idx_t b = 0; b < B; ++b) tok[b] = ids[b * T + t - 1];
+      ids_dev.upload(tok);
+      m.forward_last_logits(logits_dev.as<float>(), ids_dev.as<int32_t>(), B, 1, st.data(), st.data());
+    }
+    CUDA_CHECK(cudaStreamSynchronize(m.ctx().stream));
+    const auto got = logits_dev.to_host<float>();
+    for (idx_t b = 0; b < B; ++b)
+      for (idx_t v = 0; v < V; ++v) {
+        const double r = full[(b * T + t - 1) * V + v];
+        worst = std::max(worst, std::fabs(double(got[b * V + v]) - r));
+        scale = std::max(scale, std::fabs(r));
+      }
+  }
+  return scale > 0 ? worst / scale : worst;
+}
+
+}  // namespace moessm::gputest
