@@ -74,14 +74,14 @@ GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
   r.flops = 2.0 * double(M) * double(Kd) * double(N);
   r.grouped_fwd_ms = bench::time_ms([&] {
     cuda::grouped_matmul_forward<bf16>(out.as<bf16>(), N, in.as<bf16>(), Kd, w.as<bf16>(), N * Kd, off.as<int32_t>(),
-                                       E, N, Kd, M, nullptr);
+                                       E, N, Kd, M, nullptr, nullptr);
   }, 3, reps);
   r.dense_fwd_ms = bench::time_ms([&] {
     cuda::matmul_forward<bf16>(out.as<bf16>(), N, in.as<bf16>(), Kd, w.as<bf16>(), nullptr, M, N, Kd, false, nullptr);
   }, 3, reps);
   r.grouped_bwd_ms = bench::time_ms([&] {
     cuda::grouped_matmul_backward<bf16>(din.as<bf16>(), Kd, dw.as<float>(), out.as<bf16>(), N, in.as<bf16>(), Kd,
-                                        w.as<bf16>(), N * Kd, off.as<int32_t>(), E, N, Kd, false, nullptr);
+                                        w.as<bf16>(), N * Kd, off.as<int32_t>(), E, N, Kd, false, nullptr, nullptr);
   }, 3, reps);
   r.dense_bwd_ms = bench::time_ms([&] {
     cuda::matmul_backward<bf16>(din.as<bf16>(), Kd, dw.as<float>(), nullptr, out.as<bf16>(), N, in.as<bf16>(), Kd,

@@ -67,9 +67,11 @@ struct Harness {
     Arena<double> a;
     mixer->plan_kept(a);
     mixer->plan(a, B, T, true);
+    mixer->plan_scratch(a, B, T);
     a.allocate_planned();
     mixer->plan_kept(a);
     mixer->plan(a, B, T, true);
+    mixer->plan_scratch(a, B, T);
     arena = std::move(a);
   }
   double* param(const std::string& name) { return params.data() + table.at(kPrefix + name).offset; }

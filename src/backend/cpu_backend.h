@@ -216,17 +216,22 @@ struct CpuBackend {
                                      idx_t K, idx_t X, bool dw_accumulate) {
     cpu::moe_unpermute_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, row_of_slot, M, K, X, dw_accumulate);
   }
-  // `rows` = offsets[E] (M·K), known to the caller (the CUDA twin picks its kernel by it).
+  // `rows` = offsets[E] (M·K), known to the caller (the CUDA twin picks its kernel by it);
+  // known_offsets: a host copy of the offsets when the caller has one (offsets_on_host).
   static void grouped_matmul_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
-                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t) {
+                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t,
+                                     const int32_t*) {
     cpu::grouped_matmul_forward(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd);
   }
   static void grouped_matmul_backward(const Ctx&, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
                                       const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
-                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate) {
+                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate,
+                                      const int32_t*) {
     cpu::grouped_matmul_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
                                  din_accumulate);
   }
+  // The plan's offsets on the host: here they already are.
+  static const int32_t* offsets_on_host(const Ctx&, int32_t*, const int32_t* offsets, idx_t, idx_t) { return offsets; }
   // Whether expert e certainly has no rows in a plan (the CPU reads its offsets; a device
   // backend answers false rather than synchronise).
   static bool group_known_empty(const int32_t* offsets, idx_t e) { return offsets[e + 1] == offsets[e]; }

@@ -237,14 +237,26 @@ struct CudaBackend {
                                       dw_accumulate, c.stream);
   }
   static void grouped_matmul_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
-                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows) {
-    cuda::grouped_matmul_forward<Act>(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd, rows, c.stream);
+                                     idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows,
+                                     const int32_t* known_offsets) {
+    cuda::grouped_matmul_forward<Act>(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd, rows, known_offsets,
+                                      c.stream);
   }
   static void grouped_matmul_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
                                       const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
-                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate) {
+                                      const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate,
+                                      const int32_t* known_offsets) {
     cuda::grouped_matmul_backward<Act>(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
-                                       din_accumulate, c.stream);
+                                       din_accumulate, known_offsets, c.stream);
+  }
+  // The plan's offsets [E+1] on the host for the grouped GEMMs of one layer, copied once per
+  // routing (one stream sync per router forward instead of one per grouped GEMM); nullptr when
+  // the forward's GEMMs take the device GEMV path (rows <= kGroupedGemvMaxRows: decoding, which
+  // must not synchronise), in which case a backward copies them itself.
+  static const int32_t* offsets_on_host(const Ctx& c, int32_t* host, const int32_t* offsets, idx_t E, idx_t rows) {
+    if (rows <= kGroupedGemvMaxRows) return nullptr;
+    to_host(c, host, offsets, E + 1);
+    return host;
   }
   static bool group_known_empty(const int32_t*, idx_t) { return false; }  // never synchronises to find out
   static void expert_conv_forward(const Ctx& c, Act* out, idx_t out_ld, Act* pre, Act* state_out, Act* work,

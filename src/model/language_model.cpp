@@ -209,6 +209,14 @@ void Model<Bk>::carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
     if (!training) a.rewind(mark);
     m->plan(a, B, T_, training);
   }
+  // Backward scratch: one region every layer's backward shares.
+  if (training) {
+    const size_t scratch = a.mark();
+    for (auto& m : mixers_) {
+      a.rewind(scratch);
+      m->plan_scratch(a, B, T_);
+    }
+  }
 }
 
 template <typename Bk>

@@ -75,6 +75,7 @@ class Mixer {
   size_t state_bytes(idx_t B) const { return state_block_bytes(state_parts(), B); }  // allocates: set-up only
   virtual void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) = 0;
   virtual void plan_kept(typename Bk::Arena&) {}
+  virtual void plan_scratch(typename Bk::Arena&, idx_t /*B*/, idx_t /*T_*/) {}
   virtual void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
                        const void* state_in, void* state_out, double* aux) = 0;
   virtual void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u,

@@ -56,6 +56,7 @@ template <typename Bk>
 MoeRouter<Bk>::MoeRouter(const RouterOptions& o, idx_t d_in, std::string name)
     : E(o.n_experts), K(o.top_k), Din(d_in), opt(o), name_(std::move(name)) {
   CHECK(K >= 1 && K <= E, "router: top_k must be in [1, n_experts=", E, "], found ", K);
+  host_offsets_.assign(size_t(E + 1), 0);
 }
 
 template <typename Bk>
@@ -105,6 +106,7 @@ void MoeRouter<Bk>::forward(const Ctx& ctx, double* aux, const Act* in, idx_t in
   Bk::router_topk_forward(ctx, probs_, topk_idx_, topk_w_, logits_, M, E, K, opt.normalize_topk);
   Bk::moe_permute_plan(ctx, offsets_, row_of_slot_, topk_idx_, M, E, K);
   last_M_ = M;
+  known_offsets_ = Bk::offsets_on_host(ctx, host_offsets_.data(), offsets_, E, M * K);
   // The losses are kept scaled by the share (L is linear in its coefficient), so the layer's
   // objective is their sum.
   Bk::zero(ctx, losses_, 2);

@@ -67,6 +67,9 @@ class MoeRouter {
   const F* topk_weight() const { return topk_w_; }              // [M,K]
   const int32_t* offsets() const { return offsets_; }           // [E+1] grouped rows per expert
   const int32_t* row_of_slot() const { return row_of_slot_; }   // [M·K]
+  // offsets() on the host when this forward copied them (Bk::offsets_on_host), else nullptr:
+  // the grouped GEMMs of the layer pass it on instead of synchronising each.
+  const int32_t* known_offsets() const { return known_offsets_; }
   // Host copies of the last forward's statistics (a sync on a device backend: logging only).
   std::vector<double> load() const;  // f_i [E]
   double aux_loss() const;           // L_aux (unscaled by the share)
@@ -88,6 +91,8 @@ class MoeRouter {
   idx_t last_M_ = 0;
   idx_t planned_M_ = 0;
   Ctx ctx_{};
+  std::vector<int32_t> host_offsets_;  // [E+1], filled by Bk::offsets_on_host
+  const int32_t* known_offsets_ = nullptr;
   int32_t *topk_idx_ = nullptr, *offsets_ = nullptr, *row_of_slot_ = nullptr;
   double* load_ = nullptr;    // f_i of the last forward [E]
   double* losses_ = nullptr;  // [2]: share·L_aux, share·L_z of the last forward

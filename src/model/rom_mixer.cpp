@@ -86,30 +86,55 @@ struct RomLinear {
   idx_t w_stride = 0;  // elements between experts' blocks
   Act *in_g = nullptr, *out_g = nullptr, *din_g = nullptr, *dout_g = nullptr;  // grouped rows
 
-  void plan(typename Bk::Arena& a, idx_t M, bool training) {
+  void plan(typename Bk::Arena& a, idx_t M) {
     in_g = a.template carve<Act>(M * K * in_dim);
     out_g = a.template carve<Act>(M * K * out_dim);
-    if (training) {
-      din_g = a.template carve<Act>(M * K * in_dim);
-      dout_g = a.template carve<Act>(M * K * out_dim);
-    }
   }
-  // out[m] = Σ_k c[m,k] · W[idx[m,k]] · in[m]   (c nullptr: indicator sum)
+  void plan_scratch(typename Bk::Arena& a, idx_t M) {  // backward only
+    din_g = a.template carve<Act>(M * K * in_dim);
+    dout_g = a.template carve<Act>(M * K * out_dim);
+  }
+  // The three stages, so that one grouped GEMM can feed several combines (in_proj's x and z
+  // halves): gather the tokens into grouped rows; the expert GEMMs; put columns [col, col+X) of
+  // the grouped output back in token order, out[m] = Σ_k c[m,k] · row (c nullptr: indicator sum).
+  void gather(const Ctx& ctx, const Act* in, idx_t in_ld, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::moe_permute_forward(ctx, in_g, in_dim, in, in_ld, r.row_of_slot(), M, K, in_dim);
+  }
+  void gemm(const Ctx& ctx, const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::grouped_matmul_forward(ctx, out_g, out_dim, in_g, in_dim, P.gemm + w, w_stride, r.offsets(), E, out_dim,
+                               in_dim, M * K, r.known_offsets());
+  }
+  void combine(const Ctx& ctx, Act* out, idx_t out_ld, idx_t col, idx_t X, const F* c, const MoeRouter<Bk>& r,
+               idx_t M) const {
+    Bk::moe_unpermute_forward(ctx, out, out_ld, out_g + col, out_dim, c, r.row_of_slot(), M, K, X);
+  }
+  // out[m] = Σ_k c[m,k] · W[idx[m,k]] · in[m]
   void forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* c,
                const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
-    Bk::moe_permute_forward(ctx, in_g, in_dim, in, in_ld, r.row_of_slot(), M, K, in_dim);
-    Bk::grouped_matmul_forward(ctx, out_g, out_dim, in_g, in_dim, P.gemm + w, w_stride, r.offsets(), E, out_dim,
-                               in_dim, M * K);
-    Bk::moe_unpermute_forward(ctx, out, out_ld, out_g, out_dim, c, r.row_of_slot(), M, K, out_dim);
+    gather(ctx, in, in_ld, r, M);
+    gemm(ctx, P, r, M);
+    combine(ctx, out, out_ld, 0, out_dim, c, r, M);
   }
-  // din (=, or += with din_acc); dc += (when c and dc); weight grads accumulate.
+  // Backward of the stages: combine's assigns dout_g's columns [col, col+X) and accumulates dc
+  // (when c and dc); gemm's assigns din_g and accumulates the weight grads; gather's writes din
+  // (=, or += with din_acc).
+  void combine_backward(const Ctx& ctx, const Act* dout, idx_t dout_ld, idx_t col, idx_t X, F* dc, const F* c,
+                        const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::moe_unpermute_backward(ctx, dout_g + col, out_dim, dc, dout, dout_ld, out_g + col, out_dim, c,
+                               r.row_of_slot(), M, K, X, /*dw_accumulate=*/true);
+  }
+  void gemm_backward(const Ctx& ctx, Param* grads, const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::grouped_matmul_backward(ctx, din_g, in_dim, grads + w, dout_g, out_dim, in_g, in_dim, P.gemm + w, w_stride,
+                                r.offsets(), E, out_dim, in_dim, false, r.known_offsets());
+  }
+  void gather_backward(const Ctx& ctx, Act* din, idx_t din_ld, bool din_acc, const MoeRouter<Bk>& r, idx_t M) const {
+    Bk::moe_permute_backward(ctx, din, din_ld, din_g, in_dim, r.row_of_slot(), M, K, in_dim, din_acc);
+  }
   void backward(const Ctx& ctx, Act* din, idx_t din_ld, bool din_acc, F* dc, Param* grads, const Act* dout,
                 idx_t dout_ld, const F* c, const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
-    Bk::moe_unpermute_backward(ctx, dout_g, out_dim, dc, dout, dout_ld, out_g, out_dim, c, r.row_of_slot(), M, K,
-                               out_dim, /*dw_accumulate=*/true);
-    Bk::grouped_matmul_backward(ctx, din_g, in_dim, grads + w, dout_g, out_dim, in_g, in_dim, P.gemm + w, w_stride,
-                                r.offsets(), E, out_dim, in_dim, false);
-    Bk::moe_permute_backward(ctx, din, din_ld, din_g, in_dim, r.row_of_slot(), M, K, in_dim, din_acc);
+    combine_backward(ctx, dout, dout_ld, 0, out_dim, dc, c, r, M);
+    gemm_backward(ctx, grads, P, r, M);
+    gather_backward(ctx, din, din_ld, din_acc, r, M);
   }
 };
 
@@ -131,16 +156,20 @@ class RomCore : public SsmCore<Bk> {
     xl_ = RomLinear<Bk>{this->Di, XW, this->experts.x_proj, K_, this->x_proj, XW * this->Di};
     dl_ = RomLinear<Bk>{this->R, this->Di, this->experts.dt_proj, K_, this->dt_proj_w, this->Di * this->R};
   }
-  void plan_experts(typename Bk::Arena& a, idx_t BT, bool training) {
-    if (this->experts.x_proj) xl_.plan(a, BT, training);
-    if (this->experts.dt_proj) dl_.plan(a, BT, training);
+  void plan_experts(typename Bk::Arena& a, idx_t BT) {
+    if (this->experts.x_proj) xl_.plan(a, BT);
+    if (this->experts.dt_proj) dl_.plan(a, BT);
     if (this->experts.conv1d) {
       pre_ = a.template carve<Act>(BT * this->Di);
       pre_e_ = a.template carve<Act>(BT * this->Di);
-      if (training) {
-        dpre_ = a.template carve<Act>(BT * this->Di);
-        dx_e_ = a.template carve<Act>(BT * this->Di);
-      }
+    }
+  }
+  void plan_experts_scratch(typename Bk::Arena& a, idx_t BT) {  // backward only
+    if (this->experts.x_proj) xl_.plan_scratch(a, BT);
+    if (this->experts.dt_proj) dl_.plan_scratch(a, BT);
+    if (this->experts.conv1d) {
+      dpre_ = a.template carve<Act>(BT * this->Di);
+      dx_e_ = a.template carve<Act>(BT * this->Di);
     }
   }
 
@@ -265,6 +294,14 @@ void RomMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
     if (opt_.expert[m])
       lin_[m] = std::make_unique<RomLinear<Bk>>(RomLinear<Bk>{in_dim[m], out_dim[m], E, K, w[m], stride[m]});
   }
+  // Both halves of an expertised in_proj routed by one router: one grouped GEMM over
+  // [E, 2Di, D] feeds both (one gather of u, twice the GEMM width), then two combines.
+  in_lin_.reset();
+  if (ex_x && ex_z && router_of_[kRomConvProj] == router_of_[kRomGateProj]) {
+    in_lin_ = std::make_unique<RomLinear<Bk>>(RomLinear<Bk>{D, 2 * Di, E, K, in_proj_, 2 * Di * D});
+    lin_[kRomConvProj].reset();
+    lin_[kRomGateProj].reset();
+  }
   for (auto& r : routers_) r->register_params(t, p);
 }
 
@@ -292,14 +329,22 @@ void RomMixer<Bk>::plan(typename Bk::Arena& a, idx_t B, idx_t T_, bool training)
   y_ = a.template carve<Act>(M * Di);
   for (auto& r : routers_) r->plan(a, B, T_, training);
   for (auto& l : lin_)
-    if (l) l->plan(a, M, training);
+    if (l) l->plan(a, M);
+  if (in_lin_) in_lin_->plan(a, M);
   core_->plan(a, B, T_, training);
-  core_->plan_experts(a, M, training);
-  if (training) {
-    dx_ = a.template carve<Act>(M * Di);
-    dz_ = a.template carve<Act>(M * Di);
-    dy_ = a.template carve<Act>(M * Di);
-  }
+  core_->plan_experts(a, M);
+}
+
+template <typename Bk>
+void RomMixer<Bk>::plan_scratch(typename Bk::Arena& a, idx_t B, idx_t T_) {
+  const idx_t M = B * T_;
+  for (auto& l : lin_)
+    if (l) l->plan_scratch(a, M);
+  if (in_lin_) in_lin_->plan_scratch(a, M);
+  core_->plan_experts_scratch(a, M);
+  dx_ = a.template carve<Act>(M * Di);
+  dz_ = a.template carve<Act>(M * Di);
+  dy_ = a.template carve<Act>(M * Di);
 }
 
 template <typename Bk>
@@ -318,8 +363,15 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
   core_->route_dt = route(kRomDtProj);
   const bool at_gate = opt_.weight_at != "out", at_out = opt_.weight_at != "gate";
   // 2. projections in: x (indicator), z (a = g with weight_at gate/both)
+  if (in_lin_) {
+    const MoeRouter<Bk>& r = *route(kRomConvProj);
+    in_lin_->gather(ctx, u, D, r, M);
+    in_lin_->gemm(ctx, P, r, M);
+    in_lin_->combine(ctx, x_, Di, 0, Di, nullptr, r, M);
+    in_lin_->combine(ctx, z_, Di, Di, Di, at_gate ? r.topk_weight() : nullptr, r, M);
+  }
   Act* dst[2] = {x_, z_};
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < 2 && !in_lin_; ++m) {
     if (lin_[m]) {
       const MoeRouter<Bk>& r = *route(m);
       lin_[m]->forward(ctx, dst[m], Di, u, D, (m == kRomGateProj && at_gate) ? r.topk_weight() : nullptr, P, r, M);
@@ -341,7 +393,7 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
 template <typename Bk>
 void RomMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u,
                             const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, double aux_grad) {
-  CHECK(training_, "RomMixer: backward needs an arena planned for training");
+  CHECK(training_ && dx_, "RomMixer: backward needs an arena planned for training (plan_scratch included)");
   const idx_t M = B * T_;
   CHECK(M == last_BT_, "RomMixer: backward for B·T=", M, " follows a forward of ", last_BT_);
   auto route = [&](int m) -> MoeRouter<Bk>* { return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr; };
@@ -358,8 +410,16 @@ void RomMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* do
   }
   core_->backward(ctx, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di, P, B, T_, state_in);
   // in projections: du = (conv part) + (gate part)
+  if (in_lin_) {
+    MoeRouter<Bk>& r = *route(kRomConvProj);
+    in_lin_->combine_backward(ctx, dx_, Di, 0, Di, nullptr, nullptr, r, M);
+    in_lin_->combine_backward(ctx, dz_, Di, Di, Di, at_gate ? r.topk_weight_grad() : nullptr,
+                              at_gate ? r.topk_weight() : nullptr, r, M);
+    in_lin_->gemm_backward(ctx, grads, P, r, M);
+    in_lin_->gather_backward(ctx, du, D, false, r, M);
+  }
   const Act* dsrc[2] = {dx_, dz_};
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < 2 && !in_lin_; ++m) {
     if (lin_[m]) {
       MoeRouter<Bk>& r = *route(m);
       const bool weighted = m == kRomGateProj && at_gate;

@@ -79,6 +79,7 @@ class RomMixer : public Mixer<Bk> {
   std::vector<StatePart> state_parts() const override;
   void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) override;
   void plan_kept(typename Bk::Arena& arena) override { for (auto& r : routers_) r->plan_kept(arena); }
+  void plan_scratch(typename Bk::Arena& arena, idx_t B, idx_t T_) override;
   void forward(const Ctx& ctx, Act* out, const Act* u, const ParamsRef<Bk>& P, idx_t B, idx_t T_,
                const void* state_in, void* state_out, double* aux) override;
   void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
@@ -97,6 +98,7 @@ class RomMixer : public Mixer<Bk> {
   int router_of_[kRomModules];  // index into routers_, -1 for a dense module
   // projections: conv (x), gate (z), out; each expertised (RomLinear) or dense (offset only)
   std::unique_ptr<RomLinear<Bk>> lin_[3];
+  std::unique_ptr<RomLinear<Bk>> in_lin_;  // in_proj [E, 2Di, D] as one (x and z on one router)
   size_t dense_w_[3] = {0, 0, 0};
   size_t in_proj_ = 0, out_proj_ = 0, conv_proj_ = 0, gate_proj_ = 0;  // table offsets
   idx_t planned_BT_ = 0;

@@ -156,8 +156,11 @@ void SwimbaMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const Para
   const int32_t* slot = router_.row_of_slot();
   const int32_t* offsets = router_.offsets();
   Bk::moe_permute_forward(ctx, xg_, Di, xc_, Di, slot, M, K, Di);
-  Bk::grouped_matmul_forward(ctx, xs_, XW, xg_, Di, gw + x_proj_, XW * Di, offsets, E, XW, Di, MK);
-  if (expert_dt_proj) Bk::grouped_matmul_forward(ctx, dts_, Di, xs_, XW, gw + dt_w_, Di * R, offsets, E, Di, R, MK);
+  Bk::grouped_matmul_forward(ctx, xs_, XW, xg_, Di, gw + x_proj_, XW * Di, offsets, E, XW, Di, MK,
+                             router_.known_offsets());
+  if (expert_dt_proj)
+    Bk::grouped_matmul_forward(ctx, dts_, Di, xs_, XW, gw + dt_w_, Di * R, offsets, E, Di, R, MK,
+                               router_.known_offsets());
   if (mix_post && !expert_dt_proj) Bk::matmul_forward(ctx, dts_, Di, xs_, XW, gw + dt_w_, MK, Di, R);
 
   // Parameter-space mixing.
@@ -233,9 +236,9 @@ void SwimbaMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act*
   }
   if (expert_dt_proj)
     Bk::grouped_matmul_backward(ctx, dxs_, XW, grads + dt_w_, ddts_, Di, xs_, XW, gw + dt_w_, Di * R, offsets, E, Di,
-                                R, false);
+                                R, false, router_.known_offsets());
   Bk::grouped_matmul_backward(ctx, dxg_, Di, grads + x_proj_, dxs_, XW, xg_, Di, gw + x_proj_, XW * Di, offsets, E,
-                              XW, Di, false);
+                              XW, Di, false, router_.known_offsets());
   Bk::moe_permute_backward(ctx, dxc_, Di, dxg_, Di, slot, M, K, Di, /*accumulate=*/true);
 
   if (route_on_conv) router_.backward(ctx, dxc_, Di, grads, xc_, Di, P, M, aux_grad);

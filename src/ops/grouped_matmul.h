@@ -26,7 +26,7 @@ void grouped_matmul_backward(T* din, idx_t din_ld, T* dweight, const T* dout, id
 }  // namespace cpu
 
 // At most this many grouped rows (M·K) take the CUDA forward's device-side GEMV path.
-constexpr idx_t kGroupedGemvMaxRows = 64;
+constexpr idx_t kGroupedGemvMaxRows = 256;
 
 }  // namespace moessm
 
@@ -41,16 +41,19 @@ namespace moessm::cuda {
 //     the offsets on the device: no host sync, graph-capturable (the decode step). Each chosen
 //     expert's weight is streamed once per 8 of its rows; fp32 accumulation, fixed-order
 //     reductions. The offsets are trusted (no row past `rows` is ever read or written).
-//   otherwise: one cuBLASLt GEMM per expert with rows, after ONE copy of the offsets to the host
-//     (a stream sync: training and prefill only; a CHECK that offsets[E] == rows).
-// The backward always takes the cuBLASLt path (host copy of the offsets); expert weight
+//   otherwise: one cuBLASLt GEMM per expert with rows, reading the offsets from known_offsets
+//     (a host copy of them, e.g. the router's from its forward) or, when that is nullptr, after
+//     ONE copy to the host (a stream sync: training and prefill only); a CHECK that
+//     offsets[E] == rows.
+// The backward always takes the cuBLASLt path (known_offsets or a host copy); expert weight
 // gradients accumulate through the fp32 GEMM (deterministic: no atomics).
 template <typename T>
 void grouped_matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
-                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows, cudaStream_t stream);
+                            const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows,
+                            const int32_t* known_offsets, cudaStream_t stream);
 template <typename T>
 void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout, idx_t dout_ld, const T* in,
                              idx_t in_ld, const T* weight, idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N,
-                             idx_t Kd, bool din_accumulate, cudaStream_t stream);
+                             idx_t Kd, bool din_accumulate, const int32_t* known_offsets, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

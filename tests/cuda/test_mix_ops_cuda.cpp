@@ -492,7 +492,7 @@ TEST_P(GroupedGemvCuda, MatchesTheCpuFp32TightBf16WithinBudget) {
       DeviceBuffer IN = up<T>(d.in), W = up<T>(d.w), OFF = DeviceBuffer::from_host(off),
                    OUT = bf ? gputest::poisoned_bf16(size_t(g.rows * d.out_ld)) : gputest::poisoned_f32(size_t(g.rows * d.out_ld));
       cuda::grouped_matmul_forward<T>(OUT.as<T>(), d.out_ld, IN.as<T>(), g.in_ld, W.as<T>() + d.w_off, d.w_stride,
-                                      OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr);
+                                      OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr, nullptr);
       sync();
       const auto all = down<T>(OUT);
       got = packed(all, g.rows, g.N, d.out_ld);
@@ -530,7 +530,7 @@ TEST(GroupedGemvCuda, GraphCapturableAndReadsTheOffsetsOnTheDevice) {
   cudaGraphExec_t exec;
   CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
   cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
-                                      d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, st);
+                                      d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr, st);
   CUDA_CHECK(cudaStreamEndCapture(st, &graph));
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   for (const auto* off : {&off1, &off2}) {
@@ -542,7 +542,7 @@ TEST(GroupedGemvCuda, GraphCapturableAndReadsTheOffsetsOnTheDevice) {
     // The graph's result equals a direct launch bit for bit.
     DeviceBuffer OUT2 = gputest::poisoned_f32(size_t(g.rows * d.out_ld));
     cuda::grouped_matmul_forward<float>(OUT2.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
-                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, st);
+                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr, st);
     CUDA_CHECK(cudaStreamSynchronize(st));
     EXPECT_EQ(packed(down_f32(OUT2), g.rows, g.N, d.out_ld), got);
   }
@@ -562,12 +562,12 @@ TEST(GroupedGemvCuda, LargeRowsTakeTheGemmPathAndStillMatch) {
     DeviceBuffer IN = up_f32(d.in), W = up_f32(d.w), OFF = DeviceBuffer::from_host(off),
                  OUT = gputest::poisoned_f32(size_t(g.rows * d.out_ld));
     cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld, W.as<float>() + d.w_off,
-                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr);
+                                        d.w_stride, OFF.as<int32_t>(), d.E, g.N, g.Kd, g.rows, nullptr, nullptr);
     sync();
     EXPECT_LT(rel_err(packed(down_f32(OUT), g.rows, g.N, d.out_ld), cpu_gm<double>(g, d, off)), 1e-5) << "rows=" << rows;
     EXPECT_THROW(cuda::grouped_matmul_forward<float>(OUT.as<float>(), d.out_ld, IN.as<float>(), g.in_ld,
                                                      W.as<float>() + d.w_off, d.w_stride, OFF.as<int32_t>(), d.E, g.N,
-                                                     g.Kd, g.rows + 1, nullptr),
+                                                     g.Kd, g.rows + 1, nullptr, nullptr),
                  Error)
         << "offsets[E] != rows";
   }

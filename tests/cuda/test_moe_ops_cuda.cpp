@@ -242,9 +242,9 @@ TEST(GroupedMatmulCuda, ForwardBackwardMatchTheCpu) {
                DO = DeviceBuffer::from_host(dout), OUT(out.size() * 4), DIN(din.size() * 4),
                DW = DeviceBuffer::from_host(std::vector<float>(dw.size(), 0.25f));
   cuda::grouped_matmul_forward<float>(OUT.as<float>(), N, IN.as<float>(), Kd, W.as<float>(), N * Kd, OFF.as<int32_t>(),
-                                      E, N, Kd, R, nullptr);
+                                      E, N, Kd, R, nullptr, nullptr);
   cuda::grouped_matmul_backward<float>(DIN.as<float>(), Kd, DW.as<float>(), DO.as<float>(), N, IN.as<float>(), Kd,
-                                       W.as<float>(), N * Kd, OFF.as<int32_t>(), E, N, Kd, false, nullptr);
+                                       W.as<float>(), N * Kd, OFF.as<int32_t>(), E, N, Kd, false, nullptr, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_LT(max_abs_rel(OUT.to_host<float>(), out), 1e-5);
   EXPECT_LT(max_abs_rel(DIN.to_host<float>(), din), 1e-5);
@@ -258,7 +258,7 @@ TEST(GroupedMatmulCuda, ForwardBackwardMatchTheCpu) {
   DeviceBuffer IN16 = DeviceBuffer::from_host(to_bf16_bits(in16)), W16 = DeviceBuffer::from_host(to_bf16_bits(w16)),
                OUT16(out.size() * 2);
   cuda::grouped_matmul_forward<bf16>(OUT16.as<bf16>(), N, IN16.as<bf16>(), Kd, W16.as<bf16>(), N * Kd,
-                                     OFF.as<int32_t>(), E, N, Kd, R, nullptr);
+                                     OFF.as<int32_t>(), E, N, Kd, R, nullptr, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_LT(max_abs_rel(from_bf16_bits(OUT16.to_host<uint16_t>()), out16), 8e-3);
 }
