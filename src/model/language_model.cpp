@@ -237,7 +237,8 @@ void Model<Bk>::prepare(idx_t B, idx_t T_, bool training) {
 // ---- forward ----------------------------------------------------------------------------------
 
 template <typename Bk>
-void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out) {
+void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out,
+                             bool want_aux) {
   CHECK(B == max_B_ && T_ >= 1 && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_,
         ", called with B=", B, " T=", T_);
   CHECK(!(training_ && state_out), "model: a training pass does not write a carried state");
@@ -257,7 +258,7 @@ void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const vo
     }
     const char* sin = state_in ? static_cast<const char*>(state_in) + state_byte_offset(l, B) : nullptr;
     char* sout = state_out ? static_cast<char*>(state_out) + state_byte_offset(l, B) : nullptr;
-    mixers_[l]->forward(ctx_, mix_out_, normed_[l], P, B, T_, sin, sout, sums_ + 1);
+    mixers_[l]->forward(ctx_, mix_out_, normed_[l], P, B, T_, sin, sout, want_aux ? sums_ + 1 : nullptr);
   }
   const int L = n_layers();
   Bk::copy(ctx_, resid(L), resid(L - 1), BT * D_);
@@ -267,7 +268,7 @@ void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const vo
 template <typename Bk>
 void Model<Bk>::forward_last_logits(Act* logits_mem, const int32_t* ids_mem, idx_t B, idx_t T_,
                                     const void* state_in, void* state_out) {
-  forward_body(ids_mem, B, T_, state_in, state_out);
+  forward_body(ids_mem, B, T_, state_in, state_out, /*want_aux=*/false);  // decoding: no auxiliary loss
   // row b·T + T-1 of hf for each b: a strided view with ld = T·D
   Bk::matmul_forward(ctx_, logits_mem, V_, hf_ + (T_ - 1) * D_, T_ * D_, gemm_weights() + emb_, B, V_, D_);
 }

@@ -122,7 +122,8 @@ class Model {
   Json stats() const;          // per-layer mixer statistics of the last forward (MoE load)
 
  private:
-  void forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out);
+  void forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out,
+                    bool want_aux = true);
   void backward_body(idx_t B, idx_t T_, const void* state_in);
   void carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training);
   ParamsRef<Bk> params_ref() const { return {params.data(), gemm_weights()}; }

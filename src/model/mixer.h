@@ -15,7 +15,9 @@
 //   of B sequences is a block of state_bytes(B) in backend memory whose typed parts the mixer
 //   lists in state_parts() (so the model can exchange it with a host fp32 layout); state_in /
 //   state_out are optional and may alias (decode step: T = 1). The auxiliary loss the layer adds
-//   to the objective is ADDED to *aux, a scalar in backend memory (no host sync per layer).
+//   to the objective is ADDED to *aux, a scalar in backend memory (no host sync per layer); aux
+//   nullptr means no auxiliary loss is wanted (decoding): the layer skips computing it, and
+//   stats() keep describing the last forward that did.
 // - backward() must follow the forward of the same inputs: du assigns, parameter grads
 //   accumulate; aux_grad is dLoss/d(aux loss) (1 in training).
 // - stats() describes the routing of the last forward as plain data (null for dense mixers).

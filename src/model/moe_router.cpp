@@ -109,6 +109,8 @@ void MoeRouter<Bk>::forward(const Ctx& ctx, double* aux, const Act* in, idx_t in
   known_offsets_ = Bk::offsets_on_host(ctx, host_offsets_.data(), offsets_, E, M * K);
   // The losses are kept scaled by the share (L is linear in its coefficient), so the layer's
   // objective is their sum.
+  have_losses_ = aux != nullptr;
+  if (!aux) return;  // decoding: no auxiliary loss wanted (and the statistics stay as they were)
   Bk::zero(ctx, losses_, 2);
   Bk::router_aux_loss_forward(ctx, losses_, load_, probs_, topk_idx_, M, E, K, opt.aux_coef * share_);
   if (opt.z_coef > 0) Bk::router_z_loss_forward(ctx, losses_ + 1, logits_, M, E, opt.z_coef * share_);
@@ -121,6 +123,7 @@ void MoeRouter<Bk>::backward(const Ctx& ctx, Act* din, idx_t din_ld, Param* grad
                              const ParamsRef<Bk>& P, idx_t M, double aux_grad) {
   CHECK(dlogits_, "router: backward needs an arena planned for training");
   CHECK(M == last_M_, "router: backward for ", M, " tokens follows a forward of ", last_M_);
+  CHECK(have_losses_, "router: backward follows a forward without the auxiliary loss (aux nullptr)");
   Bk::zero(ctx, dprobs_, M * E);
   if (opt.aux_coef > 0)
     Bk::router_aux_loss_backward(ctx, dprobs_, aux_grad, topk_idx_, M, E, K, opt.aux_coef * share_);

@@ -53,7 +53,7 @@ class MoeRouter {
   void plan_kept(typename Bk::Arena& arena);
   // Routes M tokens in[M, Din] (token stride in_ld; logits in F through the GEMM copy of the
   // router weight) and builds the grouping plan. ADDS share · (L_aux + L_z) to *aux (a scalar in
-  // backend memory): no host sync.
+  // backend memory): no host sync. aux nullptr: no auxiliary loss (decoding), statistics kept.
   void forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P, idx_t M);
   // Gradient of the chosen weights [M,K], filled by the mixer before backward() (training only).
   F* topk_weight_grad() { return dg_; }
@@ -93,6 +93,7 @@ class MoeRouter {
   Ctx ctx_{};
   std::vector<int32_t> host_offsets_;  // [E+1], filled by Bk::offsets_on_host
   const int32_t* known_offsets_ = nullptr;
+  bool have_losses_ = false;  // the last forward computed the auxiliary losses
   int32_t *topk_idx_ = nullptr, *offsets_ = nullptr, *row_of_slot_ = nullptr;
   double* load_ = nullptr;    // f_i of the last forward [E]
   double* losses_ = nullptr;  // [2]: share·L_aux, share·L_z of the last forward

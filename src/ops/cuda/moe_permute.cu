@@ -2,8 +2,12 @@
 // block e counts expert e's slots, one thread scans the counts into offsets, then block e walks
 // the slots in order and ranks its own with a block-wide prefix count, so row_of_slot is the
 // CPU's stable counting sort exactly (deterministic, graph-capturable: no host sync). Data
-// movement: every output element is written by one thread; the sums over k run in k order in
-// fp32, and dw's dot products are lane-strided partial sums reduced in a fixed butterfly.
+// movement: one block per row, 16-byte vectors where the rows are aligned; every output element
+// is written by one thread; the sums over k run in k order in fp32, and dw's dot products are
+// lane-strided partial sums reduced in a fixed butterfly.
+#include <algorithm>
+#include <cstdint>
+
 #include "core/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/moe_permute.h"
@@ -62,48 +66,124 @@ __global__ void stacked_kernel(int32_t* row_of_slot, const int32_t* idx, idx_t M
     row_of_slot[s] = int32_t(idx_t(idx[s]) * M + s / K);
 }
 
-template <typename T>
-__global__ void permute_fwd_kernel(T* out, idx_t out_ld, const T* in, idx_t in_ld, const int32_t* row_of_slot,
-                                   idx_t M, idx_t K, idx_t X) {
-  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < M * K * X; i += idx_t(gridDim.x) * blockDim.x) {
-    const idx_t s = i / X, x = i % X;
-    out[idx_t(row_of_slot[s]) * out_ld + x] = in[(s / K) * in_ld + x];
+// Data movement kernels: one block per row (grid-strided), the row's X elements moved as V-element
+// vectors (16 bytes: 8 bf16 or 4 float) when every row start is 16-byte aligned, else V = 1.
+// Sums over k run in k order in fp32, element by element (the same values for any V).
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(float (&f)[V], const T* p) {
+  if constexpr (V == 1) {
+    f[0] = to_f32(p[0]);
+  } else {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < V; ++i) f[i] = to_f32(t[i]);
+  }
+}
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, const float (&f)[V]) {
+  if constexpr (V == 1) {
+    p[0] = from_f32<T>(f[0]);
+  } else {
+    uint4 u;
+    T* t = reinterpret_cast<T*>(&u);
+#pragma unroll
+    for (int i = 0; i < V; ++i) t[i] = from_f32<T>(f[i]);
+    *reinterpret_cast<uint4*>(p) = u;
   }
 }
 
-template <typename T>
+// out[row_of_slot[s]] = in[s / K] for every slot s.
+template <typename T, int V>
+__global__ void permute_fwd_kernel(T* out, idx_t out_ld, const T* in, idx_t in_ld, const int32_t* row_of_slot,
+                                   idx_t S, idx_t K, idx_t X) {
+  for (idx_t s = blockIdx.x; s < S; s += gridDim.x) {
+    T* dst = out + idx_t(row_of_slot[s]) * out_ld;
+    const T* src = in + (s / K) * in_ld;
+    for (idx_t j = idx_t(threadIdx.x) * V; j < X; j += idx_t(blockDim.x) * V) {
+      float f[V];
+      load_vec<T, V>(f, src + j);
+      store_vec<T, V>(dst + j, f);
+    }
+  }
+}
+
+// din[m] (=, or +=) Σ_k dout[row_of_slot[m·K + k]].
+template <typename T, int V>
 __global__ void permute_bwd_kernel(T* din, idx_t din_ld, const T* dout, idx_t dout_ld, const int32_t* row_of_slot,
                                    idx_t M, idx_t K, idx_t X, bool accumulate) {
-  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < M * X; i += idx_t(gridDim.x) * blockDim.x) {
-    const idx_t m = i / X, x = i % X;
-    float acc = accumulate ? to_f32(din[m * din_ld + x]) : 0.f;
-    for (idx_t k = 0; k < K; ++k) acc += to_f32(dout[idx_t(row_of_slot[m * K + k]) * dout_ld + x]);
-    din[m * din_ld + x] = from_f32<T>(acc);
+  for (idx_t m = blockIdx.x; m < M; m += gridDim.x) {
+    T* dst = din + m * din_ld;
+    for (idx_t j = idx_t(threadIdx.x) * V; j < X; j += idx_t(blockDim.x) * V) {
+      float acc[V], v[V];
+      if (accumulate) {
+        load_vec<T, V>(acc, dst + j);
+      } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = 0.f;
+      }
+      for (idx_t k = 0; k < K; ++k) {
+        load_vec<T, V>(v, dout + idx_t(row_of_slot[m * K + k]) * dout_ld + j);
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] += v[i];
+      }
+      store_vec<T, V>(dst + j, acc);
+    }
   }
 }
 
-template <typename T>
+// out[m] = Σ_k c[m,k] · in[row_of_slot[m·K + k]]   (c = w, or 1 when w is nullptr).
+template <typename T, int V>
 __global__ void unpermute_fwd_kernel(T* out, idx_t out_ld, const T* in, idx_t in_ld, const float* w,
                                      const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
-  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < M * X; i += idx_t(gridDim.x) * blockDim.x) {
-    const idx_t m = i / X, x = i % X;
-    float acc = 0.f;
-    for (idx_t k = 0; k < K; ++k) {
-      const float v = to_f32(in[idx_t(row_of_slot[m * K + k]) * in_ld + x]);
-      acc += w ? w[m * K + k] * v : v;
+  for (idx_t m = blockIdx.x; m < M; m += gridDim.x) {
+    for (idx_t j = idx_t(threadIdx.x) * V; j < X; j += idx_t(blockDim.x) * V) {
+      float acc[V], v[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[i] = 0.f;
+      for (idx_t k = 0; k < K; ++k) {
+        load_vec<T, V>(v, in + idx_t(row_of_slot[m * K + k]) * in_ld + j);
+        if (w) {
+          const float c = w[m * K + k];
+#pragma unroll
+          for (int i = 0; i < V; ++i) acc[i] += c * v[i];
+        } else {
+#pragma unroll
+          for (int i = 0; i < V; ++i) acc[i] += v[i];
+        }
+      }
+      store_vec<T, V>(out + m * out_ld + j, acc);
     }
-    out[m * out_ld + x] = from_f32<T>(acc);
   }
 }
 
-template <typename T>
+// din[row_of_slot[s]] = c[s] · dout[s / K].
+template <typename T, int V>
 __global__ void unpermute_bwd_din_kernel(T* din, idx_t din_ld, const T* dout, idx_t dout_ld, const float* w,
-                                         const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X) {
-  for (idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; i < M * K * X; i += idx_t(gridDim.x) * blockDim.x) {
-    const idx_t s = i / X, x = i % X;
+                                         const int32_t* row_of_slot, idx_t S, idx_t K, idx_t X) {
+  for (idx_t s = blockIdx.x; s < S; s += gridDim.x) {
     const float c = w ? w[s] : 1.f;
-    din[idx_t(row_of_slot[s]) * din_ld + x] = from_f32<T>(c * to_f32(dout[(s / K) * dout_ld + x]));
+    T* dst = din + idx_t(row_of_slot[s]) * din_ld;
+    const T* src = dout + (s / K) * dout_ld;
+    for (idx_t j = idx_t(threadIdx.x) * V; j < X; j += idx_t(blockDim.x) * V) {
+      float f[V];
+      load_vec<T, V>(f, src + j);
+#pragma unroll
+      for (int i = 0; i < V; ++i) f[i] = c * f[i];
+      store_vec<T, V>(dst + j, f);
+    }
   }
+}
+
+constexpr int kRowThreads = 128;
+inline unsigned row_grid(idx_t rows) { return unsigned(std::min<idx_t>(rows, idx_t(1) << 20)); }
+
+// 16-byte vectors when X and both strides are multiples of the vector and both bases aligned.
+template <typename T>
+bool vectorizable(idx_t X, idx_t ld_a, idx_t ld_b, const void* a, const void* b) {
+  constexpr idx_t V = 16 / sizeof(T);
+  return X % V == 0 && ld_a % V == 0 && ld_b % V == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(b) % 16 == 0;
 }
 
 // One warp per slot: dw[s] (=, or +=) <dout[m, :], in[row_of_slot[s], :]>.
@@ -152,8 +232,13 @@ template <typename T>
 void moe_permute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const int32_t* row_of_slot, idx_t M,
                          idx_t K, idx_t X, cudaStream_t stream) {
   if (M * K * X == 0) return;
-  permute_fwd_kernel<T><<<grid_1d(M * K * X, kThreads), kThreads, 0, stream>>>(out, out_ld, in, in_ld, row_of_slot,
-                                                                               M, K, X);
+  constexpr int V = 16 / sizeof(T);
+  if (vectorizable<T>(X, out_ld, in_ld, out, in))
+    permute_fwd_kernel<T, V><<<row_grid(M * K), kRowThreads, 0, stream>>>(out, out_ld, in, in_ld, row_of_slot, M * K,
+                                                                            K, X);
+  else
+    permute_fwd_kernel<T, 1><<<row_grid(M * K), kRowThreads, 0, stream>>>(out, out_ld, in, in_ld, row_of_slot, M * K,
+                                                                            K, X);
   CUDA_CHECK_LAUNCH("permute_fwd_kernel");
 }
 
@@ -161,8 +246,13 @@ template <typename T>
 void moe_permute_backward(T* din, idx_t din_ld, const T* dout, idx_t dout_ld, const int32_t* row_of_slot, idx_t M,
                           idx_t K, idx_t X, bool accumulate, cudaStream_t stream) {
   if (M * X == 0) return;
-  permute_bwd_kernel<T><<<grid_1d(M * X, kThreads), kThreads, 0, stream>>>(din, din_ld, dout, dout_ld, row_of_slot,
-                                                                           M, K, X, accumulate);
+  constexpr int V = 16 / sizeof(T);
+  if (vectorizable<T>(X, din_ld, dout_ld, din, dout))
+    permute_bwd_kernel<T, V><<<row_grid(M), kRowThreads, 0, stream>>>(din, din_ld, dout, dout_ld, row_of_slot, M, K,
+                                                                        X, accumulate);
+  else
+    permute_bwd_kernel<T, 1><<<row_grid(M), kRowThreads, 0, stream>>>(din, din_ld, dout, dout_ld, row_of_slot, M, K,
+                                                                        X, accumulate);
   CUDA_CHECK_LAUNCH("permute_bwd_kernel");
 }
 
@@ -170,8 +260,13 @@ template <typename T>
 void moe_unpermute_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const float* w,
                            const int32_t* row_of_slot, idx_t M, idx_t K, idx_t X, cudaStream_t stream) {
   if (M * X == 0) return;
-  unpermute_fwd_kernel<T><<<grid_1d(M * X, kThreads), kThreads, 0, stream>>>(out, out_ld, in, in_ld, w, row_of_slot,
-                                                                             M, K, X);
+  constexpr int V = 16 / sizeof(T);
+  if (vectorizable<T>(X, out_ld, in_ld, out, in))
+    unpermute_fwd_kernel<T, V><<<row_grid(M), kRowThreads, 0, stream>>>(out, out_ld, in, in_ld, w, row_of_slot, M, K,
+                                                                          X);
+  else
+    unpermute_fwd_kernel<T, 1><<<row_grid(M), kRowThreads, 0, stream>>>(out, out_ld, in, in_ld, w, row_of_slot, M, K,
+                                                                          X);
   CUDA_CHECK_LAUNCH("unpermute_fwd_kernel");
 }
 
@@ -181,8 +276,13 @@ void moe_unpermute_backward(T* din, idx_t din_ld, float* dw, const T* dout, idx_
                             bool dw_accumulate, cudaStream_t stream) {
   if (M * K == 0) return;
   if (din) {
-    unpermute_bwd_din_kernel<T><<<grid_1d(M * K * X, kThreads), kThreads, 0, stream>>>(din, din_ld, dout, dout_ld, w,
-                                                                                        row_of_slot, M, K, X);
+    constexpr int V = 16 / sizeof(T);
+    if (vectorizable<T>(X, din_ld, dout_ld, din, dout))
+      unpermute_bwd_din_kernel<T, V><<<row_grid(M * K), kRowThreads, 0, stream>>>(din, din_ld, dout, dout_ld, w,
+                                                                                   row_of_slot, M * K, K, X);
+    else
+      unpermute_bwd_din_kernel<T, 1><<<row_grid(M * K), kRowThreads, 0, stream>>>(din, din_ld, dout, dout_ld, w,
+                                                                                   row_of_slot, M * K, K, X);
     CUDA_CHECK_LAUNCH("unpermute_bwd_din_kernel");
   }
   if (w && dw) {
