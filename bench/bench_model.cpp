@@ -34,28 +34,16 @@ using bench::config;
 using bench::ids_of;
 using bench::median_ms;
 
-// fwd and fwd+bwd ms of a model of L layers (loss path): the one model on the CUDA backend,
-// Model<CudaBackend<bf16>> (bf16 activations, fp32 master weights).
+// fwd and fwd+bwd ms of a model of L layers (loss path, bf16; bench::model_ms).
 std::pair<double, double> model_ms(idx_t D, idx_t L, idx_t V, idx_t B, idx_t T, int reps) {
-  const ModelConfig cfg = config(D, L, V);
-  Model<CudaBackend<bf16>> m(cfg);
-  m.init(1);
-  m.prepare(B, T, true);
-  const auto ids = ids_of(size_t(B * T), int32_t(V), 3), tg = ids_of(size_t(B * T), int32_t(V), 4);
-  const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
-  const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
-  return {f, fb};
+  return bench::model_ms(config(D, L, V), B, T, reps);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string json;
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-  }
+  const std::string json = bench::json_path(argc, argv);
+  const bool quick = bench::has_flag(argc, argv, "--quick");
   const int reps = quick ? 3 : 10;
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

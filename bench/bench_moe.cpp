@@ -36,16 +36,9 @@ const char* kRom = R"({"type": "rom", "n_experts": 8, "top_k": 1})";
 const char* kSwimba = R"({"type": "swimba", "n_experts": 8, "top_k": 2, "normalize_topk": true})";
 const char* kSeparated = R"({"type": "separated_moe_ssm", "n_experts": 4, "top_k": 2})";
 
-// fwd and fwd+bwd ms of an L-layer model of `mixer` (loss path, bf16).
+// fwd and fwd+bwd ms of an L-layer model of `mixer` (16-token vocabulary, B 8 × T 2048).
 std::pair<double, double> model_ms(const std::string& mixer, idx_t L, int reps) {
-  const idx_t D = 1024, V = 16, B = 8, T = 2048;
-  Model<CudaBackend<bf16>> m(config(D, L, V, mixer));
-  m.init(1);
-  m.prepare(B, T, true);
-  const auto ids = ids_of(size_t(B * T), int32_t(V), 3), tg = ids_of(size_t(B * T), int32_t(V), 4);
-  const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
-  const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
-  return {f, fb};
+  return bench::model_ms(config(1024, L, 16, mixer), 8, 2048, reps);
 }
 
 struct LayerTimes {
@@ -139,12 +132,8 @@ double decode_ms(const std::string& mixer, bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string json;
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-  }
+  const std::string json = bench::json_path(argc, argv);
+  const bool quick = bench::has_flag(argc, argv, "--quick");
   const int reps = quick ? 3 : 10;
   const bench::Ceilings ceil = bench::measure_ceilings();
   std::printf("device: %s\nceilings: cuBLASLt bf16 8192^3 %.0f TFLOP/s; device copy %.0f GB/s\n",

@@ -12,12 +12,15 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
 #include "io/json.h"
+#include "backend/cuda_backend.h"
 #include "model/config.h"
+#include "model/language_model.h"
 #include "ops/matmul.h"
 
 namespace moessm::bench {
@@ -146,6 +149,26 @@ inline std::string json_path(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--json") return argv[i + 1];
   return "";
+}
+
+// Whether a flag (e.g. --quick) is among the arguments.
+inline bool has_flag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == flag) return true;
+  return false;
+}
+
+// fwd and fwd+bwd ms (loss path) of the model cfg at B × T on Model<CudaBackend<bf16>> (bf16
+// activations, fp32 master weights), random ids below cfg.vocab_size.
+inline std::pair<double, double> model_ms(const ModelConfig& cfg, idx_t B, idx_t T, int reps) {
+  Model<CudaBackend<__nv_bfloat16>> m(cfg);
+  m.init(1);
+  m.prepare(B, T, true);
+  const int32_t V = int32_t(cfg.vocab_size);
+  const auto ids = ids_of(size_t(B * T), V, 3), tg = ids_of(size_t(B * T), V, 4);
+  const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
+  const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
+  return {f, fb};
 }
 
 }  // namespace moessm::bench

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda_backend.h"
@@ -17,6 +18,8 @@
 #include "core/device_buffer.h"
 #include "core/rng.h"
 #include "model/language_model.h"
+#include "train/train_backend.h"
+#include "train/trainer.h"
 
 namespace moessm::gputest {
 
@@ -166,6 +169,56 @@ inline double prefill_steps_max_rel_diff(Model<CudaBackend<float>>& m, const std
       }
   }
   return scale > 0 ? worst / scale : worst;
+}
+
+// Four CUDA training steps of cfg from seed 7 on one repeated batch (B 3 × T 90 over ids < V):
+// per step the cross-entropy, the auxiliary loss and the squared gradient norm, then every
+// parameter after the last step. Two calls must agree bit for bit.
+inline std::vector<double> four_step_trace(const ModelConfig& cfg, int32_t V) {
+  auto be = make_train_backend("cuda", cfg);
+  be->init(7);
+  TrainOptions o;
+  const idx_t B = 3, T = 90;
+  be->prepare(B, T);
+  std::vector<double> out;
+  for (int step = 1; step <= 4; ++step) {
+    const auto ids = random_ids(size_t(B * T), V, 100);
+    const auto tg = shifted(ids, B, T);
+    be->zero_grads();
+    const LossResult r = be->loss(ids.data(), tg.data(), B, T, true);
+    out.push_back(r.ce);
+    out.push_back(r.aux);
+    out.push_back(be->grad_norm_squared());
+    be->adamw_step(o, 1e-3, step, 1.0);
+  }
+  std::vector<float> p, m, v;
+  be->download(p, m, v);
+  out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// The same short training run (120 steps, B 8 × T 64, warm-up 10, lr 3e-3 → 3e-4) of cfg on the
+// prepared data directory `data`, on the CPU and on cuda: {cpu result, cuda result}.
+inline std::pair<TrainResult, TrainResult> short_run_cpu_and_cuda(const ModelConfig& cfg, const std::string& data) {
+  auto train = [&](const std::string& device) {
+    TrainOptions o;
+    o.data = data;
+    o.out = data + "/../run_" + device;
+    o.device = device;
+    o.max_steps = 120;
+    o.batch_size = 8;
+    o.seq_len = 64;
+    o.lr = 3e-3;
+    o.min_lr = 3e-4;
+    o.warmup_steps = 10;
+    o.eval_every = 0;
+    o.eval_tokens = 8192;
+    o.checkpoint_every = 0;
+    o.log_every = 40;
+    return train_model(cfg, o);
+  };
+  TrainResult cpu = train("cpu");
+  return {cpu, train("cuda")};
 }
 
 }  // namespace moessm::gputest

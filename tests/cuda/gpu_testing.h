@@ -14,9 +14,11 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/device_buffer.h"
+#include "core/rng.h"
 #include "core/dtype.h"
 
 namespace moessm::gputest {
@@ -88,4 +90,38 @@ inline DeviceBuffer poisoned_bf16(size_t n) {
   return DeviceBuffer::from_host(std::vector<uint16_t>(n, uint16_t(0x7fc0)));
 }
 
+// ---- op-test values: drawn in double, moved to and from device buffers ----
+// Values drawn in double, exactly representable in float (and in bf16 when `round`).
+inline std::vector<double> rnd(size_t n, Rng& rng, double lo = -1, double hi = 1, bool round = false) {
+  std::vector<double> v(n);
+  for (auto& x : v) {
+    x = rng.uniform(lo, hi);
+    x = round ? round_bf16(float(x)) : double(float(x));
+  }
+  return v;
+}
+template <typename T> std::vector<T> as(const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); }
+template <typename T> std::vector<double> dbl(const std::vector<T>& v) { return std::vector<double>(v.begin(), v.end()); }
+inline std::vector<double> rounded_d(const std::vector<double>& v) {
+  std::vector<double> o(v);
+  for (auto& x : o) x = round_bf16(float(x));
+  return o;
+}
+inline DeviceBuffer up_bf16(const std::vector<double>& v) {
+  return DeviceBuffer::from_host(to_bf16_bits(to_float(v)));
+}
+inline DeviceBuffer up_f32(const std::vector<double>& v) { return DeviceBuffer::from_host(to_float(v)); }
+inline std::vector<double> down_bf16(const DeviceBuffer& b) {
+  return to_double(from_bf16_bits(b.to_host<uint16_t>()));
+}
+inline std::vector<double> down_f32(const DeviceBuffer& b) { return to_double(b.to_host<float>()); }
+// Device element type T's buffer from / to doubles.
+template <typename T> DeviceBuffer up(const std::vector<double>& v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return up_bf16(v);
+  else return up_f32(v);
+}
+template <typename T> std::vector<double> down(const DeviceBuffer& b) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return down_bf16(b);
+  else return down_f32(b);
+}
 }  // namespace moessm::gputest

@@ -35,41 +35,8 @@ namespace moessm {
 namespace {
 
 using bf16 = __nv_bfloat16;
-using gputest::rel_err;
+using namespace gputest;
 
-// Values drawn in double, exactly representable in float (and in bf16 when `round`).
-std::vector<double> rnd(size_t n, Rng& rng, double lo = -1, double hi = 1, bool round = false) {
-  std::vector<double> v(n);
-  for (auto& x : v) {
-    x = rng.uniform(lo, hi);
-    x = round ? gputest::round_bf16(float(x)) : double(float(x));
-  }
-  return v;
-}
-template <typename T> std::vector<T> as(const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); }
-template <typename T> std::vector<double> dbl(const std::vector<T>& v) { return std::vector<double>(v.begin(), v.end()); }
-std::vector<double> rounded_d(const std::vector<double>& v) {
-  std::vector<double> o(v);
-  for (auto& x : o) x = gputest::round_bf16(float(x));
-  return o;
-}
-DeviceBuffer up_bf16(const std::vector<double>& v) {
-  return DeviceBuffer::from_host(gputest::to_bf16_bits(gputest::to_float(v)));
-}
-DeviceBuffer up_f32(const std::vector<double>& v) { return DeviceBuffer::from_host(gputest::to_float(v)); }
-std::vector<double> down_bf16(const DeviceBuffer& b) {
-  return gputest::to_double(gputest::from_bf16_bits(b.to_host<uint16_t>()));
-}
-std::vector<double> down_f32(const DeviceBuffer& b) { return gputest::to_double(b.to_host<float>()); }
-// Device element type T's buffer from / to doubles.
-template <typename T> DeviceBuffer up(const std::vector<double>& v) {
-  if constexpr (std::is_same_v<T, bf16>) return up_bf16(v);
-  else return up_f32(v);
-}
-template <typename T> std::vector<double> down(const DeviceBuffer& b) {
-  if constexpr (std::is_same_v<T, bf16>) return down_bf16(b);
-  else return down_f32(b);
-}
 void sync() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 // ------------------------------------------------------------------------------------------

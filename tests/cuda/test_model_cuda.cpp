@@ -306,54 +306,17 @@ TEST(CudaGenerate, DeviceSamplingFollowsTheFilteredDistributionAndRepeats) {
 TEST(CudaTrain, TwoRunsWithOneSeedGiveBitwiseEqualLosses) {
   REQUIRE_GPU();
   const ModelConfig cfg = awkward_config();
-  auto run = [&]() {
-    auto be = make_train_backend("cuda", cfg);
-    be->init(7);
-    TrainOptions o;
-    const idx_t B = 3, T = 90;
-    be->prepare(B, T);
-    std::vector<double> losses;
-    for (int step = 1; step <= 4; ++step) {
-      const auto ids = random_ids(size_t(B * T), 300, 100);  // one batch: the loss must fall
-      const auto tg = shifted(ids, B, T);
-      be->zero_grads();
-      losses.push_back(be->loss(ids.data(), tg.data(), B, T, true).ce);
-      losses.push_back(be->grad_norm_squared());
-      be->adamw_step(o, 1e-3, step, 1.0);
-    }
-    std::vector<float> p, m, v;
-    be->download(p, m, v);
-    losses.insert(losses.end(), p.begin(), p.end());
-    return losses;
-  };
-  const auto a = run(), b = run();
+  const auto a = four_step_trace(cfg, 300), b = four_step_trace(cfg, 300);
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double)));
-  EXPECT_LT(a[6], a[0]) << "the loss should fall over four steps on repeated statistics";
+  EXPECT_LT(a[9], a[0]) << "the loss should fall over four steps on repeated statistics";
 }
 
 TEST(CudaTrain, ShortRunReachesTheCpuValidationLoss) {
   REQUIRE_GPU();
   const std::string data = moessm::testing::make_word_data("cuda_train", 20000);
   const ModelConfig cfg = small_vocab_config();
-  auto train = [&](const std::string& device) {
-    TrainOptions o;
-    o.data = data;
-    o.out = data + "/../run_" + device;
-    o.device = device;
-    o.max_steps = 120;
-    o.batch_size = 8;
-    o.seq_len = 64;
-    o.lr = 3e-3;
-    o.min_lr = 3e-4;
-    o.warmup_steps = 10;
-    o.eval_every = 0;
-    o.eval_tokens = 8192;
-    o.checkpoint_every = 0;
-    o.log_every = 40;
-    return train_model(cfg, o);
-  };
-  const TrainResult cpu = train("cpu"), gpu = train("cuda");
+  const auto [cpu, gpu] = short_run_cpu_and_cuda(cfg, data);
   std::printf("  validation loss after 120 steps: cpu %.4f, cuda %.4f (unigram %.4f)\n", cpu.last_val_loss,
               gpu.last_val_loss, cpu.unigram_entropy);
   EXPECT_LT(cpu.last_val_loss, cpu.unigram_entropy - 0.3);
