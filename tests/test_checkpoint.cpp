@@ -56,6 +56,24 @@ TEST(Checkpoint, SaveLoadRoundTripAndHfLayout) {
   EXPECT_TRUE(cfg.at("tie_word_embeddings").as_bool());
 }
 
+// A dense model is transformers' MambaForCausalLM; a model with an MoE layer names its own
+// architecture (no HF class loads [E, ...] expert slabs) and still round-trips through moessm.
+TEST(Checkpoint, HfConfigNamesTheArchitectureAndTheSpecialTokens) {
+  const ModelConfig dense = ModelConfig::from_json(Json::parse(R"({"d_model": 8, "n_layer": 2, "vocab_size": 40})"), "t");
+  const Json d = dense.to_checkpoint_json(SpecialTokenIds{39, 39, 39});
+  EXPECT_EQ(d.at("architectures").as_array().at(0).as_string(), "MambaForCausalLM");
+  EXPECT_EQ(d.at("model_type").as_string(), "mamba");
+  EXPECT_EQ(d.at("eos_token_id").as_int(), 39);
+  EXPECT_TRUE(dense.to_checkpoint_json().at("bos_token_id").is_null());
+  const ModelConfig moe = ModelConfig::from_json(
+      Json::parse(R"({"d_model": 8, "n_layer": 2, "vocab_size": 40, "layers": ["mamba", {"type": "rom", "n_experts": 2}]})"),
+      "t");
+  const Json m = moe.to_checkpoint_json();
+  EXPECT_EQ(m.at("architectures").as_array().at(0).as_string(), "MoessmForCausalLM");
+  EXPECT_EQ(m.at("model_type").as_string(), "moessm");
+  EXPECT_EQ(ModelConfig::from_checkpoint_json(m, "config.json").to_json().dump(), moe.to_json().dump());
+}
+
 TEST(Checkpoint, MissingWrongShapeWrongDtypeAndUnknownTensors) {
   const std::string name = "backbone.layers.0.mixer.x_proj.weight";
   {

@@ -11,6 +11,7 @@
 #include "io/json.h"
 #include "io/file_util.h"
 #include "testing.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace moessm;
 using namespace moessm::testing;
@@ -61,6 +62,15 @@ TEST(Paths, ShellSyntaxInPathsIsNeverRun) {
   EXPECT_FALSE(file_exists(weird + "/run/checkpoint.tmp"));
   EXPECT_FALSE(file_exists(weird + "/run/checkpoint.old"));
   EXPECT_TRUE(file_exists(weird + "/l.npy"));
+  // config.json names the tokenizer's end-of-text (the last id of the small BPE, whose merges
+  // stop early on this text) as bos / eos / pad; `init` has no tokenizer and writes null.
+  const Json hf = Json::parse_file(weird + "/run/checkpoint/config.json");
+  const int64_t eot = Tokenizer::load(weird + "/data/tokenizer.json")->eot_id();
+  EXPECT_GT(eot, 255);
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    EXPECT_EQ(hf.at(k).as_int(), eot) << k;
+    EXPECT_TRUE(Json::parse_file(weird + "/init/config.json").at(k).is_null()) << k;
+  }
   // The run directory recorded in the trainer state is the path given, byte for byte.
   Json st = Json::parse_file(weird + "/run/checkpoint/trainer_state.json");
   EXPECT_EQ(st.at("step").as_int(), 3);

@@ -91,10 +91,10 @@ void save_tensors(const std::string& path, const ParamTable& table, const T* val
 
 template <typename T>
 void save_checkpoint_dir(const std::string& dir, const ModelConfig& cfg, const ParamTable& table, const T* params,
-                         const std::map<std::string, std::string>& metadata) {
+                         const std::map<std::string, std::string>& metadata, const SpecialTokenIds& ids) {
   make_dirs(dir);
   save_tensors(path_join(dir, "model.safetensors"), table, params, metadata);
-  write_file_atomic(path_join(dir, "config.json"), cfg.to_checkpoint_json().dump(2) + "\n");
+  write_file_atomic(path_join(dir, "config.json"), cfg.to_checkpoint_json(ids).dump(2) + "\n");
 }
 
 template <typename T>
@@ -142,7 +142,8 @@ std::unique_ptr<LanguageModel<T>> load_model(const std::string& dir_in) {
   template void save_tensors<T>(const std::string&, const ParamTable&, const T*,                \
                                 const std::map<std::string, std::string>&);                      \
   template void save_checkpoint_dir<T>(const std::string&, const ModelConfig&, const ParamTable&,  \
-                                       const T*, const std::map<std::string, std::string>&);     \
+                                       const T*, const std::map<std::string, std::string>&,      \
+                                       const SpecialTokenIds&);                                  \
   template void read_weights<T>(const std::string&, const ParamTable&, T*);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -37,10 +37,12 @@ std::string existing_output(const std::string& dir);
 ModelConfig load_model_config(const std::string& dir);  // <dir>/config.json
 
 // A checkpoint directory from a host copy of a parameter buffer laid out by `table` (what a
-// model on any device downloads): config.json + model.safetensors.
+// model on any device downloads): config.json + model.safetensors; `ids` are the tokenizer's
+// special tokens for config.json.
 template <typename T>
 void save_checkpoint_dir(const std::string& dir, const ModelConfig& cfg, const ParamTable& table, const T* params,
-                         const std::map<std::string, std::string>& metadata = {});
+                         const std::map<std::string, std::string>& metadata = {},
+                         const SpecialTokenIds& ids = SpecialTokenIds());
 // Reads every tensor of `table` from a safetensors file into dst (host, the table's layout);
 // shapes must match and no unknown tensor may be present (the tied lm_head.weight is ignored).
 template <typename T>

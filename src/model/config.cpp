@@ -145,10 +145,11 @@ Json ModelConfig::to_json() const {
   return j;
 }
 
-Json ModelConfig::to_checkpoint_json() const {
+Json ModelConfig::to_checkpoint_json(const SpecialTokenIds& ids) const {
   Json j = Json::object();
-  j.set("architectures", Json::array({Json("MambaForCausalLM")}));
-  j.set("model_type", "mamba");
+  const bool dense = all_dense();
+  j.set("architectures", Json::array({Json(dense ? "MambaForCausalLM" : "MoessmForCausalLM")}));
+  j.set("model_type", dense ? "mamba" : "moessm");
   j.set("vocab_size", padded_vocab());
   j.set("hidden_size", d_model);
   j.set("state_size", d_state);
@@ -171,9 +172,10 @@ Json ModelConfig::to_checkpoint_json() const {
   j.set("rescale_prenorm_residual", false);
   j.set("use_cache", true);
   j.set("tie_word_embeddings", true);
-  j.set("bos_token_id", 0);
-  j.set("eos_token_id", 0);
-  j.set("pad_token_id", 0);
+  auto id = [](int64_t v) { return v >= 0 ? Json(v) : Json(); };
+  j.set("bos_token_id", id(ids.bos));
+  j.set("eos_token_id", id(ids.eos));
+  j.set("pad_token_id", id(ids.pad));
   j.set("torch_dtype", "float32");
   j.set("moessm", to_json());
   return j;

@@ -24,6 +24,12 @@ struct MixerSpec {
   Json options;      // the whole entry as an object (includes "type")
 };
 
+// The special token ids a Hugging Face config.json names, from the tokenizer (-1: none, written
+// as null). moessm's BPE tokenizers have one end-of-text token, used for all three (GPT-2's way).
+struct SpecialTokenIds {
+  int64_t bos = -1, eos = -1, pad = -1;
+};
+
 struct ModelConfig {
   int64_t d_model = 0, n_layer = 0, vocab_size = 0;
   int64_t d_state = 16, d_conv = 4, expand = 2, dt_rank = 0;  // dt_rank 0 = auto (ceil(D/16))
@@ -43,7 +49,10 @@ struct ModelConfig {
   static ModelConfig from_file(const std::string& path);
   Json to_json() const;
   // config.json for a checkpoint directory (HF MambaConfig fields + "moessm").
-  Json to_checkpoint_json() const;
+  // Hugging Face config.json (with this config under "moessm"). Dense models are MambaForCausalLM
+  // (loadable by transformers); a model with any MoE layer is "MoessmForCausalLM" /
+  // model_type "moessm", which only moessm loads (its expert slabs [E, ...] fit no HF class).
+  Json to_checkpoint_json(const SpecialTokenIds& ids = SpecialTokenIds()) const;
   static ModelConfig from_checkpoint_json(const Json& j, const std::string& source);
 };
 

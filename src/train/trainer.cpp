@@ -20,6 +20,7 @@
 #include "model/checkpoint.h"
 #include "model/mixer_registry.h"
 #include "ops/matmul.h"
+#include "tokenizer/tokenizer.h"
 #include "train/schedule.h"
 #include "train/train_backend.h"
 
@@ -73,13 +74,13 @@ void publish_generation(const std::string& out, const std::string& name) {
 // Writes the checkpoint generation <out>/checkpoint-<step>/ from host copies of the weights and
 // AdamW moments (table layout) and makes it the newest (see trainer.h for the order of steps).
 void save_checkpoint(const std::string& out, int64_t step, const TrainBackend& backend, const Json& state,
-                     const std::string& tokenizer_json) {
+                     const std::string& tokenizer_json, const SpecialTokenIds& ids) {
   const std::string name = checkpoint_generation_name(step), gen = path_join(out, name);
   std::vector<float> params, m, v;
   backend.download(params, m, v);
   remove_tree(gen);  // an incomplete generation of this step, left by a crashed write
   make_dirs(gen);
-  save_checkpoint_dir(gen, backend.config(), backend.table(), params.data(), {{"step", std::to_string(step)}});
+  save_checkpoint_dir(gen, backend.config(), backend.table(), params.data(), {{"step", std::to_string(step)}}, ids);
   {
     SafetensorsWriter w;
     backend.table().visit([&](const ParamInfo& p) {
@@ -239,6 +240,12 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const std::string tok_path = path_join(o.data, "tokenizer.json");
   // Read once (bounded as every tokenizer.json); each checkpoint carries a copy.
   const std::string tokenizer_json = file_exists(tok_path) ? read_regular_file(tok_path, kMaxTokenizerBytes) : "";
+  // config.json names the tokenizer's end-of-text as bos / eos / pad (none without a tokenizer).
+  SpecialTokenIds special;
+  if (!tokenizer_json.empty()) {
+    const int64_t eot = Tokenizer::load(tok_path)->eot_id();
+    special = SpecialTokenIds{eot, eot, eot};
+  }
 
   std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg);
   DataLoader loader(train_shard, uint64_t(o.seed));
@@ -370,7 +377,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
     if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
-      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json);
+      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json, special);
     }
     if (halt) {
       res.halted = true;
