@@ -27,4 +27,6 @@ echo "== sample"
 "$bin" generate --model "$out/run" --prompt "It is a truth universally acknowledged" \
     --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 1
 echo
-echo "== done in $(( $(date +%s) - start )) s; run directory: $out/run (metrics.jsonl, checkpoint -> checkpoint-<step>/)"
+echo "== plot: $out/run/loss.png"
+python3 tools/plot.py curves "$out/run" --labels demo --out "$out/run/loss.png" > /dev/null
+echo "== done in $(( $(date +%s) - start )) s; run directory: $out/run (metrics.jsonl, loss.png, checkpoint -> checkpoint-<step>/)"
