@@ -86,6 +86,14 @@ void Model<Bk>::download_grads(Param* host) const {
 }
 
 template <typename Bk>
+std::vector<double> Model<Bk>::row_losses() const {
+  const idx_t n = last_loss_rows_;
+  std::vector<F> f(static_cast<size_t>(n));
+  Bk::to_host(ctx_, f.data(), row_loss_, n);
+  return std::vector<double>(f.begin(), f.end());
+}
+
+template <typename Bk>
 void Model<Bk>::zero_grads() {
   Bk::zero(ctx_, grads.data(), idx_t(grads.size()));
 }
@@ -335,6 +343,7 @@ LossResult Model<Bk>::loss(const int32_t* ids, const int32_t* targets, idx_t B, 
     }
   }
   Bk::sum_to(ctx_, sums_, row_loss_, BT);
+  last_loss_rows_ = BT;
   if (backward) backward_body(B, T_, state_in);
   double host_sums[2] = {0, 0};
   Bk::to_host(ctx_, host_sums, sums_, 2);

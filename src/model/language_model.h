@@ -83,6 +83,9 @@ class Model {
   void upload_params(const Param* host);
   void download_params(Param* host) const;
   void download_grads(Param* host) const;
+  // The per-position cross-entropy of the last loss() pass, B·T values in row order (positions
+  // whose target was ignored hold 0), copied to the host in double.
+  std::vector<double> row_losses() const;
   // The GEMM operand copy (== params.data() unless the activations are bf16).
   const typename Bk::Weight* gemm_weights() const;
   typename Bk::Weight* gemm_weights_mut();
@@ -163,6 +166,7 @@ class Model {
   std::vector<F*> rstd_;
   Act *mix_out_ = nullptr, *hf_ = nullptr, *logits_chunk_ = nullptr, *dhf_ = nullptr, *du_ = nullptr,
       *dres_act_ = nullptr;
+  idx_t last_loss_rows_ = 0;  // B·T of the last loss() pass (row_losses())
   F *rstd_f_ = nullptr, *lse_ = nullptr, *row_loss_ = nullptr, *dloss_ = nullptr, *dres_ = nullptr,
     *logits_stage_ = nullptr;
   int32_t *ids_mem_ = nullptr, *targets_mem_ = nullptr;
