@@ -10,6 +10,9 @@
       (a heatmap, experts × steps; the value a perfectly balanced router gives is 1/E), and the
       normalised load entropy H(f) / log E per layer over training (1 = balanced, 0 = collapsed
       onto one expert). The shares are the "layers" field the trainer writes at every evaluation.
+  tools/plot.py eval EVAL.json [EVAL.json ...] [--labels A,B] [--out eval.png]
+      from `moessm eval --json`: perplexity against the context length, and the loss by position
+      in the context (log-scaled position, one curve per context length), one colour per file.
   tools/plot.py --self-test
       writes a synthetic run to a temporary directory, checks the parsed series and the
       entropy against values computed by hand, and that both PNGs are written and readable.
@@ -144,6 +147,55 @@ def plot_routing(run, out):
     return out
 
 
+def read_eval(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            j = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        sys.exit(f"plot: {path}: cannot read an eval JSON ({e})")
+    res = j.get("results") if isinstance(j, dict) else None
+    if not res:
+        sys.exit(f"plot: {path}: no 'results' list (expected the output of `moessm eval --json`)")
+    return res
+
+
+def plot_eval(files, labels, out):
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
+    for i, f in enumerate(files):
+        res = sorted(read_eval(f), key=lambda r: r["ctx"])
+        label = labels[i] if i < len(labels) else os.path.splitext(os.path.basename(f))[0]
+        colour = f"C{i % 10}"
+        a1.plot([r["ctx"] for r in res], [r["perplexity"] for r in res], "o-", color=colour, label=label)
+        for k, r in enumerate(res):
+            pos = [(p + 1, v) for p, v in enumerate(r["loss_by_position"]) if v is not None]
+            # a moving mean over a window growing with the position (the raw curve is noisy)
+            xs, ys = [], []
+            for j, (p, v) in enumerate(pos):
+                w = max(1, p // 8)
+                seg = [q for _, q in pos[max(0, j - w):j + 1]]
+                xs.append(p)
+                ys.append(sum(seg) / len(seg))
+            a2.plot(xs, ys, color=colour, alpha=0.35 + 0.65 * (k + 1) / len(res), linewidth=1.2,
+                    label=f"{label}, ctx {r['ctx']}")
+    a1.set_xscale("log", base=2)
+    a1.set_xlabel("context length (tokens)")
+    a1.set_ylabel("perplexity")
+    a1.set_title("perplexity vs context length")
+    a1.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("tokens of context before the prediction")
+    a2.set_ylabel("loss (nats)")
+    a2.set_title("loss by position in the context")
+    a2.grid(alpha=0.3)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def self_test():
     d = tempfile.mkdtemp(prefix="moessm_plot_")
     E = 4
@@ -166,8 +218,14 @@ def self_test():
     half = [0.5, 0.5, 0.0, 0.0]
     assert abs(load_entropy(half) - math.log(2) / math.log(4)) < 1e-12
     assert abs(ema([1.0, 3.0], alpha=0.5)[1] - 2.0) < 1e-12
+    ev = os.path.join(d, "eval.json")
+    with open(ev, "w", encoding="utf-8") as f:
+        json.dump({"results": [{"ctx": c, "perplexity": 30.0 - c / 100, "loss_by_position":
+                                [None] + [3.0 + 1.0 / (p + 1) for p in range(1, c - 1)]} for c in (64, 256)]}, f)
+    assert [r["ctx"] for r in read_eval(ev)] == [64, 256]
     for path in (plot_curves([d], ["synthetic"], os.path.join(d, "loss.png")),
-                 plot_routing(d, os.path.join(d, "routing.png"))):
+                 plot_routing(d, os.path.join(d, "routing.png")),
+                 plot_eval([ev], ["synthetic"], os.path.join(d, "eval.png"))):
         with open(path, "rb") as fh:
             head = fh.read(24)
         assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is a PNG"
@@ -200,12 +258,18 @@ def main():
     c.add_argument("runs", nargs="+", help="run directories (or metrics.jsonl files)")
     c.add_argument("--labels", default="", help="comma-separated legend names, one per run")
     c.add_argument("--out", default="loss.png", help="PNG to write (default loss.png)")
+    e = sub.add_parser("eval", help="perplexity vs context length and loss by position (moessm eval --json)")
+    e.add_argument("files", nargs="+", help="eval JSON files")
+    e.add_argument("--labels", default="", help="comma-separated legend names, one per file")
+    e.add_argument("--out", default="eval.png", help="PNG to write (default eval.png)")
     r = sub.add_parser("routing", help="expert load heatmaps and load entropy of one MoE run")
     r.add_argument("run", help="run directory (or metrics.jsonl file)")
     r.add_argument("--out", default="routing.png", help="PNG to write (default routing.png)")
     a = ap.parse_args()
     if a.what == "curves":
         print(plot_curves(a.runs, [x for x in a.labels.split(",") if x], a.out))
+    elif a.what == "eval":
+        print(plot_eval(a.files, [x for x in a.labels.split(",") if x], a.out))
     else:
         print(plot_routing(a.run, a.out))
 
