@@ -8,7 +8,9 @@ usage: tools/compare.py --moessm build/cpu/moessm --data runs/demo/data --out ru
 
 Every run uses the config's "train" section with --max-steps overriding max_steps, so all runs see
 the same batches (same seed, batch size and sequence length). Runs that already finished (their
-checkpoint is at max_steps) are not trained again. Writes OUT/summary.md and OUT/summary.json.
+checkpoint is at max_steps) are not trained again. Writes OUT/summary.md and OUT/summary.json,
+then the plots (tools/plot.py): OUT/loss.png with every run's curves and OUT/routing_<config>.png
+for each MoE run.
 """
 import argparse
 import json
@@ -79,6 +81,18 @@ def main():
     print(text)
     open(os.path.join(args.out, "summary.md"), "w").write(text)
     json.dump(rows, open(os.path.join(args.out, "summary.json"), "w"), indent=2)
+    # The plots: tools/plot.py under the same interpreter (it re-runs itself under Debian's python3
+    # when this one lacks matplotlib).
+    plot = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot.py")
+    runs = [os.path.join(args.out, r["config"]) for r in rows]
+    subprocess.run([sys.executable, plot, "curves", *runs, "--labels", ",".join(r["config"] for r in rows),
+                    "--out", os.path.join(args.out, "loss.png")], check=True)
+    for r, run in zip(rows, runs):
+        if r["expert_load"]:
+            subprocess.run([sys.executable, plot, "routing", run, "--out",
+                            os.path.join(args.out, f"routing_{r['config']}.png")], check=True)
+    print(f"plots: {os.path.join(args.out, 'loss.png')}"
+          + "".join(f", routing_{r['config']}.png" for r in rows if r["expert_load"]))
 
 
 if __name__ == "__main__":
