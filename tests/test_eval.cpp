@@ -128,3 +128,15 @@ TEST(Eval, BadArgumentsAreRefusedNamingThem) {
       << out;
   EXPECT_NE(out.find("ctx     64: 315 predictions in 5 windows"), std::string::npos) << out;
 }
+
+// The command line says what each value is (PATH, N, VALUE) and what the program is.
+TEST(Cli, HelpNamesValueKindsAndVersionPrints) {
+  std::string out;
+  EXPECT_EQ(run_cli_argv({"eval", "--help"}, &out), 0);
+  EXPECT_NE(out.find("--model PATH"), std::string::npos) << out;
+  EXPECT_NE(out.find("--batch N"), std::string::npos) << out;
+  EXPECT_NE(out.find("--split VALUE"), std::string::npos) << out;
+  EXPECT_EQ(run_cli_argv({"--version"}, &out), 0);
+  EXPECT_EQ(out.rfind("moessm 0.", 0), 0u) << out;
+  EXPECT_NE(out.find("CUDA backend"), std::string::npos) << out;
+}

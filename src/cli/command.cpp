@@ -53,13 +53,15 @@ std::string Args::usage() const {
     u += "  " + positional_names_[i] + std::string(std::max<int>(2, 24 - (int)positional_names_[i].size()), ' ') + positional_help_[i] + "\n";
   u += "\noptions:\n";
   for (const Spec& s : specs_) {
-    std::string left = "  --" + s.name + (s.is_flag ? "" : " V");
+    // The metavar says what the value is: a path, an integer (its default is one) or a value.
+    const bool integer = !s.def.empty() && s.def.find_first_not_of("-0123456789") == std::string::npos;
+    std::string left = "  --" + s.name + (s.is_flag ? "" : s.is_path ? " PATH" : integer ? " N" : " VALUE");
     std::string right = s.help;
     if (s.required) right += " (required)";
     else if (!s.is_flag && !s.def.empty()) right += " (default: " + s.def + ")";
-    u += left + std::string(std::max<int>(2, 26 - (int)left.size()), ' ') + right + "\n";
+    u += left + std::string(std::max<int>(2, 28 - (int)left.size()), ' ') + right + "\n";
   }
-  u += "  --help                  show this help\n";
+  u += "  --help                    show this help\n";
   return u;
 }
 

@@ -6,12 +6,14 @@
 
 #include "cli/command.h"
 #include "core/check.h"
+#include "ops/matmul.h"
 
 namespace {
 void print_help() {
   std::printf(
       "moessm: train, evaluate and serve state-space language models with Mixture-of-Experts\n\n"
-      "usage: moessm <command> [options]      (moessm <command> --help for its options)\n\n"
+      "usage: moessm <command> [options]      (moessm <command> --help for its options)\n"
+      "       moessm --version\n\n"
       "commands:\n");
   for (const auto& c : moessm::cli::command_registry())
     std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
@@ -31,6 +33,16 @@ int main(int argc, char** argv) {
     argv[n++] = argv[i];
   }
   argc = n;
+  if (argc >= 2 && (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "version"))) {
+    std::printf("moessm %s (CUDA backend %s; matmul %s)\n", MOESSM_VERSION,
+#ifdef MOESSM_CUDA
+                "on",
+#else
+                "off",
+#endif
+                moessm::cpu::matmul_backend_name());
+    return 0;
+  }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     print_help();
