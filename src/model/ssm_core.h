@@ -8,7 +8,7 @@
 // with token strides (normally the two halves of in_proj's [B,T,2Di] output).
 // Recurrent state per sequence: conv [Di, Kc-1] (Act) then ssm [Di, N] (F, fp32 on CUDA); a
 // block for B sequences is laid out [B, Di, Kc-1] followed by [B, Di, N] (state_parts()).
-// Expert hook (RoM's experts_in ablation, CPU backends): SsmExpertDims gives conv1d (weight and
+// Expert hook (RoM's experts_in ablation, every backend): SsmExpertDims gives conv1d (weight and
 // bias), x_proj.weight and dt_proj.weight an extra leading expert dimension E (same names; 0 =
 // the dense shapes, the default), and the three stages conv / x_proj / dt_proj are virtual so a
 // derived core can route them. The defaults are the dense ops and refuse expert slabs. The
