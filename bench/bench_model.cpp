@@ -62,21 +62,10 @@ int main(int argc, char** argv) {
   const idx_t B = 8, T = 2048;
   double step_ms = 0, tok_s = 0, mfu = 0, gemm_flops_tok = 0;
   {
-    auto be = make_train_backend("cuda", big);
-    be->init(1);
-    be->prepare(B, T);
-    const auto ids = ids_of(size_t(B * T), 50257, 5), tg = ids_of(size_t(B * T), 50257, 6);
-    TrainOptions o;
-    int64_t step = 0;
-    step_ms = median_ms([&] {
-      be->zero_grads();
-      be->loss(ids.data(), tg.data(), B, T, true);
-      const double g = be->grad_norm_squared();
-      be->adamw_step(o, 1e-4, ++step, g > 1 ? 1.0 / std::sqrt(g) : 1.0);
-    }, 2, reps);
-    const MixerCounts c = be->counts();
-    gemm_flops_tok = 3.0 * c.gemm_flops;
-    tok_s = double(B * T) / (step_ms * 1e-3);
+    const bench::TrainStep t = bench::train_step(big, B, T, reps);
+    step_ms = t.step_ms;
+    tok_s = t.tokens_per_s;
+    gemm_flops_tok = 3.0 * t.counts.gemm_flops;
     mfu = gemm_flops_tok * tok_s / (ceil.gemm_tflops * 1e12);
     std::printf("[train] 24 x D768, V 50280, B 8 x T 2048: %.1f ms/step, %.0f tokens/s, MFU %.1f%% "
                 "(GEMM %.3f GFLOP/token incl. backward); PyTorch+mamba_ssm on H100: 141k tokens/s, ~14%%; "
@@ -90,19 +79,10 @@ int main(int argc, char** argv) {
     m.init(1);
     const idx_t batches[2] = {1, 64};
     for (int k = 0; k < 2; ++k) {
-      GenerateOptions o;
-      o.max_new_tokens = quick ? 64 : 256;
-      o.sampling.temperature = 1.0;
-      o.eot_id = -1;
-      cuda::CudaGenerator<bf16> gen(m, batches[k], o, 2048);
-      std::vector<std::vector<int32_t>> prompts(size_t(batches[k]), ids_of(16, 50257, 7));
-      gen.run(prompts);  // warm-up (graph capture, algorithm choice)
-      gen.reset_state();
-      gen.run(prompts);
-      dec_ms[k] = 1e3 * gen.stats().step_seconds / double(gen.stats().steps);
+      const bench::DecodeTimes d = bench::decode(m, batches[k], quick ? 64 : 256);
+      dec_ms[k] = d.ms_per_token;
       std::printf("[decode] batch %lld: %.3f ms/token (%lld steps; %.0f tokens/s)%s\n", (long long)batches[k], dec_ms[k],
-                  (long long)gen.stats().steps, double(gen.stats().generated_tokens) / gen.stats().step_seconds,
-                  k == 0 ? "; mamba_ssm generate on H100: 0.73 ms/token, target <= 0.3" : "");
+                  (long long)d.steps, d.tokens_per_s, k == 0 ? "; mamba_ssm generate on H100: 0.73 ms/token, target <= 0.3" : "");
     }
     m.prepare(1, 2048, false);
     const auto ids = ids_of(2048, 50257, 8);

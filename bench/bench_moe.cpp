@@ -83,52 +83,6 @@ GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
   return r;
 }
 
-struct TrainTimes {
-  double step_ms = 0, tokens_per_s = 0, mem_gib = 0;
-};
-TrainTimes train_step(const std::string& mixer, int reps) {
-  const ModelConfig big = config(768, 24, 50280, mixer);
-  const idx_t B = 8, T = 2048;
-  size_t free0 = 0, total = 0;
-  CUDA_CHECK(cudaDeviceSynchronize());
-  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-  TrainTimes r;
-  {
-    auto be = make_train_backend("cuda", big);
-    be->init(1);
-    be->prepare(B, T);
-    const auto ids = ids_of(size_t(B * T), 50257, 5), tg = ids_of(size_t(B * T), 50257, 6);
-    TrainOptions o;
-    int64_t step = 0;
-    r.step_ms = median_ms([&] {
-      be->zero_grads();
-      be->loss(ids.data(), tg.data(), B, T, true);
-      const double g = be->grad_norm_squared();
-      be->adamw_step(o, 1e-4, ++step, g > 1 ? 1.0 / std::sqrt(g) : 1.0);
-    }, 2, reps);
-    size_t free1 = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    r.mem_gib = double(free0 - free1) / double(1ull << 30);
-  }
-  r.tokens_per_s = double(B * T) / (r.step_ms * 1e-3);
-  return r;
-}
-
-double decode_ms(const std::string& mixer, bool quick) {
-  Model<CudaBackend<bf16>> m(config(768, 24, 50280, mixer));
-  m.init(1);
-  GenerateOptions o;
-  o.max_new_tokens = quick ? 64 : 256;
-  o.sampling.temperature = 1.0;
-  o.eot_id = -1;
-  cuda::CudaGenerator<bf16> gen(m, 1, o, 2048);
-  std::vector<std::vector<int32_t>> prompts(1, ids_of(16, 50257, 7));
-  gen.run(prompts);  // warm-up (graph capture, algorithm choice)
-  gen.reset_state();
-  gen.run(prompts);
-  return 1e3 * gen.stats().step_seconds / double(gen.stats().steps);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -162,14 +116,20 @@ int main(int argc, char** argv) {
   }
 
   // 3. training
-  const TrainTimes td = train_step("", reps), tr = train_step(kRom, reps);
+  const bench::TrainStep td = bench::train_step(config(768, 24, 50280), 8, 2048, reps),
+                         tr = bench::train_step(config(768, 24, 50280, kRom), 8, 2048, reps);
   std::printf("\n[train] 24 x D768, V 50280, B 8 x T 2048: dense %.0f tokens/s (%.1f ms, %.1f GiB); every mixer RoM E8 "
               "top-1 %.0f tokens/s (%.1f ms, %.1f GiB): %.3fx dense\n",
               td.tokens_per_s, td.step_ms, td.mem_gib, tr.tokens_per_s, tr.step_ms, tr.mem_gib,
               tr.tokens_per_s / td.tokens_per_s);
 
   // 4. decode
-  const double dd = decode_ms("", quick), dr = decode_ms(kRom, quick);
+  auto decode_ms = [&](const std::string& mixer) {
+    Model<CudaBackend<bf16>> m(config(768, 24, 50280, mixer));
+    m.init(1);
+    return bench::decode(m, 1, quick ? 64 : 256).ms_per_token;
+  };
+  const double dd = decode_ms(""), dr = decode_ms(kRom);
   std::printf("[decode] batch 1, 24 x D768: dense %.3f ms/token, RoM %.3f ms/token: %.3fx dense\n", dd, dr, dr / dd);
 
   if (!json.empty()) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -20,7 +21,9 @@
 #include "io/json.h"
 #include "backend/cuda_backend.h"
 #include "model/config.h"
+#include "infer/cuda/cuda_generator.h"
 #include "model/language_model.h"
+#include "train/train_backend.h"
 #include "ops/matmul.h"
 
 namespace moessm::bench {
@@ -169,6 +172,64 @@ inline std::pair<double, double> model_ms(const ModelConfig& cfg, idx_t B, idx_t
   const double f = median_ms([&] { m.loss(ids.data(), tg.data(), B, T, false); }, 2, reps);
   const double fb = median_ms([&] { m.zero_grads(); m.loss(ids.data(), tg.data(), B, T, true); }, 2, reps);
   return {f, fb};
+}
+
+// One training step (loss, backward, global norm, AdamW + bf16 weight refresh) of cfg at B × T
+// on the CUDA trainer: median ms, tokens/s, the GPU memory the run holds (cudaMemGetInfo
+// before and after) and the model's accounting.
+struct TrainStep {
+  double step_ms = 0, tokens_per_s = 0, mem_gib = 0;
+  MixerCounts counts;
+};
+inline TrainStep train_step(const ModelConfig& cfg, idx_t B, idx_t T, int reps) {
+  size_t free0 = 0, total = 0;
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  TrainStep r;
+  {
+    auto be = make_train_backend("cuda", cfg);
+    be->init(1);
+    be->prepare(B, T);
+    const int32_t V = int32_t(std::min<int64_t>(cfg.vocab_size, 50257));
+    const auto ids = ids_of(size_t(B * T), V, 5), tg = ids_of(size_t(B * T), V, 6);
+    TrainOptions o;
+    int64_t step = 0;
+    r.step_ms = median_ms([&] {
+      be->zero_grads();
+      be->loss(ids.data(), tg.data(), B, T, true);
+      const double g = be->grad_norm_squared();
+      be->adamw_step(o, 1e-4, ++step, g > 1 ? 1.0 / std::sqrt(g) : 1.0);
+    }, 2, reps);
+    size_t free1 = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+    r.mem_gib = double(free0 - free1) / double(1ull << 30);
+    r.counts = be->counts();
+  }
+  r.tokens_per_s = double(B * T) / (r.step_ms * 1e-3);
+  return r;
+}
+
+// Decoding with the CUDA-graph generator after a 16-token prompt (sampling on the device): the
+// second of two runs (the first captures the graph), per step.
+struct DecodeTimes {
+  double ms_per_token = 0, tokens_per_s = 0;
+  int64_t steps = 0;
+};
+inline DecodeTimes decode(Model<CudaBackend<__nv_bfloat16>>& m, idx_t batch, int64_t new_tokens) {
+  GenerateOptions o;
+  o.max_new_tokens = new_tokens;
+  o.sampling.temperature = 1.0;
+  o.eot_id = -1;
+  cuda::CudaGenerator<__nv_bfloat16> gen(m, batch, o, 2048);
+  std::vector<std::vector<int32_t>> prompts(size_t(batch), ids_of(16, 50257, 7));
+  gen.run(prompts);  // warm-up (graph capture, algorithm choice)
+  gen.reset_state();
+  gen.run(prompts);
+  DecodeTimes d;
+  d.steps = gen.stats().steps;
+  d.ms_per_token = 1e3 * gen.stats().step_seconds / double(d.steps);
+  d.tokens_per_s = double(gen.stats().generated_tokens) / gen.stats().step_seconds;
+  return d;
 }
 
 }  // namespace moessm::bench

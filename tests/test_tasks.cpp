@@ -7,12 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "data/shards.h"
+#include "expect_error.h"
 #include "data/tasks.h"
 #include "infer/task_eval.h"
 #include "model/config.h"
@@ -32,15 +32,6 @@ TaskOptions opts(const std::string& task, int64_t length, int64_t pairs, int64_t
   o.symbols = symbols;
   o.seed = 5;
   return o;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 }  // namespace
@@ -105,10 +96,12 @@ TEST(Tasks, DeterministicPerIndexAndOptionsChecked) {
   const TaskOptions o = opts("mqar", 64, 8, 64);
   EXPECT_EQ(make_task_example(o, 7).ids, make_task_example(o, 7).ids);
   EXPECT_NE(make_task_example(o, 7).ids, make_task_example(o, 8).ids);
-  EXPECT_NE(error_of([] { opts("recall", 64, 8, 64).validate(); }).find("'recall' is not a task"), std::string::npos);
-  EXPECT_NE(error_of([] { opts("mqar", 20, 8, 64).validate(); }).find("4·pairs <= length"), std::string::npos);
-  EXPECT_NE(error_of([] { opts("mqar", 64, 8, 200).validate(); }).find("below 256"), std::string::npos);
-  EXPECT_NE(error_of([] { opts("copy", 10, 5, 8).validate(); }).find("2·pairs + 1 < length"), std::string::npos);
+  EXPECT_ERROR_HAS(opts("recall", 64, 8, 64).validate(), "'recall' is not a task");
+  EXPECT_ERROR_HAS(opts("mqar", 20, 8, 64).validate(), "task mqar: pairs 8", "4·pairs <= length (20)");
+  EXPECT_ERROR_HAS(opts("mqar", 64, 8, 200).validate(), "symbols 200", "below 256");
+  EXPECT_ERROR_HAS(opts("copy", 10, 5, 8).validate(), "2·pairs + 1 < length (10)");
+  EXPECT_ERROR_HAS(write_task_data(opts("mqar", 64, 8, 64), int64_t(1) << 27, 1000, temp_dir("task_big")),
+                   "more than 2^28 tokens");
 }
 
 TEST(Tasks, DataDirectoryTrainsDirectly) {

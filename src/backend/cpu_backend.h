@@ -232,9 +232,6 @@ struct CpuBackend {
   }
   // The plan's offsets on the host: here they already are.
   static const int32_t* offsets_on_host(const Ctx&, int32_t*, const int32_t* offsets, idx_t, idx_t) { return offsets; }
-  // Whether expert e certainly has no rows in a plan (the CPU reads its offsets; a device
-  // backend answers false rather than synchronise).
-  static bool group_known_empty(const int32_t* offsets, idx_t e) { return offsets[e + 1] == offsets[e]; }
   static void expert_conv_forward(const Ctx&, Act* out, idx_t out_ld, Act* pre, Act* state_out, Act* work,
                                   const Act* x, idx_t x_ld, const Act* state_in, const int32_t* idx, const Param* w,
                                   const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {

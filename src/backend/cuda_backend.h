@@ -258,7 +258,6 @@ struct CudaBackend {
     to_host(c, host, offsets, E + 1);
     return host;
   }
-  static bool group_known_empty(const int32_t*, idx_t) { return false; }  // never synchronises to find out
   static void expert_conv_forward(const Ctx& c, Act* out, idx_t out_ld, Act* pre, Act* state_out, Act* work,
                                   const Act* x, idx_t x_ld, const Act* state_in, const int32_t* idx, const Param* w,
                                   const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {

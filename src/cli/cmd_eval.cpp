@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/device_model.h"
 #include "core/check.h"
 #include "data/prepare.h"
 #include "data/shards.h"
@@ -25,7 +26,6 @@
 #include "model/checkpoint.h"
 #include "model/mixer_registry.h"
 #include "tokenizer/tokenizer.h"
-#include "backend/backends.h"
 
 namespace moessm::cli {
 namespace {
@@ -106,11 +106,9 @@ int cmd_eval(int argc, char** argv) {
       .option("batch", "windows per forward pass", "8")
       .option("score-from", "positions before this in each window are context only (llama-perplexity: ctx/2)", "0")
       .path("json", "also write the results (per-position losses included) to this JSON file");
-  a.option("device", "cpu or cuda", "cpu")
-      .option("dtype", "with --device cuda: float32 or bfloat16", "float32");
+  device_options(a);
   if (!a.parse(argc, argv)) return 0;
-  const std::string device = a.str("device");
-  CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, found '", device, "'");
+  const std::string device = on_cuda(a) ? "cuda" : "cpu";
   CHECK(a.has("data") != a.has("text"), "moessm eval: give exactly one of --data DIR or --text FILE");
   check_model_supported(load_model_config(a.str("model")), device);  // before loading weights
   auto model = load_model<float>(a.str("model"));
@@ -134,7 +132,7 @@ int cmd_eval(int argc, char** argv) {
     CHECK(a.has("tokenizer") || file_exists(inside), "moessm eval: ", a.str("model"),
           " holds no tokenizer.json; pass --tokenizer FILE (a tokenizer.json) or --tokenizer byte");
     tok_spec = a.has("tokenizer") ? a.str("tokenizer") : inside;
-    ids = Tokenizer::load(tok_spec)->encode(read_file(a.str("text")));
+    ids = Tokenizer::load(tok_spec)->encode(read_regular_file(a.str("text"), kMaxTextFileBytes));
     source = a.str("text");
     for (int32_t id : ids)
       CHECK(id < model->config().vocab_size, a.str("text"), ": token id ", id, " from ", tok_spec,
@@ -161,21 +159,9 @@ int cmd_eval(int argc, char** argv) {
     const int64_t per_window = ctx - 1 - score_from;
     if (max_tokens > 0) r.windows = std::min(r.windows, (max_tokens + per_window - 1) / per_window);
     const int64_t B = std::min(batch, r.windows);
-    if (device == "cpu") {
-      score(*model, r, ids, bytes_of, B, score_from);
-    } else {
-#ifdef MOESSM_CUDA
-      auto run = [&](auto tag) {
-        Model<CudaBackend<decltype(tag)>> m(model->config());
-        m.upload_params(model->params.data());
-        score(m, r, ids, bytes_of, B, score_from);
-      };
-      if (a.str("dtype") == "bfloat16") run(__nv_bfloat16());
-      else run(float());
-#else
-      FAIL("--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
-#endif
-    }
+    CHECK(B * ctx <= (int64_t(1) << 22), "--batch ", B, " × --ctx ", ctx,
+          " is more than 4194304 tokens per pass (lower --batch)");
+    with_model(a, *model, [&](auto& m) { score(m, r, ids, bytes_of, B, score_from); });
     const double loss = r.nats / double(r.scored);
     std::printf("ctx %6lld: %lld predictions in %lld windows | loss %.4f nats | perplexity %.3f | %.4f bits/byte\n",
                 (long long)ctx, (long long)r.scored, (long long)r.windows, loss, std::exp(loss),

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/device_model.h"
 #include "core/check.h"
 #include "infer/state_file.h"
 #include "io/file_util.h"
@@ -21,31 +22,6 @@
 namespace moessm::cli {
 namespace {
 
-// --device / --dtype of the inspection commands.
-void device_options(Args& a) {
-  a.option("device", "cpu or cuda (one GPU; every layer type the registry runs on cuda)", "cpu")
-      .option("dtype", "with --device cuda: float32 (the reference path) or bfloat16 (training's "
-                       "precision: bf16 activations and GEMM operands, fp32 master weights)", "float32");
-}
-
-// Runs fn(model) on the device and precision the flags ask for: the host model itself for
-// --device cpu, else the same model on the CUDA backend (--dtype) with the host's weights.
-template <typename Fn>
-void with_model(const Args& a, LanguageModel<float>& host, Fn&& fn) {
-  const std::string dt = a.str("dtype");
-  CHECK(dt == "float32" || dt == "bfloat16", "--dtype must be float32 or bfloat16, found '", dt, "'");
-  if (a.str("device") == "cpu") return fn(host);
-#ifdef MOESSM_CUDA
-  auto run = [&](auto tag) {
-    Model<CudaBackend<decltype(tag)>> m(host.config());
-    m.upload_params(host.params.data());
-    fn(m);
-  };
-  if (dt == "float32") run(float());
-  else run(__nv_bfloat16());
-#endif
-}
-
 // A state block in the model's backend memory holding `host` (a state file's fp32 state of B
 // sequences), or an empty block when there is none.
 template <typename Bk>
@@ -55,15 +31,6 @@ typename Bk::template Buffer<uint8_t> state_block(const Model<Bk>& m, const Stat
   Bk::alloc(buf, m.state_bytes(B));
   m.state_from_host(buf.data(), s.state.data(), B);
   return buf;
-}
-
-bool on_cuda(const Args& a) {
-  const std::string d = a.str("device");
-  CHECK(d == "cpu" || d == "cuda", "--device must be cpu or cuda, found '", d, "'");
-#ifndef MOESSM_CUDA
-  CHECK(d == "cpu", "--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
-#endif
-  return d == "cuda";
 }
 
 int cmd_init(int argc, char** argv) {

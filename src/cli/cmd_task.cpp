@@ -4,8 +4,8 @@
 #include <cstring>
 #include <string>
 
-#include "backend/backends.h"
 #include "cli/command.h"
+#include "cli/device_model.h"
 #include "core/check.h"
 #include "data/tasks.h"
 #include "infer/task_eval.h"
@@ -58,27 +58,18 @@ int eval_action(int argc, char** argv) {
       .path("data", "the task data directory (moessm task make)", "", true)
       .option("examples", "fresh examples to score", "1000")
       .option("batch", "examples per forward pass", "32")
-      .path("json", "also write the result as JSON")
-      .option("device", "cpu or cuda", "cpu");
+      .path("json", "also write the result as JSON");
+  device_options(a);
   if (!a.parse(argc, argv)) return 0;
   const TaskOptions o = read_task_options(a.str("data"));
-  const std::string device = a.str("device");
-  CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, found '", device, "'");
-  check_model_supported(load_model_config(a.str("model")), device);
+  check_model_supported(load_model_config(a.str("model")), on_cuda(a) ? "cuda" : "cpu");
   auto model = load_model<float>(a.str("model"));
   const int64_t n = a.integer("examples"), B = a.integer("batch");
+  CHECK(n >= 1 && n <= (int64_t(1) << 24), "--examples must be in [1, 16777216], found ", n);
+  CHECK(B >= 1 && B * o.length <= (int64_t(1) << 22), "--batch ", B, " × length ", o.length,
+        " must be >= 1 and at most 4194304 tokens per pass (lower --batch)");
   TaskAccuracy acc;
-  if (device == "cpu") {
-    acc = task_accuracy(*model, o, kTaskEvalFirstIndex, n, B);
-  } else {
-#ifdef MOESSM_CUDA
-    Model<CudaBackend<float>> m(model->config());
-    m.upload_params(model->params.data());
-    acc = task_accuracy(m, o, kTaskEvalFirstIndex, n, B);
-#else
-    FAIL("--device cuda: this build has no CUDA backend (configure with -DMOESSM_CUDA=ON where nvcc exists)");
-#endif
-  }
+  with_model(a, *model, [&](auto& m) { acc = task_accuracy(m, o, kTaskEvalFirstIndex, n, B); });
   std::printf("task %s (length %lld, pairs %lld, symbols %lld): answer accuracy %.4f (%lld / %lld), example "
               "accuracy %.4f (%lld / %lld)\n",
               o.task.c_str(), (long long)o.length, (long long)o.pairs, (long long)o.symbols, acc.answer_accuracy(),

@@ -113,8 +113,10 @@ void write_task_data(const TaskOptions& o, int64_t train_examples, int64_t val_e
   o.validate();
   CHECK(train_examples >= 1 && val_examples >= 1, "task data: need at least one train and one validation example, found ",
         train_examples, " and ", val_examples);
-  CHECK((train_examples + val_examples) * o.length <= (int64_t(1) << 31), "task data: ",
-        (train_examples + val_examples) * o.length, " tokens exceed 2^31");
+  CHECK(train_examples <= (int64_t(1) << 28) && val_examples <= (int64_t(1) << 28) &&
+            (train_examples + val_examples) * o.length <= (int64_t(1) << 28),
+        "task data: ", train_examples, " + ", val_examples, " examples of ", o.length,
+        " tokens are more than 2^28 tokens (1 GiB of ids in memory): ask for fewer examples");
   make_dirs(dir);
   const uint32_t V = uint32_t(task_vocab_size(o));
   const std::string desc = "task " + o.task;

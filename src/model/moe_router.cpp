@@ -2,6 +2,7 @@
 // plan (see moe_router.h).
 #include "model/moe_router.h"
 
+#include <array>
 #include <cmath>
 #include <utility>
 
@@ -141,18 +142,17 @@ std::vector<double> MoeRouter<Bk>::load() const {
 }
 
 template <typename Bk>
-double MoeRouter<Bk>::aux_loss() const {
-  double h[2] = {0, 0};
-  if (losses_ && last_M_) Bk::to_host(ctx_, h, losses_, 2);
-  return h[0] / share_;
+std::array<double, 2> MoeRouter<Bk>::host_losses() const {
+  std::array<double, 2> h = {0, 0};
+  if (losses_ && last_M_) Bk::to_host(ctx_, h.data(), losses_, 2);
+  return {h[0] / share_, h[1] / share_};  // the slots hold share · L
 }
 
 template <typename Bk>
-double MoeRouter<Bk>::z_loss() const {
-  double h[2] = {0, 0};
-  if (losses_ && last_M_) Bk::to_host(ctx_, h, losses_, 2);
-  return h[1] / share_;
-}
+double MoeRouter<Bk>::aux_loss() const { return host_losses()[0]; }
+
+template <typename Bk>
+double MoeRouter<Bk>::z_loss() const { return host_losses()[1]; }
 
 template <typename Bk>
 MixerCounts MoeRouter<Bk>::counts() const {
@@ -169,8 +169,9 @@ Json MoeRouter<Bk>::stats(const std::string& mixer_type) const {
   Json load_json = Json::array();
   for (double f : load()) load_json.push_back(Json(f));
   j.set("load", load_json);  // share of the routing slots per expert (sums to 1)
-  j.set("aux_loss", aux_loss());
-  j.set("z_loss", z_loss());
+  const std::array<double, 2> l = host_losses();
+  j.set("aux_loss", l[0]);
+  j.set("z_loss", l[1]);
   j.set("tokens", last_M_);
   return j;
 }

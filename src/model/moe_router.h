@@ -10,6 +10,7 @@
 // z_coef — read from the mixer spec by RouterOptions::parse (from the mixer's defaults), which
 // also lists them as known so the mixer can reject anything else.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -85,6 +86,7 @@ class MoeRouter {
   const RouterOptions opt;
 
  private:
+  std::array<double, 2> host_losses() const;  // {L_aux, L_z} of the last forward (one copy)
   std::string name_;
   double share_ = 1.0;
   size_t w_ = 0;

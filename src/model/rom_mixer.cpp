@@ -467,18 +467,17 @@ Json RomMixer<Bk>::stats() const {
   Json s = Json::object();
   s.set("type", "rom");
   double aux = 0, z = 0;
+  Json by = Json::object();
   for (const auto& r : routers_) {
-    aux += r->aux_loss();
-    z += r->z_loss();
+    const Json rs = r->stats();  // one copy of each router's statistics
+    aux += rs.at("aux_loss").as_number();
+    z += rs.at("z_loss").as_number();
+    by.set(r->name(), rs.at("load"));
   }
   s.set("aux_loss", aux / double(routers_.size()));
   s.set("z_loss", z / double(routers_.size()));
-  s.set("load", routers_[0]->stats().at("load"));
-  if (routers_.size() > 1) {
-    Json by = Json::object();
-    for (const auto& r : routers_) by.set(r->name(), r->stats().at("load"));
-    s.set("load_by_router", by);
-  }
+  s.set("load", by.at(routers_[0]->name()));
+  if (routers_.size() > 1) s.set("load_by_router", by);
   return s;
 }
 

@@ -162,10 +162,12 @@ void SeparatedMoeSsmMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, c
                              rows_, M, K, Di, false);
   Bk::zero(ctx, dxc_, M * Di);
   Bk::fill_rows(ctx, dxz_ + Di, 2 * Di, Act(0), M, Di);  // the z half: branches add their gate gradients
-  const int32_t* offsets = router_.offsets();  // expert e has offsets[e+1] - offsets[e] slots
+  // The plan's offsets on the host when the router has them (always on the CPU; on CUDA after
+  // its one copy per forward, none when decoding-sized): expert e has offsets[e+1] - offsets[e] slots.
+  const int32_t* offsets = router_.known_offsets();
   for (idx_t e = 0; e < E; ++e) {
-    // No token reads branch e: every gradient through it is 0 (skipped where the backend knows).
-    if (Bk::group_known_empty(offsets, e)) continue;
+    // No token reads branch e: every gradient through it is 0, so its backward is skipped.
+    if (offsets && offsets[e + 1] == offsets[e]) continue;
     const Act* xd = xdbl_ + e * M * XW;
     typename Bk::ScanParams p = branch_scan(e, params, B, T_);
     p.h0 = ssm_in ? ssm_in + e * B * Di * N : nullptr;

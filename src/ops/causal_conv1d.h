@@ -41,5 +41,11 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, float* dw, float* dbias, const T
                             idx_t dout_ld, const T* x, idx_t x_ld, const T* state_in,
                             const float* w, const float* bias, idx_t B, idx_t T_, idx_t Di,
                             idx_t Kc, bool silu, cudaStream_t stream);
+// The carried state alone: state_out [B, Di, Kc-1] = the last Kc-1 inputs of each sequence (from
+// state_in when T < Kc-1; zeros without it); state_out may alias state_in. The forward calls it;
+// expert_conv1d's forward too (its experts share one input history).
+template <typename T>
+void causal_conv1d_state_update(T* state_out, const T* x, idx_t x_ld, const T* state_in, idx_t B, idx_t T_,
+                                idx_t Di, idx_t Kc, cudaStream_t stream);
 }  // namespace moessm::cuda
 #endif

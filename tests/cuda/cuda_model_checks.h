@@ -17,6 +17,8 @@
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
 #include "core/rng.h"
+#include "infer/decoder.h"
+#include "infer/generator.h"
 #include "model/language_model.h"
 #include "train/train_backend.h"
 #include "train/trainer.h"
@@ -51,58 +53,69 @@ struct Outputs {
   Json stats;                 // the layers' routing statistics of the loss pass
 };
 
+// Logits, then the loss with its backward, of a prepared-for-training model m (any backend) on
+// ids [B, T] with an optional carried state block s in m's memory.
+template <typename M>
+Outputs forward_and_grads(M& m, const std::vector<int32_t>& ids, idx_t B, idx_t T_, const void* s) {
+  Outputs o;
+  std::vector<typename M::HostLogit> logits(size_t(B * T_ * m.vocab()));
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  const auto tg = shifted(ids, B, T_);
+  m.zero_grads();
+  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
+  o.loss = r.ce;
+  o.aux = r.aux;
+  o.stats = m.stats();
+  std::vector<typename M::Param> grads(m.table().total());
+  m.download_grads(grads.data());
+  o.logits.assign(logits.begin(), logits.end());
+  o.grads.assign(grads.begin(), grads.end());
+  return o;
+}
+
 template <typename T>
 Outputs run_cpu(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
                 idx_t T_, const std::vector<float>* state) {
   LanguageModel<T> m = cpu_model<T>(cfg, params);
   std::vector<T> st;
   if (state) st.assign(state->begin(), state->end());
-  const T* s = state ? st.data() : nullptr;
-  Outputs o;
-  std::vector<T> logits(size_t(B * T_ * m.vocab()));
   m.prepare(B, T_, true);
-  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
-  const auto tg = shifted(ids, B, T_);
-  m.zero_grads();
-  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
-  o.loss = r.ce;
-  o.aux = r.aux;
-  o.stats = m.stats();
-  o.logits.assign(logits.begin(), logits.end());
-  o.grads.assign(m.grads.begin(), m.grads.end());
-  return o;
+  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr);
 }
 
 // The model on the CUDA backend (Model<CudaBackend<Act>>, the CPU's layer code): the state lives
 // in a device block in the backend layout, exchanged with the host fp32 layout.
 template <typename Act>
 Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
-                           idx_t B, idx_t T_, const std::vector<float>* state) {
+                 idx_t B, idx_t T_, const std::vector<float>* state) {
   Model<CudaBackend<Act>> m(cfg);
   m.upload_params(params.data());
-  Outputs o;
-  std::vector<float> logits(size_t(B * T_ * m.vocab())), grads(m.table().total());
   m.prepare(B, T_, true);
   DeviceBuffer st(m.state_bytes(B));
-  if (state) m.state_from_host(st.data(), state->data(), B);
-  std::vector<float> back(state ? state->size() : 0);
   if (state) {  // the exchange round-trips (bf16 conv parts hold bf16-rounded values)
+    m.state_from_host(st.data(), state->data(), B);
+    std::vector<float> back(state->size());
     m.state_to_host(back.data(), st.data(), B);
     const double rel = std::is_same_v<Act, float> ? 0.0 : 4e-3;  // bf16: 2^-9 relative rounding
     for (size_t i = 0; i < back.size(); ++i) EXPECT_NEAR(back[i], (*state)[i], rel * std::fabs((*state)[i])) << i;
   }
-  const void* s = state ? st.data() : nullptr;
-  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
-  const auto tg = shifted(ids, B, T_);
-  m.zero_grads();
-  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
-  o.loss = r.ce;
-  o.aux = r.aux;
-  o.stats = m.stats();
-  m.download_grads(grads.data());
-  o.logits.assign(logits.begin(), logits.end());
-  o.grads.assign(grads.begin(), grads.end());
+  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr);
+}
+
+// Greedy decoding of `prompts` for n new tokens on the CPU decoder (the reference the CUDA graph
+// generator is compared with) and the options both use.
+inline GenerateOptions greedy_options(int64_t n) {
+  GenerateOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = n;
   return o;
+}
+inline std::vector<SlotOutput> cpu_greedy(const ModelConfig& cfg, const std::vector<float>& params,
+                                          const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
+  LanguageModel<float> host = cpu_model<float>(cfg, params);
+  Decoder<float> dec(host, idx_t(prompts.size()));
+  Generator<float> gen(dec, greedy_options(n));
+  return gen.run(prompts);
 }
 
 inline std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {

@@ -135,13 +135,8 @@ TEST(CudaGenerate, GraphGreedyDecodeEqualsCpuDecodeFor64Tokens) {
   const ModelConfig cfg = small_vocab_config();
   const auto params = init_params(cfg, 21);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99, 3, 42}, {7, 7, 200, 1, 9, 64, 128, 30, 2}};
-  GenerateOptions o;
-  o.sampling.temperature = 0;
-  o.max_new_tokens = 64;
-  LanguageModel<float> host = cpu_model<float>(cfg, params);
-  Decoder<float> dec(host, 2);
-  Generator<float> gen(dec, o);
-  const auto cpu_out = gen.run(prompts);
+  const GenerateOptions o = greedy_options(64);
+  const auto cpu_out = cpu_greedy(cfg, params, prompts, 64);
   Model<CudaBackend<float>> m(cfg);
   m.upload_params(params.data());
   cuda::CudaGenerator<float> cg(m, 2, o);

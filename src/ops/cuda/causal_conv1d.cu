@@ -169,10 +169,16 @@ void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t
   const dim3 grid{unsigned((Di + kThreads - 1) / kThreads), unsigned((T_ + kSeg - 1) / kSeg), unsigned(B)};
   MOESSM_CONV_DISPATCH(conv_fwd_kernel, out, out_ld, x, x_ld, state_in, w, bias, T_, Di, silu);
   CUDA_CHECK_LAUNCH("conv_fwd_kernel");
-  if (state_out && Kc > 1) {
-    conv_state_kernel<T><<<grid_1d(B * Di, 256), 256, 0, stream>>>(state_out, x, x_ld, state_in, B, T_, Di, int(Kc - 1));
-    CUDA_CHECK_LAUNCH("conv_state_kernel");
-  }
+  if (state_out) causal_conv1d_state_update<T>(state_out, x, x_ld, state_in, B, T_, Di, Kc, stream);
+}
+
+template <typename T>
+void causal_conv1d_state_update(T* state_out, const T* x, idx_t x_ld, const T* state_in, idx_t B, idx_t T_,
+                                idx_t Di, idx_t Kc, cudaStream_t stream) {
+  CHECK(Kc >= 1 && Kc <= 8, "causal_conv1d_state_update: Kc=", Kc, " outside 1..8 (the CUDA conv limit)");
+  if (Kc == 1 || B * Di == 0) return;
+  conv_state_kernel<T><<<grid_1d(B * Di, 256), 256, 0, stream>>>(state_out, x, x_ld, state_in, B, T_, Di, int(Kc - 1));
+  CUDA_CHECK_LAUNCH("conv_state_kernel");
 }
 
 template <typename T>
@@ -198,7 +204,9 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, float* dw, float* dbias, const T
                                          const float*, idx_t, idx_t, idx_t, idx_t, bool, cudaStream_t); \
   template void causal_conv1d_backward<T>(T*, idx_t, float*, float*, const T*, idx_t, const T*,  \
                                           idx_t, const T*, const float*, const float*, idx_t,    \
-                                          idx_t, idx_t, idx_t, bool, cudaStream_t);
+                                          idx_t, idx_t, idx_t, bool, cudaStream_t);                     \
+  template void causal_conv1d_state_update<T>(T*, const T*, idx_t, const T*, idx_t, idx_t, idx_t, idx_t,     \
+                                              cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(bf16)
 

@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "ops/cuda/common.cuh"
+#include "ops/causal_conv1d.h"
 #include "ops/expert_conv1d.h"
 #include "ops/router_topk.h"
 
@@ -90,24 +91,6 @@ xconv_fwd_kernel(T* out, idx_t out_ld, T* pre, const T* x, idx_t x_ld, const T* 
     pre[m * Di + c] = from_f32<T>(acc);
     out[m * out_ld + c] = from_f32<T>(silu_f(acc));
   }
-}
-
-// state_out[b, c, j] = x[T-S+j] (from state_in when T-S+j < 0); one thread per (b, c), every
-// read before any write, so state_out may alias state_in.
-template <typename T>
-__global__ void xconv_state_kernel(T* state_out, const T* x, idx_t x_ld, const T* state_in, idx_t B, idx_t T_,
-                                   idx_t Di, int S) {
-  const idx_t i = blockIdx.x * idx_t(blockDim.x) + threadIdx.x;
-  if (i >= B * Di) return;
-  const idx_t b = i / Di, c = i % Di;
-  const T* xb = x + b * T_ * x_ld;
-  const T* sb = state_in ? state_in + b * Di * S : nullptr;
-  T tail[kExpertConvMaxKc - 1];
-  for (int j = 0; j < S; ++j) {
-    const idx_t t = T_ - S + j;
-    tail[j] = t >= 0 ? xb[t * x_ld + c] : (sb ? sb[c * S + (S + t)] : from_f32<T>(0.f));
-  }
-  for (int j = 0; j < S; ++j) state_out[b * Di * S + c * S + j] = tail[j];
 }
 
 template <typename T, int KC>
@@ -248,11 +231,7 @@ void expert_conv1d_forward(T* out, idx_t out_ld, T* pre, T* state_out, T* /*work
                         T_, Di, E, int(K));
 #undef MOESSM_XCONV_FWD_SMEM
   CUDA_CHECK_LAUNCH("xconv_fwd_kernel");
-  if (state_out && Kc > 1) {
-    xconv_state_kernel<T><<<grid_1d(B * Di, 256), 256, 0, stream>>>(state_out, x, x_ld, state_in, B, T_, Di,
-                                                                     int(Kc - 1));
-    CUDA_CHECK_LAUNCH("xconv_state_kernel");
-  }
+  if (state_out) causal_conv1d_state_update<T>(state_out, x, x_ld, state_in, B, T_, Di, Kc, stream);
 }
 
 template <typename T>
