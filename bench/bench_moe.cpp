@@ -12,6 +12,11 @@
 // The peer (PyTorch RoM/Swimba in ../shared/peer) is measured in the same lease by its own
 // script; bench/moe_vs_peer.py prints both side by side.
 // Usage: bench_moe [--json FILE] [--quick]
+//        bench_moe --profile dense|rom|swimba|separated: one fwd+bwd of a 1-layer model of that
+//        mixer between cudaProfilerStart/Stop, for `ncu --profile-from-start off` (per-kernel
+//        times; tools/ncu_summary.py sums them by kernel).
+#include <cuda_profiler_api.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -51,6 +56,7 @@ LayerTimes layer_ms(const std::string& mixer, int reps) {
 
 struct GemmRate {
   double grouped_fwd_ms = 0, dense_fwd_ms = 0, grouped_bwd_ms = 0, dense_bwd_ms = 0, flops = 0;
+  double serial_fwd_ms = 0, serial_bwd_ms = 0;  // the experts' GEMMs one after another on one stream
 };
 // Grouped vs dense GEMM at one shape: M routed rows (top-1, uniform over E experts).
 GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
@@ -65,17 +71,24 @@ GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
   CUDA_CHECK(cudaMemset(dw.data(), 0, dw.bytes()));
   GemmRate r;
   r.flops = 2.0 * double(M) * double(Kd) * double(N);
-  r.grouped_fwd_ms = bench::time_ms([&] {
+  auto grouped_fwd = [&] {
     cuda::grouped_matmul_forward<bf16>(out.as<bf16>(), N, in.as<bf16>(), Kd, w.as<bf16>(), N * Kd, off.as<int32_t>(),
-                                       E, N, Kd, M, nullptr, nullptr);
-  }, 3, reps);
+                                       E, N, Kd, M, offsets.data(), nullptr);
+  };
+  auto grouped_bwd = [&] {
+    cuda::grouped_matmul_backward<bf16>(din.as<bf16>(), Kd, dw.as<float>(), out.as<bf16>(), N, in.as<bf16>(), Kd,
+                                        w.as<bf16>(), N * Kd, off.as<int32_t>(), E, N, Kd, false, offsets.data(),
+                                        nullptr);
+  };
+  cuda::set_grouped_matmul_streams(1);
+  r.serial_fwd_ms = bench::time_ms(grouped_fwd, 3, reps);
+  r.serial_bwd_ms = bench::time_ms(grouped_bwd, 3, reps);
+  cuda::set_grouped_matmul_streams(4);
+  r.grouped_fwd_ms = bench::time_ms(grouped_fwd, 3, reps);
   r.dense_fwd_ms = bench::time_ms([&] {
     cuda::matmul_forward<bf16>(out.as<bf16>(), N, in.as<bf16>(), Kd, w.as<bf16>(), nullptr, M, N, Kd, false, nullptr);
   }, 3, reps);
-  r.grouped_bwd_ms = bench::time_ms([&] {
-    cuda::grouped_matmul_backward<bf16>(din.as<bf16>(), Kd, dw.as<float>(), out.as<bf16>(), N, in.as<bf16>(), Kd,
-                                        w.as<bf16>(), N * Kd, off.as<int32_t>(), E, N, Kd, false, nullptr, nullptr);
-  }, 3, reps);
+  r.grouped_bwd_ms = bench::time_ms(grouped_bwd, 3, reps);
   r.dense_bwd_ms = bench::time_ms([&] {
     cuda::matmul_backward<bf16>(din.as<bf16>(), Kd, dw.as<float>(), nullptr, out.as<bf16>(), N, in.as<bf16>(), Kd,
                                 w.as<bf16>(), M, N, Kd, false, nullptr);
@@ -83,9 +96,38 @@ GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
   return r;
 }
 
+// --profile: warm up, then one profiled fwd+bwd of a 1-layer model of the named mixer.
+int profile(const std::string& which) {
+  const std::string mixer = which == "dense" ? "" : which == "rom" ? kRom : which == "swimba" ? kSwimba
+                          : which == "separated" ? kSeparated : "?";
+  if (mixer == "?") {
+    std::fprintf(stderr, "bench_moe --profile: expected dense, rom, swimba or separated, found '%s'\n", which.c_str());
+    return 2;
+  }
+  Model<CudaBackend<bf16>> m(config(1024, 1, 16, mixer));
+  m.init(1);
+  const idx_t B = 8, T = 2048;
+  m.prepare(B, T, true);
+  const auto ids = ids_of(size_t(B * T), 16, 3), tg = ids_of(size_t(B * T), 16, 4);
+  for (int i = 0; i < 3; ++i) {
+    m.zero_grads();
+    m.loss(ids.data(), tg.data(), B, T, true);
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaProfilerStart());
+  m.zero_grads();
+  m.loss(ids.data(), tg.data(), B, T, true);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaProfilerStop());
+  std::printf("profiled one fwd+bwd of a 1-layer %s model, D 1024, B 8, T 2048\n", which.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--profile") return profile(argv[i + 1]);
   const std::string json = bench::json_path(argc, argv);
   const bool quick = bench::has_flag(argc, argv, "--quick");
   const int reps = quick ? 3 : 10;
@@ -96,23 +138,30 @@ int main(int argc, char** argv) {
   // 1. layers
   const LayerTimes dense = layer_ms("", reps), rom = layer_ms(kRom, reps), swimba = layer_ms(kSwimba, reps),
                    sep = layer_ms(kSeparated, reps);
+  cuda::set_grouped_matmul_streams(1);
+  const LayerTimes rom_one_stream = layer_ms(kRom, reps);
+  cuda::set_grouped_matmul_streams(4);
   std::printf("\n[layer] D 1024, B 8, T 2048, bf16 (fwd / fwd+bwd ms, fwd+bwd ratio to our dense)\n");
   const std::pair<const char*, LayerTimes> layers[] = {
       {"dense Mamba", dense}, {"RoM E8 top-1", rom}, {"Swimba E8 top-2 normalize", swimba}, {"separated E4 top-2", sep}};
   for (const auto& l : layers)
     std::printf("  %-28s %7.3f / %7.3f ms   %.3fx dense\n", l.first, l.second.fwd, l.second.fwd_bwd,
                 l.second.fwd_bwd / dense.fwd_bwd);
+  std::printf("  %-28s %7.3f / %7.3f ms   %.3fx dense\n", "RoM, expert GEMMs 1 stream", rom_one_stream.fwd,
+              rom_one_stream.fwd_bwd, rom_one_stream.fwd_bwd / dense.fwd_bwd);
 
   // 2. grouped GEMM
   const GemmRate in_proj = gemm_rate(16384, 8, 1024, 4096, reps * 2), out_proj = gemm_rate(16384, 8, 2048, 1024, reps * 2);
-  std::printf("\n[grouped GEMM] 16384 tokens, E 8, top-1 (~2048 rows per expert), bf16, vs one dense GEMM of equal FLOPs\n");
+  std::printf("\n[grouped GEMM] 16384 tokens, E 8, top-1 (~2048 rows per expert), bf16, host offsets (as the router\n"
+              "  gives them), experts over 4 streams (one stream in brackets), vs one dense GEMM of equal FLOPs\n");
   const std::pair<const char*, GemmRate> gemms[] = {{"in_proj  1024 -> 4096", in_proj}, {"out_proj 2048 -> 1024", out_proj}};
   for (const auto& g : gemms) {
     const GemmRate& r = g.second;
-    std::printf("  %-22s fwd %6.1f TFLOP/s (dense %6.1f: %5.1f%%)   bwd %6.1f TFLOP/s (dense %6.1f: %5.1f%%)\n", g.first,
-                r.flops / r.grouped_fwd_ms / 1e9, r.flops / r.dense_fwd_ms / 1e9, 100 * r.dense_fwd_ms / r.grouped_fwd_ms,
+    std::printf("  %-22s fwd %6.1f TFLOP/s (dense %6.1f: %5.1f%% [%5.1f%%])   bwd %6.1f TFLOP/s (dense %6.1f: %5.1f%% "
+                "[%5.1f%%])\n", g.first, r.flops / r.grouped_fwd_ms / 1e9, r.flops / r.dense_fwd_ms / 1e9,
+                100 * r.dense_fwd_ms / r.grouped_fwd_ms, 100 * r.dense_fwd_ms / r.serial_fwd_ms,
                 2 * r.flops / r.grouped_bwd_ms / 1e9, 2 * r.flops / r.dense_bwd_ms / 1e9,
-                100 * r.dense_bwd_ms / r.grouped_bwd_ms);
+                100 * r.dense_bwd_ms / r.grouped_bwd_ms, 100 * r.dense_bwd_ms / r.serial_bwd_ms);
   }
 
   // 3. training
@@ -150,9 +199,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 2; ++i) {
       const GemmRate& r = gemms[i].second;
       std::fprintf(f, "%s\"%s\": {\"grouped_fwd_tflops\": %.1f, \"dense_fwd_tflops\": %.1f, \"grouped_bwd_tflops\": %.1f, "
-                      "\"dense_bwd_tflops\": %.1f}",
+                      "\"dense_bwd_tflops\": %.1f, \"one_stream_fwd_tflops\": %.1f, \"one_stream_bwd_tflops\": %.1f}",
                    i ? ", " : "", gkeys[i], r.flops / r.grouped_fwd_ms / 1e9, r.flops / r.dense_fwd_ms / 1e9,
-                   2 * r.flops / r.grouped_bwd_ms / 1e9, 2 * r.flops / r.dense_bwd_ms / 1e9);
+                   2 * r.flops / r.grouped_bwd_ms / 1e9, 2 * r.flops / r.dense_bwd_ms / 1e9,
+                   r.flops / r.serial_fwd_ms / 1e9, 2 * r.flops / r.serial_bwd_ms / 1e9);
     }
     std::fprintf(f, "},\n \"train_24x768_v50280_b8_t2048\": {\"dense\": {\"tokens_per_s\": %.0f, \"mem_gib\": %.2f}, "
                     "\"rom_e8_k1\": {\"tokens_per_s\": %.0f, \"mem_gib\": %.2f}},\n",

@@ -1,5 +1,6 @@
 // The ops that replaced element loops inside the layers (elementwise, delta_softplus,
-// expert_conv1d, moe_permute_plan_stacked, and Swimba's mix=post composition): forward against a
+// expert_conv1d, moe_permute_plan_stacked, routed_gemv, and Swimba's mix=post composition):
+// forward against a
 // naive formula written independently of the op (direct indexing, no shared helper), backward
 // against central finite differences in double precision through a probe loss L = Σ out ⊙ R.
 //
@@ -22,7 +23,9 @@
 #include "ops/delta_softplus.h"
 #include "ops/elementwise.h"
 #include "ops/expert_conv1d.h"
+#include "ops/grouped_matmul.h"
 #include "ops/moe_permute.h"
+#include "ops/routed_gemv.h"
 #include "testing.h"
 
 using namespace moessm;
@@ -299,6 +302,50 @@ TEST(MoePermutePlanStacked, RowsAddressTheStackAndCombineMatchesNaive) {
                               rows.data(), M, K, X);
   EXPECT_EQ(compare_gradients(dybr, numeric_gradient(ybr, f), kTol, "dybr"), "");
   EXPECT_EQ(compare_gradients(dg, numeric_gradient(g, f), kTol, "dg"), "");
+}
+
+// routed_gemv (the decode form of an expertised linear) equals the grouped path it replaces,
+// plan → permute → grouped_matmul → unpermute, once per column range with its own coefficients
+// (in double both ways: 1e-12), and each output element equals a naive sum.
+TEST(RoutedGemv, EqualsPermuteGroupedMatmulUnpermute) {
+  Rng rng(41);
+  const idx_t M = 7, E = 5, K = 2, Kd = 6, N = 9, split = 4, LD_IN = 8, LD_LO = 5, LD_HI = 7;
+  const std::vector<int32_t> idx = random_routing(rng, M, E, K, 3);
+  const Vec in = random_vector<double>(M * LD_IN, rng), w = random_vector<double>(E * N * Kd, rng),
+            c_hi = random_vector<double>(M * K, rng, 0.1, 1.0);
+  Vec lo(M * LD_LO, -7.0), hi(M * LD_HI, -7.0);
+  cpu::routed_gemv_forward(lo.data(), LD_LO, (const double*)nullptr, hi.data(), LD_HI, c_hi.data(), split, in.data(),
+                           LD_IN, w.data(), N * Kd, idx.data(), M, K, N, Kd);
+
+  std::vector<int32_t> offsets(size_t(E + 1)), rows(size_t(M * K));
+  cpu::moe_permute_plan(offsets.data(), rows.data(), idx.data(), M, E, K);
+  Vec in_g(M * K * Kd), out_g(M * K * N), lo_ref(M * split), hi_ref(M * (N - split));
+  cpu::moe_permute_forward(in_g.data(), Kd, in.data(), LD_IN, rows.data(), M, K, Kd);
+  cpu::grouped_matmul_forward(out_g.data(), N, in_g.data(), Kd, w.data(), N * Kd, offsets.data(), E, N, Kd);
+  cpu::moe_unpermute_forward(lo_ref.data(), split, out_g.data(), N, (const double*)nullptr, rows.data(), M, K, split);
+  cpu::moe_unpermute_forward(hi_ref.data(), N - split, out_g.data() + split, N, c_hi.data(), rows.data(), M, K,
+                             N - split);
+  for (idx_t m = 0; m < M; ++m) {
+    for (idx_t n = 0; n < N; ++n) {
+      double naive = 0;
+      for (idx_t k = 0; k < K; ++k) {
+        const idx_t e = idx[size_t(m * K + k)];
+        double d = 0;
+        for (idx_t j = Kd - 1; j >= 0; --j) d += w[(e * N + n) * Kd + j] * in[m * LD_IN + j];
+        naive += (n < split ? 1.0 : c_hi[m * K + k]) * d;
+      }
+      const double got = n < split ? lo[m * LD_LO + n] : hi[m * LD_HI + n - split];
+      const double grouped = n < split ? lo_ref[m * split + n] : hi_ref[m * (N - split) + n - split];
+      EXPECT_NEAR(got, grouped, kFwdTol) << "m=" << m << " n=" << n;
+      EXPECT_NEAR(got, naive, kFwdTol) << "m=" << m << " n=" << n;
+    }
+    for (idx_t x = split; x < LD_LO; ++x) EXPECT_EQ(lo[m * LD_LO + x], -7.0) << "lo written past its columns";
+    for (idx_t x = N - split; x < LD_HI; ++x) EXPECT_EQ(hi[m * LD_HI + x], -7.0) << "hi written past its columns";
+  }
+  EXPECT_ERROR_HAS(cpu::routed_gemv_forward(lo.data(), LD_LO, (const double*)nullptr, (double*)nullptr, LD_HI,
+                                        c_hi.data(), split, in.data(), LD_IN, w.data(), N * Kd, idx.data(), M, K, N,
+                                        Kd),
+               "non-empty column range is null");
 }
 
 TEST(MoePermutePlanStacked, RejectsAnExpertOutsideTheStack) {

@@ -1,50 +1,93 @@
 #!/usr/bin/env bash
 # gpu_check.sh: one command for the GPU machine. Configures a CUDA build (sm_90 unless
-# CUDA_ARCH says otherwise), builds the GPU tests and benchmarks with ninja, runs `ctest -L gpu`
-# and the benchmarks, and writes every log and the benchmarks' JSON under $OUT (default
-# ./out/gpu_check). GoogleTest comes from ./.gtest when present (the GPU machine has none
-# installed: copy /usr/src/googletest there and carry it). nlohmann-json (header-only) comes from
-# ./.nlohmann when present, for the same reason: vendor it with
-#   mkdir -p .nlohmann && cp -r /usr/include/nlohmann .nlohmann/
-# and carry it; it is configured with -DMOESSM_NLOHMANN_INCLUDE=$PWD/.nlohmann. Prints a short
-# summary last.
-# BENCH=0 skips the benchmarks (tests only).
+# CUDA_ARCH says otherwise), builds every GPU test (tests/cuda/test_*.cpp) and the CUDA
+# benchmarks with ninja, runs `ctest -L gpu` and the benchmarks, and writes every log and the
+# benchmarks' JSON under $OUT (default ./out/gpu_check), then packs them into $OUT/logs.tar.gz
+# (the device tool brings back at most 8 files). Prints a short summary last.
+#
+# Vendored header-only dependencies (the GPU machine has no Debian packages; carry them):
+#   GoogleTest from ./.gtest (copy /usr/src/googletest there), nlohmann-json from ./.nlohmann
+#   (mkdir -p .nlohmann && cp -r /usr/include/nlohmann .nlohmann/), the peers from ./.peer
+#   (cp -r ../shared/peer .peer).
+# Knobs (environment):
+#   BENCH="moe model scan ops"  benchmarks to run (bench_NAME; empty: none); default "moe"
+#   EXCLUDE=REGEX               ctest -E (e.g. ShortRom, the 66 s CUDA-vs-CPU training runs)
+#   TESTS=0                     skip the tests
+#   PROFILE="dense rom"         ncu per-kernel times of one fwd+bwd layer (bench_moe --profile),
+#                               summed by tools/ncu_summary.py into $OUT/ncu.txt
+#   PEER=1                      build the peers' extensions in the background at the start and
+#                               run .peer/bench_peer.py (PEER_ONLY, default env,mamba,rom,swimba,train)
+#                               after our benchmarks; bench/moe_vs_peer.py prints both
+#   HF=1                        tools/hf_check.sh (transformers against our CPU build)
 # Exit status: non-zero when the build or any GPU test failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/out/gpu_check}
 BUILD=${BUILD:-$ROOT/build-gpu}
 JOBS=${JOBS:-16}
+BENCH=${BENCH-moe}
 mkdir -p "$OUT"
+cd "$ROOT"
+if [ "${PEER:-0}" = 1 ]; then
+  setsid nohup bash .peer/build_ext.sh .peer/src /tmp/peer > "$OUT/peer_build.log" 2>&1 < /dev/null &
+fi
 GT=()
 [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
 [ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
-TARGETS=(gpu_test_scan_cuda gpu_test_ops_cuda gpu_test_model_cuda bench_scan bench_ops bench_model moessm)
+TARGETS=(moessm)
+for t in tests/cuda/test_*.cpp; do TARGETS+=("gpu_$(basename "$t" .cpp)"); done
+for b in $BENCH; do TARGETS+=("bench_$b"); done
+[ -n "${PROFILE:-}" ] && TARGETS+=(bench_moe)
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -1; } > "$OUT/device.log" 2>&1
 t0=$(date +%s)
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-  -DMOESSM_BENCH=ON "${GT[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 2; }
+  -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=ON "${GT[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 2; }
 ninja -C "$BUILD" -j"$JOBS" "${TARGETS[@]}" > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 2; }
 t1=$(date +%s)
-ctest --test-dir "$BUILD" -L gpu --output-on-failure > "$OUT/ctest.log" 2>&1
-test_rc=$?
-t2=$(date +%s)
-scan_rc=-; ops_rc=-; model_rc=-
-if [ "${BENCH:-1}" != 0 ]; then
-  "$BUILD/bench_scan" --json "$OUT/bench_scan.json" > "$OUT/bench_scan.log" 2>&1; scan_rc=$?
-  "$BUILD/bench_ops" --json "$OUT/bench_ops.json" > "$OUT/bench_ops.log" 2>&1; ops_rc=$?
-  "$BUILD/bench_model" --json "$OUT/bench_model.json" > "$OUT/bench_model.log" 2>&1; model_rc=$?
+test_rc=0
+if [ "${TESTS:-1}" != 0 ]; then
+  EX=()
+  [ -n "${EXCLUDE:-}" ] && EX=(-E "$EXCLUDE")
+  ctest --test-dir "$BUILD" -L gpu "${EX[@]}" --output-on-failure > "$OUT/ctest.log" 2>&1
+  test_rc=$?
 fi
+t2=$(date +%s)
+for p in ${PROFILE:-}; do
+  ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+    "$BUILD/bench_moe" --profile "$p" > "$OUT/ncu_$p.csv" 2> "$OUT/ncu_$p.err"
+done
+[ -n "${PROFILE:-}" ] && python3 tools/ncu_summary.py "$OUT"/ncu_*.csv > "$OUT/ncu.txt" 2>&1
+declare -A bench_rc
+for b in $BENCH; do
+  "$BUILD/bench_$b" --json "$OUT/bench_$b.json" > "$OUT/bench_$b.log" 2>&1
+  bench_rc[$b]=$?
+done
 t3=$(date +%s)
+if [ "${PEER:-0}" = 1 ]; then
+  for i in $(seq 120); do [ -f /tmp/peer/causal_conv1d_cuda.so ] && break; sleep 5; done
+  PEER_EXT_DIRS=/tmp/peer PYTHONPATH=.peer/src/mamba:.peer/src/causal-conv1d \
+    python3 .peer/bench_peer.py --out "$OUT/peer.json" --only "${PEER_ONLY:-env,mamba,rom,swimba,train}" > "$OUT/peer.log" 2>&1
+  [ -f "$OUT/bench_moe.json" ] && python3 bench/moe_vs_peer.py "$OUT/bench_moe.json" "$OUT/peer.json" > "$OUT/moe_vs_peer.txt" 2>&1
+fi
+t4=$(date +%s)
+hf_rc=-
+if [ "${HF:-0}" = 1 ]; then
+  OUT="$OUT" bash tools/hf_check.sh > "$OUT/hf_check.log" 2>&1
+  hf_rc=$?
+fi
+t5=$(date +%s)
 
 echo "==== failures (if any) ===="
-grep -E "^\s*[0-9]+ - |Failure|FAILED|expected|error" "$OUT/ctest.log" | head -40
+[ -f "$OUT/ctest.log" ] && grep -E "^\s*[0-9]+ - |Failure|FAILED|expected|error" "$OUT/ctest.log" | head -40
 echo "==== device ===="; cat "$OUT/device.log"
-echo "==== bench_ops (rc $ops_rc) ===="; tail -16 "$OUT/bench_ops.log"
-echo "==== bench_scan (rc $scan_rc) ===="; tail -10 "$OUT/bench_scan.log"
-echo "==== bench_model (rc $model_rc) ===="; tail -12 "$OUT/bench_model.log"
+for b in $BENCH; do echo "==== bench_$b (rc ${bench_rc[$b]}) ===="; tail -24 "$OUT/bench_$b.log"; done
+[ -f "$OUT/ncu.txt" ] && { echo "==== ncu ===="; head -c 6000 "$OUT/ncu.txt"; }
+[ -f "$OUT/moe_vs_peer.txt" ] && { echo "==== moe vs peer ===="; cat "$OUT/moe_vs_peer.txt"; }
+[ "$hf_rc" != - ] && { echo "==== hf_check (rc $hf_rc) ===="; grep -E "PASS|FAIL|max|==" "$OUT/hf_check.log" | tail -12; }
 echo "==== summary ===="
-echo "build $((t1-t0)) s, tests $((t2-t1)) s, benchmarks $((t3-t2)) s"
-grep -E "tests passed|tests failed" "$OUT/ctest.log"
+echo "build $((t1-t0)) s, tests $((t2-t1)) s, profile+benchmarks $((t3-t2)) s, peer $((t4-t3)) s, hf $((t5-t4)) s"
+[ -f "$OUT/ctest.log" ] && grep -E "tests passed|tests failed" "$OUT/ctest.log"
+(cd "$OUT" && tar czf logs.tar.gz --exclude=logs.tar.gz ./*.log ./*.txt ./*.json ./*.csv 2>/dev/null)
+find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt -delete
 exit $test_rc

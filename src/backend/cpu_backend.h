@@ -28,6 +28,7 @@
 #include "ops/embedding.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
+#include "ops/routed_gemv.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
@@ -229,6 +230,12 @@ struct CpuBackend {
                                       const int32_t*) {
     cpu::grouped_matmul_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
                                  din_accumulate);
+  }
+  // Decode form of an expertised linear (ops/routed_gemv.h): no plan, no grouped rows.
+  static void routed_gemv_forward(const Ctx&, Act* lo, idx_t lo_ld, const F* c_lo, Act* hi, idx_t hi_ld,
+                                  const F* c_hi, idx_t split, const Act* in, idx_t in_ld, const Weight* w,
+                                  idx_t w_stride, const int32_t* idx, idx_t M, idx_t K, idx_t N, idx_t Kd) {
+    cpu::routed_gemv_forward(lo, lo_ld, c_lo, hi, hi_ld, c_hi, split, in, in_ld, w, w_stride, idx, M, K, N, Kd);
   }
   // The plan's offsets on the host: here they already are.
   static const int32_t* offsets_on_host(const Ctx&, int32_t*, const int32_t* offsets, idx_t, idx_t) { return offsets; }

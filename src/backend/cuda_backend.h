@@ -29,6 +29,7 @@
 #include "ops/embedding.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
+#include "ops/routed_gemv.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
@@ -241,6 +242,12 @@ struct CudaBackend {
                                      const int32_t* known_offsets) {
     cuda::grouped_matmul_forward<Act>(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd, rows, known_offsets,
                                       c.stream);
+  }
+  static void routed_gemv_forward(const Ctx& c, Act* lo, idx_t lo_ld, const F* c_lo, Act* hi, idx_t hi_ld,
+                                  const F* c_hi, idx_t split, const Act* in, idx_t in_ld, const Weight* w,
+                                  idx_t w_stride, const int32_t* idx, idx_t M, idx_t K, idx_t N, idx_t Kd) {
+    cuda::routed_gemv_forward<Act>(lo, lo_ld, c_lo, hi, hi_ld, c_hi, split, in, in_ld, w, w_stride, idx, M, K, N, Kd,
+                                   c.stream);
   }
   static void grouped_matmul_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
                                       const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,

@@ -192,7 +192,7 @@ int cmd_generate(int argc, char** argv) {
       .path("ids-out", "write prompt+generated ids per slot (one line each, space-separated)")
       .path("state-out", "save the recurrent state after the prompt (safetensors)")
       .path("state-in", "resume from a saved state (the prompt continues it)")
-      .option("device", "cpu or cuda (one GPU, dense Mamba layers: CUDA-graph decode, sampling on the device)", "cpu")
+      .option("device", "cpu or cuda (one GPU, every layer type: CUDA-graph decode, sampling on the device)", "cpu")
       .option("dtype", "with --device cuda: bfloat16 (bf16 activations, fp32 state) or float32", "bfloat16")
       .flag("ignore-eot", "do not stop at the end-of-text id (fixed-length runs for benchmarks)");
   std::vector<char*> rest;

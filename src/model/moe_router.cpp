@@ -99,15 +99,18 @@ void MoeRouter<Bk>::plan_kept(typename Bk::Arena& a) {
 
 template <typename Bk>
 void MoeRouter<Bk>::forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P,
-                            idx_t M) {
+                            idx_t M, bool build_plan) {
   CHECK(M <= planned_M_, "router: called with ", M, " tokens but planned for ", planned_M_);
   CHECK(load_ && losses_, "router: forward before plan_kept()");
   ctx_ = ctx;
   Bk::router_logits_forward(ctx, logits_, in, in_ld, P.gemm + w_, M, E, Din);
   Bk::router_topk_forward(ctx, probs_, topk_idx_, topk_w_, logits_, M, E, K, opt.normalize_topk);
-  Bk::moe_permute_plan(ctx, offsets_, row_of_slot_, topk_idx_, M, E, K);
   last_M_ = M;
-  known_offsets_ = Bk::offsets_on_host(ctx, host_offsets_.data(), offsets_, E, M * K);
+  known_offsets_ = nullptr;
+  if (build_plan) {
+    Bk::moe_permute_plan(ctx, offsets_, row_of_slot_, topk_idx_, M, E, K);
+    known_offsets_ = Bk::offsets_on_host(ctx, host_offsets_.data(), offsets_, E, M * K);
+  }
   // The losses are kept scaled by the share (L is linear in its coefficient), so the layer's
   // objective is their sum.
   have_losses_ = aux != nullptr;

@@ -55,7 +55,11 @@ class MoeRouter {
   // Routes M tokens in[M, Din] (token stride in_ld; logits in F through the GEMM copy of the
   // router weight) and builds the grouping plan. ADDS share · (L_aux + L_z) to *aux (a scalar in
   // backend memory): no host sync. aux nullptr: no auxiliary loss (decoding), statistics kept.
-  void forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P, idx_t M);
+  // build_plan false: no grouping plan (a mixer whose experts all take the decode form,
+  // ops/routed_gemv.h, reads only topk_index / topk_weight); offsets() and row_of_slot() are then
+  // stale and known_offsets() is nullptr.
+  void forward(const Ctx& ctx, double* aux, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P, idx_t M,
+               bool build_plan = true);
   // Gradient of the chosen weights [M,K], filled by the mixer before backward() (training only).
   F* topk_weight_grad() { return dg_; }
   // Reads topk_weight_grad(). din ACCUMULATES (+=); the router weight's grad accumulates.

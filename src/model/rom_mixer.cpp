@@ -2,7 +2,8 @@
 //   MoeRouter  one router (moe_router.h): logits GEMM + router_topk + aux/z losses + the
 //              grouping plan (moe_permute_plan); one per layer, or one per expertised module
 //   RomLinear  one expertised linear layer: permute → grouped_matmul → unpermute (with the router
-//              weights or the indicator sum), and its backward
+//              weights or the indicator sum), and its backward; decoding a few tokens (inference,
+//              M·K <= kGroupedGemvMaxRows) one routed_gemv instead, and no grouping plan
 //   RomCore    SsmCore with the x_proj / dt_proj / conv1d stages routed when expertised
 // Backward order mirrors forward; du collects, in a fixed order, the conv-projection, gate-
 // projection and router contributions.
@@ -14,6 +15,7 @@
 
 #include "core/check.h"
 #include "model/init.h"
+#include "ops/grouped_matmul.h"
 #include "backend/backends.h"
 
 namespace moessm {
@@ -85,6 +87,9 @@ struct RomLinear {
   size_t w = 0;        // offset of expert 0's [out_dim, in_dim] block
   idx_t w_stride = 0;  // elements between experts' blocks
   Act *in_g = nullptr, *out_g = nullptr, *din_g = nullptr, *dout_g = nullptr;  // grouped rows
+  // Decode form (set by the mixer per forward: inference with M·K <= kGroupedGemvMaxRows): one
+  // routed GEMV over the tokens' own rows and the router's choice, no plan, no grouped rows.
+  bool direct = false;
 
   void plan(typename Bk::Arena& a, idx_t M) {
     in_g = a.template carve<Act>(M * K * in_dim);
@@ -108,9 +113,17 @@ struct RomLinear {
                idx_t M) const {
     Bk::moe_unpermute_forward(ctx, out, out_ld, out_g + col, out_dim, c, r.row_of_slot(), M, K, X);
   }
+  // The decode form: columns [0, split) into lo with c_lo, [split, out_dim) into hi with c_hi.
+  void forward_direct(const Ctx& ctx, Act* lo, idx_t lo_ld, const F* c_lo, Act* hi, idx_t hi_ld, const F* c_hi,
+                      idx_t split, const Act* in, idx_t in_ld, const ParamsRef<Bk>& P, const MoeRouter<Bk>& r,
+                      idx_t M) const {
+    Bk::routed_gemv_forward(ctx, lo, lo_ld, c_lo, hi, hi_ld, c_hi, split, in, in_ld, P.gemm + w, w_stride,
+                            r.topk_index(), M, K, out_dim, in_dim);
+  }
   // out[m] = Σ_k c[m,k] · W[idx[m,k]] · in[m]
   void forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* c,
                const ParamsRef<Bk>& P, const MoeRouter<Bk>& r, idx_t M) const {
+    if (direct) return forward_direct(ctx, out, out_ld, c, nullptr, 0, nullptr, out_dim, in, in_ld, P, r, M);
     gather(ctx, in, in_ld, r, M);
     gemm(ctx, P, r, M);
     combine(ctx, out, out_ld, 0, out_dim, c, r, M);
@@ -156,6 +169,7 @@ class RomCore : public SsmCore<Bk> {
     xl_ = RomLinear<Bk>{this->Di, XW, this->experts.x_proj, K_, this->x_proj, XW * this->Di};
     dl_ = RomLinear<Bk>{this->R, this->Di, this->experts.dt_proj, K_, this->dt_proj_w, this->Di * this->R};
   }
+  void set_direct(bool d) { xl_.direct = dl_.direct = d; }
   void plan_experts(typename Bk::Arena& a, idx_t BT) {
     if (this->experts.x_proj) xl_.plan(a, BT);
     if (this->experts.dt_proj) dl_.plan(a, BT);
@@ -352,8 +366,15 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
                            const void* state_in, void* state_out, double* aux) {
   const idx_t M = B * T_;
   CHECK(M <= planned_BT_, "RomMixer: called with B·T=", M, " but planned for ", planned_BT_);
-  // 1. routing (each router adds its share of the layer's aux objective to *aux)
-  for (auto& r : routers_) r->forward(ctx, aux, u, D, P, M);
+  // 1. routing (each router adds its share of the layer's aux objective to *aux). Decoding a few
+  // tokens, every expertised linear takes the routed GEMV (and conv1d experts read only the
+  // choice), so no grouping plan is built.
+  const bool direct = !training_ && M * K <= kGroupedGemvMaxRows;
+  for (auto& l : lin_)
+    if (l) l->direct = direct;
+  if (in_lin_) in_lin_->direct = direct;
+  core_->set_direct(direct);
+  for (auto& r : routers_) r->forward(ctx, aux, u, D, P, M, !direct);
   last_BT_ = M;
   auto route = [&](int m) -> const MoeRouter<Bk>* {
     return router_of_[m] >= 0 ? routers_[router_of_[m]].get() : nullptr;
@@ -365,10 +386,14 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
   // 2. projections in: x (indicator), z (a = g with weight_at gate/both)
   if (in_lin_) {
     const MoeRouter<Bk>& r = *route(kRomConvProj);
-    in_lin_->gather(ctx, u, D, r, M);
-    in_lin_->gemm(ctx, P, r, M);
-    in_lin_->combine(ctx, x_, Di, 0, Di, nullptr, r, M);
-    in_lin_->combine(ctx, z_, Di, Di, Di, at_gate ? r.topk_weight() : nullptr, r, M);
+    if (direct) {
+      in_lin_->forward_direct(ctx, x_, Di, nullptr, z_, Di, at_gate ? r.topk_weight() : nullptr, Di, u, D, P, r, M);
+    } else {
+      in_lin_->gather(ctx, u, D, r, M);
+      in_lin_->gemm(ctx, P, r, M);
+      in_lin_->combine(ctx, x_, Di, 0, Di, nullptr, r, M);
+      in_lin_->combine(ctx, z_, Di, Di, Di, at_gate ? r.topk_weight() : nullptr, r, M);
+    }
   }
   Act* dst[2] = {x_, z_};
   for (int m = 0; m < 2 && !in_lin_; ++m) {

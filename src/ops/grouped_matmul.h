@@ -55,5 +55,9 @@ template <typename T>
 void grouped_matmul_backward(T* din, idx_t din_ld, float* dweight, const T* dout, idx_t dout_ld, const T* in,
                              idx_t in_ld, const T* weight, idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N,
                              idx_t Kd, bool din_accumulate, const int32_t* known_offsets, cudaStream_t stream);
+// The cuBLASLt path runs the experts' GEMMs over n streams (the caller's and n-1 side streams,
+// forked and joined with events; default 4, 1 = one after another on the caller's stream). The
+// results do not depend on n. For benchmarks that compare the two.
+void set_grouped_matmul_streams(int n);
 }  // namespace moessm::cuda
 #endif

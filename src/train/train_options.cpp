@@ -38,7 +38,7 @@ const TrainOptionSpec kTrainOptions[] = {
     {"checkpoint_every", &O::checkpoint_every, "write a checkpoint every N steps (and at the end)", F},
     {"log_every", &O::log_every, "print a progress line every N steps", F},
     {"seed", &O::seed, "seed for initialisation and data order", K},
-    {"device", &O::device, "cpu or cuda (one GPU: dense Mamba layers, bf16 activations, fp32 master weights)", F},
+    {"device", &O::device, "cpu or cuda (one GPU, every layer type: bf16 activations, fp32 master weights)", F},
     {"halt_after", &O::halt_after, "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)", P},
     {"overwrite", &O::overwrite, "replace an existing run or checkpoint in the run directory (else refused)", P},
     {"allow_changed_options", &O::allow_changed_options,

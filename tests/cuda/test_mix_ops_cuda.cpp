@@ -10,7 +10,10 @@
 //     dw / dbias bitwise repeatable, an expert no token chose left bitwise untouched;
 //   - grouped_matmul's small-rows GEMV (rows = 1, 2, 7, 64, empty experts, fp32 and bf16,
 //     vectorised and scalar loads) against the CPU, captured in a CUDA graph and replayed, and
-//     the cuBLASLt path above kGroupedGemvMaxRows still matching.
+//     the cuBLASLt path above kGroupedGemvMaxRows still matching;
+//   - routed_gemv (decode form of an expertised linear: K experts per token, two column ranges
+//     with their own coefficients) fp32 tight, bf16 within budget, vectorised and scalar loads,
+//     nothing written past the columns, captured in a CUDA graph that reads idx on the device.
 // Sizes are awkward on purpose (M = 777, Di = 70 / 130, B = 3 with T = 259).
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
@@ -29,6 +32,7 @@
 #include "ops/elementwise.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
+#include "ops/routed_gemv.h"
 #include "ops/router_topk.h"
 
 namespace moessm {
@@ -538,6 +542,124 @@ TEST(GroupedGemvCuda, LargeRowsTakeTheGemmPathAndStillMatch) {
                  Error)
         << "offsets[E] != rows";
   }
+}
+
+// ------------------------------------------------------------------------------------------
+// routed_gemv: y[m, n] = Σ_k c[m,k]·<W_{idx[m,k]}[n], in[m]>, columns [0, split) → lo (indicator),
+// [split, N) → hi (router weights).
+struct RG {
+  idx_t M, K, N, Kd, split, in_ld;
+};
+struct RgData {
+  idx_t E = 8;
+  std::vector<double> in, w, c;
+  std::vector<int32_t> idx;
+};
+RgData rg_data(const RG& g, Rng& rng, bool round) {
+  RgData d;
+  d.in = rnd(size_t(g.M * g.in_ld), rng, -1, 1, round);
+  d.w = rnd(size_t(d.E * g.N * g.Kd), rng, -0.5, 0.5, round);
+  d.c = rnd(size_t(g.M * g.K), rng, 0.1, 1, false);
+  for (idx_t m = 0; m < g.M; ++m)
+    for (idx_t k = 0; k < g.K; ++k) d.idx.push_back(int32_t((m * 3 + k * 5) % d.E));  // distinct for K <= 8
+  return d;
+}
+// The CPU reference in T; outputs packed [M, split] then [M, N - split].
+template <typename T>
+std::vector<double> cpu_rg(const RG& g, const RgData& d) {
+  auto in = as<T>(d.in), w = as<T>(d.w), c = as<T>(d.c);
+  std::vector<T> lo(size_t(g.M * g.split)), hi(size_t(g.M * (g.N - g.split)));
+  cpu::routed_gemv_forward<T>(lo.data(), g.split, nullptr, hi.data(), g.N - g.split, c.data(), g.split, in.data(),
+                              g.in_ld, w.data(), g.N * g.Kd, d.idx.data(), g.M, g.K, g.N, g.Kd);
+  std::vector<double> out = dbl(lo), h = dbl(hi);
+  out.insert(out.end(), h.begin(), h.end());
+  return out;
+}
+
+class RoutedGemvCuda : public ::testing::TestWithParam<RG> {};
+
+TEST_P(RoutedGemvCuda, MatchesTheCpuFp32TightBf16WithinBudget) {
+  REQUIRE_GPU();
+  const RG g = GetParam();
+  const idx_t lo_ld = g.split + 3, hi_ld = g.N - g.split + 2;
+  for (int bf = 0; bf < 2; ++bf) {
+    Rng rng(131 + bf, uint64_t(g.M * 17 + g.Kd));
+    const RgData d = rg_data(g, rng, bf);
+    const auto ref = cpu_rg<double>(g, d);
+    auto naive = cpu_rg<float>(g, d);
+    if (bf) naive = rounded_d(naive);
+    std::vector<double> got;
+    bool padding_ok = true;
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      DeviceBuffer IN = up<T>(d.in), W = up<T>(d.w), C = up_f32(d.c), IDX = DeviceBuffer::from_host(d.idx),
+                   LO = bf ? gputest::poisoned_bf16(size_t(g.M * lo_ld)) : gputest::poisoned_f32(size_t(g.M * lo_ld)),
+                   HI = bf ? gputest::poisoned_bf16(size_t(g.M * hi_ld)) : gputest::poisoned_f32(size_t(g.M * hi_ld));
+      cuda::routed_gemv_forward<T>(LO.as<T>(), lo_ld, nullptr, HI.as<T>(), hi_ld, C.as<float>(), g.split, IN.as<T>(),
+                                   g.in_ld, W.as<T>(), g.N * g.Kd, IDX.as<int32_t>(), g.M, g.K, g.N, g.Kd, nullptr);
+      sync();
+      const auto lo = down<T>(LO), hi = down<T>(HI);
+      got = packed(lo, g.M, g.split, lo_ld);
+      const auto h = packed(hi, g.M, g.N - g.split, hi_ld);
+      got.insert(got.end(), h.begin(), h.end());
+      for (idx_t m = 0; m < g.M; ++m) {
+        for (idx_t x = g.split; x < lo_ld; ++x) padding_ok = padding_ok && std::isnan(lo[size_t(m * lo_ld + x)]);
+        for (idx_t x = g.N - g.split; x < hi_ld; ++x) padding_ok = padding_ok && std::isnan(hi[size_t(m * hi_ld + x)]);
+      }
+    };
+    if (bf) run(bf16{}); else run(float{});
+    const double e = rel_err(got, ref), en = rel_err(naive, ref);
+    if (bf) gputest::expect_within_budget("bf16 routed gemv M=" + std::to_string(g.M), e, en, 1e-5);
+    else EXPECT_LT(e, 1e-5) << "fp32 routed gemv M=" << g.M << " (naive fp32 error " << en << ")";
+    EXPECT_TRUE(padding_ok) << "routed_gemv wrote past its columns";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RoutedGemvCuda,
+                         ::testing::Values(RG{1, 1, 100, 128, 40, 128}, RG{3, 2, 96, 70, 48, 70},
+                                           RG{7, 4, 130, 256, 65, 264}, RG{64, 2, 64, 128, 32, 128},
+                                           RG{5, 3, 33, 16, 33, 16}));
+
+// Captured in a CUDA graph, replayed after new expert choices were written to the same device
+// buffer: the graph reads idx on the device, and equals a direct launch bit for bit.
+TEST(RoutedGemvCuda, GraphCapturableAndReadsTheChoiceOnTheDevice) {
+  REQUIRE_GPU();
+  const RG g{2, 2, 100, 128, 50, 128};
+  Rng rng(141, 1);
+  RgData d = rg_data(g, rng, false);
+  DeviceBuffer IN = up_f32(d.in), W = up_f32(d.w), C = up_f32(d.c), IDX = DeviceBuffer::from_host(d.idx),
+               LO = gputest::poisoned_f32(size_t(g.M * g.split)), HI = gputest::poisoned_f32(size_t(g.M * (g.N - g.split)));
+  cudaStream_t st;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  auto launch = [&](float* lo, float* hi) {
+    cuda::routed_gemv_forward<float>(lo, g.split, nullptr, hi, g.N - g.split, C.as<float>(), g.split, IN.as<float>(),
+                                     g.in_ld, W.as<float>(), g.N * g.Kd, IDX.as<int32_t>(), g.M, g.K, g.N, g.Kd, st);
+  };
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  launch(LO.as<float>(), HI.as<float>());
+  CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) d.idx = {7, 1, 6, 0};
+    CUDA_CHECK(cudaMemcpyAsync(IDX.data(), d.idx.data(), d.idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaGraphLaunch(exec, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    std::vector<double> got = down_f32(LO), h = down_f32(HI);
+    got.insert(got.end(), h.begin(), h.end());
+    EXPECT_LT(rel_err(got, cpu_rg<double>(g, d)), 1e-5) << "graph replay " << round;
+    DeviceBuffer LO2 = gputest::poisoned_f32(size_t(g.M * g.split)), HI2 = gputest::poisoned_f32(size_t(g.M * (g.N - g.split)));
+    launch(LO2.as<float>(), HI2.as<float>());
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    std::vector<double> direct = down_f32(LO2), h2 = down_f32(HI2);
+    direct.insert(direct.end(), h2.begin(), h2.end());
+    EXPECT_EQ(direct, got);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  CUDA_CHECK(cudaStreamDestroy(st));
 }
 
 }  // namespace

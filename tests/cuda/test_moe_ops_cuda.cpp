@@ -5,11 +5,13 @@
 //   - moe_permute_plan / _plan_stacked built on the device equal the CPU plans exactly; permute /
 //     unpermute forward and backward in fp32 (tight) and bf16 (within bf16 rounding), the dw
 //     reduction bitwise repeatable.
-// Sizes are awkward on purpose (M = 777 tokens, E up to 64, K up to 4, X = 70).
+// Sizes are awkward on purpose (M = 777 tokens: several 256-slot chunks of the plan and of the
+// router statistics; E up to 4096, more experts than a block has threads; K up to 4; X = 70).
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "core/check.h"
@@ -114,7 +116,9 @@ TEST_P(RouterCuda, TopkLossesForwardBackwardMatchTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Sizes, RouterCuda,
                          ::testing::Values(std::make_tuple(1, 1, true), std::make_tuple(8, 1, false),
                                            std::make_tuple(8, 2, true), std::make_tuple(64, 4, true),
-                                           std::make_tuple(8, 2, false)));
+                                           std::make_tuple(8, 2, false),
+                                           // more experts than a block has threads; the largest E
+                                           std::make_tuple(300, 3, true), std::make_tuple(4096, 2, false)));
 
 TEST(RouterCuda, RefusesSizesBeyondTheKernel) {
   REQUIRE_GPU();
@@ -194,7 +198,7 @@ TEST_P(PermuteCuda, PlanIsTheCpuPlanAndMovesMatch) {
 
 INSTANTIATE_TEST_SUITE_P(Sizes, PermuteCuda,
                          ::testing::Values(std::make_pair(1, 1), std::make_pair(8, 1), std::make_pair(8, 2),
-                                           std::make_pair(64, 4)));
+                                           std::make_pair(64, 4), std::make_pair(300, 3), std::make_pair(4096, 2)));
 
 // The plan needs no host sync: it can be captured in a CUDA graph and replayed.
 TEST(PermuteCuda, PlanIsGraphCapturable) {
@@ -261,4 +265,38 @@ TEST(GroupedMatmulCuda, ForwardBackwardMatchTheCpu) {
                                      OFF.as<int32_t>(), E, N, Kd, R, nullptr, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_LT(max_abs_rel(from_bf16_bits(OUT16.to_host<uint16_t>()), out16), 8e-3);
+}
+
+// The experts' GEMMs spread over 4 streams give bitwise what one stream gives, on a non-default
+// stream with a host copy of the offsets (the training path), and the caller's stream waits for
+// every side stream before it goes on.
+TEST(GroupedMatmulCuda, SeveralStreamsEqualOneStreamBitwise) {
+  REQUIRE_GPU();
+  const idx_t E = 8, N = 256, Kd = 192;
+  const std::vector<int32_t> off = {0, 300, 300, 700, 1100, 1500, 1501, 1900, 2300};
+  const idx_t R = off.back();
+  const std::vector<float> in = uniform(size_t(R * Kd), 61), w = uniform(size_t(E * N * Kd), 62, -0.3, 0.3),
+                           dout = uniform(size_t(R * N), 63);
+  DeviceBuffer OFF = DeviceBuffer::from_host(off), IN = DeviceBuffer::from_host(to_bf16_bits(in)),
+               W = DeviceBuffer::from_host(to_bf16_bits(w)), DO = DeviceBuffer::from_host(to_bf16_bits(dout));
+  cudaStream_t st;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  auto run = [&](int streams) {
+    cuda::set_grouped_matmul_streams(streams);
+    DeviceBuffer OUT(size_t(R * N) * 2), DIN(size_t(R * Kd) * 2),
+        DW = DeviceBuffer::from_host(std::vector<float>(size_t(E * N * Kd), 0.5f));
+    cuda::grouped_matmul_forward<bf16>(OUT.as<bf16>(), N, IN.as<bf16>(), Kd, W.as<bf16>(), N * Kd, OFF.as<int32_t>(),
+                                       E, N, Kd, R, off.data(), st);
+    cuda::grouped_matmul_backward<bf16>(DIN.as<bf16>(), Kd, DW.as<float>(), DO.as<bf16>(), N, IN.as<bf16>(), Kd,
+                                        W.as<bf16>(), N * Kd, OFF.as<int32_t>(), E, N, Kd, false, off.data(), st);
+    CUDA_CHECK(cudaStreamSynchronize(st));  // only the caller's stream: the side streams were joined into it
+    return std::make_tuple(OUT.to_host<uint16_t>(), DIN.to_host<uint16_t>(), DW.to_host<float>());
+  };
+  const auto one = run(1), four = run(4);
+  cuda::set_grouped_matmul_streams(4);
+  CUDA_CHECK(cudaStreamDestroy(st));
+  EXPECT_EQ(std::get<0>(one), std::get<0>(four));
+  EXPECT_EQ(std::get<1>(one), std::get<1>(four));
+  EXPECT_EQ(std::get<2>(one), std::get<2>(four));
+  EXPECT_NE(std::get<2>(one)[size_t(2 * N * Kd)], 0.5f) << "expert 2's gradient was not accumulated";
 }

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "core/cuda_check.h"
 #include "ops/activations.h"
@@ -52,6 +53,33 @@ __device__ __forceinline__ float softplus_grad_f(float v) {
 // request comes, and is reused otherwise, so steady-state steps allocate nothing. The pointer is
 // valid for work enqueued on `stream` until the next workspace() call on the same stream.
 void* workspace(size_t bytes, cudaStream_t stream);
+
+// Chunking of n routing slots (or token rows) over E experts for the chunk-parallel plan and
+// router statistics: chunks of `size` items (a multiple of 32, at least 256), at most
+// max(1, 2^20 / E) of them, so a [count, E] table of partials stays <= 2^20 entries.
+struct ExpertChunks {
+  idx_t size = 256, count = 1;
+};
+inline ExpertChunks expert_chunks(idx_t n, idx_t E) {
+  const idx_t most = (idx_t(1) << 20) / (E > 0 ? E : 1) > 0 ? (idx_t(1) << 20) / (E > 0 ? E : 1) : 1;
+  idx_t size = (n + most - 1) / most;
+  size = size < 256 ? 256 : (size + 31) / 32 * 32;
+  const idx_t count = n > 0 ? (n + size - 1) / size : 1;
+  return {size, count};
+}
+
+// Block-wide count of the items idx[i0 .. i1-1] per expert into shared counters cnt[E] (zeroed
+// here; integer shared atomics: exact and order-free). Ids outside [0, E) are not counted.
+// Ends with __syncthreads(); every thread of the block must call it.
+__device__ __forceinline__ void block_expert_counts(int32_t* cnt, const int32_t* idx, idx_t i0, idx_t i1, idx_t E) {
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+  __syncthreads();
+  for (idx_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const int32_t e = idx[i];
+    if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
+  }
+  __syncthreads();
+}
 
 inline unsigned grid_1d(idx_t n, int block, idx_t cap = 65535 * 8) {
   idx_t g = (n + block - 1) / block;

@@ -31,9 +31,22 @@ __global__ void embed_bwd_kernel(float* dtable, const float* dout, const int32_t
   const int32_t id = sid[p];
   if (p > 0 && sid[p - 1] == id) return;  // not the start of a run
   if (id < 0 || id >= V) return;
+  idx_t end = p + 1;
+  while (end < rows && sid[end] == id) ++end;
+  // A frequent token's run can be hundreds of rows: load 8 rows at a time (independent loads in
+  // flight), then add them in row order, so the sum is the same as one row at a time.
+  constexpr int kAhead = 8;
   for (idx_t i = threadIdx.x; i < D; i += blockDim.x) {
     float acc = dtable[idx_t(id) * D + i];
-    for (idx_t q = p; q < rows && sid[q] == id; ++q) acc += dout[idx_t(srow[q]) * D + i];
+    idx_t q = p;
+    for (; q + kAhead <= end; q += kAhead) {
+      float v[kAhead];
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) v[j] = dout[idx_t(srow[q + j]) * D + i];
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) acc += v[j];
+    }
+    for (; q < end; ++q) acc += dout[idx_t(srow[q]) * D + i];
     dtable[idx_t(id) * D + i] = acc;
   }
 }

@@ -1,7 +1,7 @@
-// CUDA moe_permute (see ops/moe_permute.h). The plan is built on the device without atomics:
-// block e counts expert e's slots, one thread scans the counts into offsets, then block e walks
-// the slots in order and ranks its own with a block-wide prefix count, so row_of_slot is the
-// CPU's stable counting sort exactly (deterministic, graph-capturable: no host sync). Data
+// CUDA moe_permute (see ops/moe_permute.h). The plan is built on the device in three
+// chunk-parallel passes (count, scan, rank; see chunk_count_kernel) with integer counts only, so
+// row_of_slot is the CPU's stable counting sort exactly (deterministic, graph-capturable: no host
+// sync). Data
 // movement: one block per row, 16-byte vectors where the rows are aligned; every output element
 // is written by one thread; the sums over k run in k order in fp32, and dw's dot products are
 // lane-strided partial sums reduced in a fixed butterfly.
@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/moe_permute.h"
+#include "ops/router_topk.h"
 
 namespace moessm::cuda {
 
@@ -18,46 +19,64 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void count_kernel(int32_t* count, const int32_t* idx, idx_t S) {
-  __shared__ int sh[kThreads];
-  const int32_t e = int32_t(blockIdx.x);
-  int c = 0;
-  for (idx_t s = threadIdx.x; s < S; s += blockDim.x) c += idx[s] == e;
-  sh[threadIdx.x] = c;
-  __syncthreads();
-  for (int o = kThreads / 2; o > 0; o >>= 1) {
-    if (int(threadIdx.x) < o) sh[threadIdx.x] += sh[threadIdx.x + o];
-    __syncthreads();
+// The plan in three chunk-parallel passes over the S = M·K slots, split into expert_chunks(S, E):
+//   count: block c counts its chunk's slots per expert into counts[c, E];
+//   scan:  one block turns the counts into offsets[E+1] and, in place, counts[c, e] into the
+//          first grouped row of expert e's slots in chunk c (offsets[e] + Σ_{c' < c} counts);
+//   rank:  one warp per chunk walks its slots 32 at a time in slot order; lanes routed to the
+//          same expert find each other with __match_any_sync and take consecutive rows.
+// Integer counts only: exact, deterministic, and the stable counting sort of the CPU.
+__global__ void chunk_count_kernel(int32_t* counts, const int32_t* idx, idx_t S, idx_t E, idx_t chunk) {
+  extern __shared__ int32_t cnt[];
+  const idx_t s0 = idx_t(blockIdx.x) * chunk, s1 = s0 + chunk < S ? s0 + chunk : S;
+  block_expert_counts(cnt, idx, s0, s1, E);
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) counts[idx_t(blockIdx.x) * E + e] = cnt[e];
+}
+
+__global__ void chunk_scan_kernel(int32_t* offsets, int32_t* counts, idx_t E, idx_t chunks) {
+  extern __shared__ int32_t base[];
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t t = 0;
+    for (idx_t c = 0; c < chunks; ++c) t += counts[c * E + e];
+    base[e] = t;
   }
-  if (threadIdx.x == 0) count[e] = sh[0];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t at = 0;
+    offsets[0] = 0;
+    for (idx_t e = 0; e < E; ++e) {
+      const int32_t t = base[e];
+      base[e] = at;
+      offsets[e + 1] = (at += t);
+    }
+  }
+  __syncthreads();
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t run = base[e];
+    for (idx_t c = 0; c < chunks; ++c) {
+      const int32_t t = counts[c * E + e];
+      counts[c * E + e] = run;
+      run += t;
+    }
+  }
 }
 
-__global__ void scan_kernel(int32_t* offsets, const int32_t* count, idx_t E) {
-  int32_t at = 0;
-  offsets[0] = 0;
-  for (idx_t e = 0; e < E; ++e) offsets[e + 1] = (at += count[e]);
-}
-
-// Block e assigns the grouped rows of expert e's slots, in slot order.
-__global__ void rank_kernel(int32_t* row_of_slot, const int32_t* offsets, const int32_t* idx, idx_t S) {
-  __shared__ int warp_tot[kThreads / 32];
-  const int32_t e = int32_t(blockIdx.x);
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  int32_t base = offsets[e];
-  for (idx_t s0 = 0; s0 < S; s0 += kThreads) {
-    const idx_t s = s0 + threadIdx.x;
-    const bool mine = s < S && idx[s] == e;
-    const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-    const int before_in_warp = __popc(ballot & ((1u << lane) - 1u));
-    if (lane == 0) warp_tot[wid] = __popc(ballot);
-    __syncthreads();
-    int before = before_in_warp;
-    for (int w = 0; w < wid; ++w) before += warp_tot[w];
-    if (mine) row_of_slot[s] = base + before;
-    int chunk = 0;
-    for (int w = 0; w < kThreads / 32; ++w) chunk += warp_tot[w];
-    __syncthreads();
-    base += chunk;
+__global__ void chunk_rank_kernel(int32_t* row_of_slot, const int32_t* first_row, const int32_t* idx, idx_t S,
+                                  idx_t E, idx_t chunk) {
+  extern __shared__ int32_t next[];
+  const int lane = int(threadIdx.x);
+  for (idx_t e = lane; e < E; e += 32) next[e] = first_row[idx_t(blockIdx.x) * E + e];
+  __syncwarp();
+  const idx_t s0 = idx_t(blockIdx.x) * chunk, s1 = s0 + chunk < S ? s0 + chunk : S;
+  for (idx_t b = s0; b < s1; b += 32) {
+    const idx_t s = b + lane;
+    const int32_t e = s < s1 ? idx[s] : -1;
+    const bool ok = e >= 0 && e < E;
+    const unsigned peers = __match_any_sync(0xffffffffu, ok ? e : -1);
+    if (ok) row_of_slot[s] = next[e] + __popc(peers & ((1u << lane) - 1u));
+    __syncwarp();
+    if (ok && lane == __ffs(peers) - 1) next[e] += __popc(peers);
+    __syncwarp();
   }
 }
 
@@ -207,15 +226,17 @@ void moe_permute_plan(int32_t* offsets, int32_t* row_of_slot, const int32_t* idx
                       cudaStream_t stream) {
   CHECK(M >= 0 && E >= 1 && K >= 1 && K <= E, "moe_permute_plan: need 1 <= K <= E, found M=", M, " E=", E, " K=", K);
   CHECK(M * K < (idx_t(1) << 31), "moe_permute_plan: ", M * K, " slots exceed int32 row indices");
-  CHECK(E <= 65535, "moe_permute_plan (cuda): at most 65535 experts, found ", E);
-  int32_t* count = static_cast<int32_t*>(workspace(size_t(E) * sizeof(int32_t), stream));
-  count_kernel<<<unsigned(E), kThreads, 0, stream>>>(count, idx, M * K);
-  CUDA_CHECK_LAUNCH("count_kernel");
-  scan_kernel<<<1, 1, 0, stream>>>(offsets, count, E);
-  CUDA_CHECK_LAUNCH("scan_kernel");
+  CHECK(E <= kRouterMaxExperts, "moe_permute_plan (cuda): at most ", kRouterMaxExperts, " experts, found ", E);
+  const ExpertChunks ch = expert_chunks(M * K, E);
+  int32_t* counts = static_cast<int32_t*>(workspace(size_t(ch.count * E) * sizeof(int32_t), stream));
+  const size_t shared = size_t(E) * sizeof(int32_t);
+  chunk_count_kernel<<<unsigned(ch.count), kThreads, shared, stream>>>(counts, idx, M * K, E, ch.size);
+  CUDA_CHECK_LAUNCH("chunk_count_kernel");
+  chunk_scan_kernel<<<1, 1024, shared, stream>>>(offsets, counts, E, ch.count);
+  CUDA_CHECK_LAUNCH("chunk_scan_kernel");
   if (M == 0) return;
-  rank_kernel<<<unsigned(E), kThreads, 0, stream>>>(row_of_slot, offsets, idx, M * K);
-  CUDA_CHECK_LAUNCH("rank_kernel");
+  chunk_rank_kernel<<<unsigned(ch.count), 32, shared, stream>>>(row_of_slot, counts, idx, M * K, E, ch.size);
+  CUDA_CHECK_LAUNCH("chunk_rank_kernel");
 }
 
 void moe_permute_plan_stacked(int32_t* row_of_slot, const int32_t* idx, idx_t M, idx_t E, idx_t K,

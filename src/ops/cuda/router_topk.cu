@@ -73,22 +73,69 @@ __device__ double block_sum(double v) {
   return sh[0];
 }
 
-// Block e: share of the routing slots given to expert e (f_e, into f[e]) and, when probs is
-// given, Σ_m p[m, e] (into pbar[e]).
-__global__ void expert_share_kernel(double* f, double* pbar, const float* probs, const int32_t* idx, idx_t M,
-                                    idx_t E, idx_t K) {
-  const idx_t e = blockIdx.x;
-  double cnt = 0, ps = 0;
-  for (idx_t s = threadIdx.x; s < M * K; s += blockDim.x) cnt += idx[s] == int32_t(e) ? 1.0 : 0.0;
-  if (probs)
-    for (idx_t m = threadIdx.x; m < M; m += blockDim.x) ps += double(probs[m * E + e]);
-  const double c = block_sum(cnt);
-  __syncthreads();
-  const double p = block_sum(ps);
-  if (threadIdx.x == 0) {
-    f[e] = M > 0 ? c / double(M * K) : 0.0;
+// The experts' shares in two chunk-parallel passes over the rows, split into expert_chunks(M, E):
+//   share_part_kernel: block c counts the slots of its rows per expert (cnt[c, e]) and, when probs
+//     is given, sums p[m, e] over its rows (psum[c, e]): thread (g, e) sums rows g, g + G, … of
+//     column e in double, then the G group sums are added in group order;
+//   share_final_kernel: f[e] = Σ_c cnt[c, e] / (M·K) and pbar[e] = Σ_c psum[c, e], in chunk order.
+// Fixed orders throughout (deterministic, no float atomics).
+__global__ void share_part_kernel(int32_t* cnt, double* psum, const float* probs, const int32_t* idx, idx_t M,
+                                  idx_t E, idx_t K, idx_t rows) {
+  extern __shared__ int32_t sh_cnt[];
+  __shared__ double part[kThreads];
+  const idx_t c = blockIdx.x, r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
+  block_expert_counts(sh_cnt, idx, r0 * K, r1 * K, E);
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) cnt[c * E + e] = sh_cnt[e];
+  if (!probs) return;
+  if (E <= kThreads) {
+    const idx_t G = kThreads / E, g = threadIdx.x / E, e = threadIdx.x % E;
+    double s = 0;
+    if (g < G)
+      for (idx_t m = r0 + g; m < r1; m += G) s += double(probs[m * E + e]);
+    part[threadIdx.x] = s;
+    __syncthreads();
+    if (idx_t(threadIdx.x) < E) {
+      double t = 0;
+      for (idx_t q = 0; q < G; ++q) t += part[q * E + threadIdx.x];
+      psum[c * E + threadIdx.x] = t;
+    }
+  } else {
+    for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
+      double s = 0;
+      for (idx_t m = r0; m < r1; ++m) s += double(probs[m * E + e]);
+      psum[c * E + e] = s;
+    }
+  }
+}
+
+__global__ void share_final_kernel(double* f, double* pbar, const int32_t* cnt, const double* psum, idx_t M,
+                                   idx_t E, idx_t K, idx_t chunks) {
+  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int64_t n = 0;
+    double p = 0;
+    for (idx_t c = 0; c < chunks; ++c) {
+      n += cnt[c * E + e];
+      if (pbar) p += psum[c * E + e];
+    }
+    f[e] = M > 0 ? double(n) / double(M * K) : 0.0;
     if (pbar) pbar[e] = p;
   }
+}
+
+// f[E] (and pbar[E] when probs is given) in the stream's workspace.
+double* expert_shares(const float* probs, const int32_t* idx, idx_t M, idx_t E, idx_t K, cudaStream_t stream) {
+  const ExpertChunks ch = expert_chunks(M, E);
+  const size_t n = size_t(ch.count * E);
+  char* ws = static_cast<char*>(workspace(size_t(2 * E) * sizeof(double) + n * (sizeof(double) + sizeof(int32_t)), stream));
+  double* f = reinterpret_cast<double*>(ws);
+  double* psum = f + 2 * E;
+  int32_t* cnt = reinterpret_cast<int32_t*>(psum + n);
+  share_part_kernel<<<unsigned(ch.count), kThreads, size_t(E) * sizeof(int32_t), stream>>>(cnt, psum, probs, idx, M,
+                                                                                            E, K, ch.size);
+  CUDA_CHECK_LAUNCH("share_part_kernel");
+  share_final_kernel<<<1, kThreads, 0, stream>>>(f, probs ? f + E : nullptr, cnt, psum, M, E, K, ch.count);
+  CUDA_CHECK_LAUNCH("share_final_kernel");
+  return f;
 }
 
 __global__ void aux_final_kernel(double* loss, double* load, const double* f, const double* pbar, idx_t M,
@@ -159,9 +206,7 @@ void router_aux_loss_forward(double* loss, double* load, const float* probs, con
                              idx_t K, double coef, cudaStream_t stream) {
   check_sizes("router_aux_loss_forward", M, E, K);
   if (M == 0) return;
-  double* f = static_cast<double*>(workspace(size_t(2 * E) * sizeof(double), stream));
-  expert_share_kernel<<<unsigned(E), kThreads, 0, stream>>>(f, f + E, probs, idx, M, E, K);
-  CUDA_CHECK_LAUNCH("expert_share_kernel");
+  const double* f = expert_shares(probs, idx, M, E, K, stream);
   aux_final_kernel<<<1, 1, 0, stream>>>(loss, load, f, f + E, M, E, coef);
   CUDA_CHECK_LAUNCH("aux_final_kernel");
 }
@@ -170,9 +215,7 @@ void router_aux_loss_backward(float* dprobs, double dloss, const int32_t* idx, i
                               double coef, cudaStream_t stream) {
   check_sizes("router_aux_loss_backward", M, E, K);
   if (M == 0) return;
-  double* f = static_cast<double*>(workspace(size_t(E) * sizeof(double), stream));
-  expert_share_kernel<<<unsigned(E), kThreads, 0, stream>>>(f, nullptr, nullptr, idx, M, E, K);
-  CUDA_CHECK_LAUNCH("expert_share_kernel");
+  const double* f = expert_shares(nullptr, idx, M, E, K, stream);
   aux_bwd_kernel<<<grid_1d(M * E, kThreads), kThreads, 0, stream>>>(dprobs, f, dloss * coef * double(E) / double(M),
                                                                     M, E);
   CUDA_CHECK_LAUNCH("aux_bwd_kernel");
