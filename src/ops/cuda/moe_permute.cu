@@ -33,12 +33,18 @@ __global__ void chunk_count_kernel(int32_t* counts, const int32_t* idx, idx_t S,
   for (idx_t e = threadIdx.x; e < E; e += blockDim.x) counts[idx_t(blockIdx.x) * E + e] = cnt[e];
 }
 
+// One warp per expert (strided): the expert's total over chunks (a warp sum of integers), then,
+// after one thread has turned the totals into offsets, an exclusive scan over the chunks 32 at a
+// time (shuffle scan plus the running carry).
 __global__ void chunk_scan_kernel(int32_t* offsets, int32_t* counts, idx_t E, idx_t chunks) {
   extern __shared__ int32_t base[];
-  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
+  const int lane = int(threadIdx.x & 31), warp = int(threadIdx.x >> 5), warps = int(blockDim.x >> 5);
+  for (idx_t e = warp; e < E; e += warps) {
     int32_t t = 0;
-    for (idx_t c = 0; c < chunks; ++c) t += counts[c * E + e];
-    base[e] = t;
+    for (idx_t c = lane; c < chunks; c += 32) t += counts[c * E + e];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (lane == 0) base[e] = t;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -51,12 +57,19 @@ __global__ void chunk_scan_kernel(int32_t* offsets, int32_t* counts, idx_t E, id
     }
   }
   __syncthreads();
-  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
-    int32_t run = base[e];
-    for (idx_t c = 0; c < chunks; ++c) {
-      const int32_t t = counts[c * E + e];
-      counts[c * E + e] = run;
-      run += t;
+  for (idx_t e = warp; e < E; e += warps) {
+    int32_t carry = base[e];
+    for (idx_t c0 = 0; c0 < chunks; c0 += 32) {
+      const idx_t c = c0 + lane;
+      const int32_t v = c < chunks ? counts[c * E + e] : 0;
+      int32_t inc = v;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int32_t n = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += n;
+      }
+      if (c < chunks) counts[c * E + e] = carry + inc - v;
+      carry += __shfl_sync(0xffffffffu, inc, 31);
     }
   }
 }

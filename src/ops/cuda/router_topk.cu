@@ -77,7 +77,8 @@ __device__ double block_sum(double v) {
 //   share_part_kernel: block c counts the slots of its rows per expert (cnt[c, e]) and, when probs
 //     is given, sums p[m, e] over its rows (psum[c, e]): thread (g, e) sums rows g, g + G, … of
 //     column e in double, then the G group sums are added in group order;
-//   share_final_kernel: f[e] = Σ_c cnt[c, e] / (M·K) and pbar[e] = Σ_c psum[c, e], in chunk order.
+//   share_final_kernel: f[e] = Σ_c cnt[c, e] / (M·K) and pbar[e] = Σ_c psum[c, e]: one warp per
+//     expert, lane-strided over the chunks, then a fixed butterfly.
 // Fixed orders throughout (deterministic, no float atomics).
 __global__ void share_part_kernel(int32_t* cnt, double* psum, const float* probs, const int32_t* idx, idx_t M,
                                   idx_t E, idx_t K, idx_t rows) {
@@ -110,15 +111,23 @@ __global__ void share_part_kernel(int32_t* cnt, double* psum, const float* probs
 
 __global__ void share_final_kernel(double* f, double* pbar, const int32_t* cnt, const double* psum, idx_t M,
                                    idx_t E, idx_t K, idx_t chunks) {
-  for (idx_t e = threadIdx.x; e < E; e += blockDim.x) {
-    int64_t n = 0;
+  const int lane = int(threadIdx.x & 31), warp = int(threadIdx.x >> 5), warps = int(blockDim.x >> 5);
+  for (idx_t e = warp; e < E; e += warps) {  // one warp per expert: lane-strided chunks, fixed butterfly
+    long long n = 0;
     double p = 0;
-    for (idx_t c = 0; c < chunks; ++c) {
+    for (idx_t c = lane; c < chunks; c += 32) {
       n += cnt[c * E + e];
       if (pbar) p += psum[c * E + e];
     }
-    f[e] = M > 0 ? double(n) / double(M * K) : 0.0;
-    if (pbar) pbar[e] = p;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      n += __shfl_xor_sync(0xffffffffu, n, o);
+      p += __shfl_xor_sync(0xffffffffu, p, o);
+    }
+    if (lane == 0) {
+      f[e] = M > 0 ? double(n) / double(M * K) : 0.0;
+      if (pbar) pbar[e] = p;
+    }
   }
 }
 
@@ -133,7 +142,7 @@ double* expert_shares(const float* probs, const int32_t* idx, idx_t M, idx_t E, 
   share_part_kernel<<<unsigned(ch.count), kThreads, size_t(E) * sizeof(int32_t), stream>>>(cnt, psum, probs, idx, M,
                                                                                             E, K, ch.size);
   CUDA_CHECK_LAUNCH("share_part_kernel");
-  share_final_kernel<<<1, kThreads, 0, stream>>>(f, probs ? f + E : nullptr, cnt, psum, M, E, K, ch.count);
+  share_final_kernel<<<1, 1024, 0, stream>>>(f, probs ? f + E : nullptr, cnt, psum, M, E, K, ch.count);
   CUDA_CHECK_LAUNCH("share_final_kernel");
   return f;
 }
