@@ -35,6 +35,7 @@
 #include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
+#include "ops/swiglu.h"
 
 namespace moessm {
 
@@ -145,7 +146,7 @@ struct CpuBackend {
   // *out = Σ x (in order, in double).
   static void sum_to(const Ctx&, double* out, const F* x, idx_t n) { *out = cpu::sum(x, n); }
   // ---- elementwise and MoE ops (ops/elementwise.h, router_topk.h, moe_permute.h,
-  //      grouped_matmul.h, expert_conv1d.h, delta_softplus.h) ----
+  //      grouped_matmul.h, expert_conv1d.h, delta_softplus.h, swiglu.h) ----
   static void add_forward(const Ctx&, Act* out, idx_t out_ld, const Act* a, idx_t a_ld, const Act* b, idx_t b_ld,
                           idx_t M, idx_t X) {
     cpu::add_forward(out, out_ld, a, a_ld, b, b_ld, M, X);
@@ -251,6 +252,15 @@ struct CpuBackend {
                                    const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
     cpu::expert_conv1d_backward(dx, dx_ld, dw, dbias, dpre_work, dx_work, dout, dout_ld, x, x_ld, state_in, pre, idx,
                                 w, bias, B, T_, Di, Kc, E, K);
+  }
+  // out = silu(a) ⊙ b (ops/swiglu.h: the SwiGLU feed-forward gate); backward assigns da, db.
+  static void swiglu_forward(const Ctx&, Act* out, idx_t out_ld, const Act* a, idx_t a_ld, const Act* b, idx_t b_ld,
+                             idx_t M, idx_t X) {
+    cpu::swiglu_forward(out, out_ld, a, a_ld, b, b_ld, M, X);
+  }
+  static void swiglu_backward(const Ctx&, Act* da, idx_t da_ld, Act* db, idx_t db_ld, const Act* dout, idx_t dout_ld,
+                              const Act* a, idx_t a_ld, const Act* b, idx_t b_ld, idx_t M, idx_t X) {
+    cpu::swiglu_backward(da, da_ld, db, db_ld, dout, dout_ld, a, a_ld, b, b_ld, M, X);
   }
   static void delta_softplus_forward(const Ctx&, Act* out, const Act* x, const Param* bias, idx_t M, idx_t Di) {
     cpu::delta_softplus_forward(out, x, bias, M, Di);

@@ -36,6 +36,7 @@
 #include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
+#include "ops/swiglu.h"
 
 namespace moessm {
 
@@ -277,6 +278,14 @@ struct CudaBackend {
                                    const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, idx_t E, idx_t K) {
     cuda::expert_conv1d_backward<Act>(dx, dx_ld, dw, dbias, dpre_work, dx_work, dout, dout_ld, x, x_ld, state_in, pre,
                                       idx, w, bias, B, T_, Di, Kc, E, K, c.stream);
+  }
+  static void swiglu_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* a, idx_t a_ld, const Act* b,
+                             idx_t b_ld, idx_t M, idx_t X) {
+    cuda::swiglu_forward<Act>(out, out_ld, a, a_ld, b, b_ld, M, X, c.stream);
+  }
+  static void swiglu_backward(const Ctx& c, Act* da, idx_t da_ld, Act* db, idx_t db_ld, const Act* dout,
+                              idx_t dout_ld, const Act* a, idx_t a_ld, const Act* b, idx_t b_ld, idx_t M, idx_t X) {
+    cuda::swiglu_backward<Act>(da, da_ld, db, db_ld, dout, dout_ld, a, a_ld, b, b_ld, M, X, c.stream);
   }
   static void delta_softplus_forward(const Ctx& c, Act* out, const Act* x, const Param* bias, idx_t M, idx_t Di) {
     cuda::delta_softplus_forward<Act>(out, x, bias, M, Di, c.stream);

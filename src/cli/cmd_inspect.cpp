@@ -48,6 +48,9 @@ int cmd_init(int argc, char** argv) {
   model.init(static_cast<uint64_t>(a.integer("seed")));
   save_model(a.str("out"), model);
   std::printf("%s", describe_counts(model.counts()).c_str());
+  std::vector<std::pair<std::string, MixerCounts>> layers;
+  for (int l = 0; l < model.n_layers(); ++l) layers.emplace_back(model.mixer(l).type(), model.mixer(l).counts());
+  std::printf("%s", describe_layer_counts(layers).c_str());
   std::printf("wrote %s (%d layers, d_model %lld, vocab %lld padded to %lld)\n", a.str("out").c_str(),
               model.n_layers(), (long long)cfg.d_model, (long long)cfg.vocab_size, (long long)model.vocab());
   return 0;

@@ -27,6 +27,21 @@ std::string describe_counts(const MixerCounts& c) {
   return s;
 }
 
+std::string describe_layer_counts(const std::vector<std::pair<std::string, MixerCounts>>& layers) {
+  std::string s;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const MixerCounts& c = layers[l].second;
+    s += "  layer " + std::to_string(l) + " " + layers[l].first + ": params total " + human(double(c.total_params)) +
+         ", active " + human(double(c.active_params)) + "; forward FLOPs " + human(c.forward_flops()) + " (GEMM " +
+         human(c.gemm_flops);
+    if (c.scan_flops > 0) s += ", scan " + human(c.scan_flops);
+    if (c.conv_flops > 0) s += ", conv " + human(c.conv_flops);
+    if (c.router_flops > 0) s += ", router " + human(c.router_flops);
+    s += ", other " + human(c.other_flops) + ")\n";
+  }
+  return s;
+}
+
 Json counts_json(const MixerCounts& c) {
   Json j = Json::object();
   j.set("total_params", c.total_params);

@@ -2,6 +2,8 @@
 // printed by `moessm init`, `train` and the benchmarks so runs can be compared at matched FLOPs.
 #pragma once
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "io/json.h"
 #include "model/mixer.h"
@@ -9,6 +11,9 @@
 namespace moessm {
 
 std::string describe_counts(const MixerCounts& c);  // multi-line text
+// One line per layer: "layer 1 mlp: params total ..., active ...; forward FLOPs ... (GEMM ...,
+// router ..., other ...)", from (type, counts) per layer (Mixer::type(), Mixer::counts()).
+std::string describe_layer_counts(const std::vector<std::pair<std::string, MixerCounts>>& layers);
 Json counts_json(const MixerCounts& c);
 
 }  // namespace moessm

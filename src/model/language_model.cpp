@@ -21,7 +21,7 @@ ModelLayout<Bk> register_model(const ModelConfig& cfg, ParamTable& table) {
     const std::string p = "backbone.layers." + std::to_string(l) + ".";
     m.norm.push_back(table.add(p + "norm.weight", {D}, true));
     m.mixers.push_back(make_mixer<Bk>(cfg, cfg.layers[l], l));
-    m.mixers.back()->register_params(table, p + "mixer.");
+    m.mixers.back()->register_params(table, p + m.mixers.back()->param_scope() + ".");
   }
   m.norm_f = table.add("backbone.norm_f.weight", {D}, true);
   return m;

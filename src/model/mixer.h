@@ -1,11 +1,12 @@
 // Mixer<Bk>: the per-layer sequence mixer interface every layer type implements (dense Mamba,
-// RoM, Swimba, separated MoE-SSM, later attention ...), written once for every backend Bk
-// (src/backend/: CpuBackend<float|double>, CudaBackend<float|bf16>). A model is a list of mixers
+// RoM, Swimba, separated MoE-SSM, the mlp / moe_mlp feed-forward layers, later attention ...),
+// written once for every backend Bk (src/backend/: CpuBackend<float|double>, CudaBackend<float|bf16>). A model is a list of mixers
 // built from the config's per-layer list by the registry (model/mixer_registry.h).
 //
 // Contract:
 // - register_params() appends the layer's tensors to the model's ParamTable (names prefixed with
-//   e.g. "backbone.layers.3.mixer."), remembering their offsets.
+//   e.g. "backbone.layers.3.mixer."; the last part is param_scope(): "mixer" for the Mamba
+//   family, "feed_forward" for the mlp / moe_mlp layers, Jamba's name), remembering their offsets.
 // - init_params() fills this layer's slices of a HOST buffer in the table's layout (the model
 //   uploads it): initialisation is host code on every backend, seeded per tensor name.
 // - plan() carves every activation the layer needs from the arena (the same calls size the arena
@@ -70,6 +71,8 @@ class Mixer {
   using Ctx = typename Bk::Ctx;
   virtual ~Mixer() = default;
   virtual std::string type() const = 0;
+  // The block name in this layer's checkpoint names: backbone.layers.{i}.<param_scope()>.*
+  virtual const char* param_scope() const { return "mixer"; }
   virtual void register_params(ParamTable& table, const std::string& prefix) = 0;
   virtual void init_params(Param* host_params, const ParamTable& table, uint64_t seed) const = 0;
   virtual idx_t state_size() const = 0;  // recurrent state elements per sequence (all parts)

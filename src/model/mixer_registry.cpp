@@ -4,6 +4,8 @@
 #include "backend/backends.h"
 #include "core/check.h"
 #include "model/mamba_mixer.h"
+#include "model/mlp_mixer.h"
+#include "model/moe_mlp_mixer.h"
 #include "model/rom_mixer.h"
 #include "model/separated_moe_ssm_mixer.h"
 #include "model/swimba_mixer.h"
@@ -79,6 +81,8 @@ const std::vector<MixerType<Bk>>& registry() {
       {"rom", routed_cuda_limits, &make_any<RomMixer, Bk>},
       {"swimba", routed_cuda_limits, &make_any<SwimbaMixer, Bk>},
       {"separated_moe_ssm", routed_cuda_limits, &make_any<SeparatedMoeSsmMixer, Bk>},
+      {"mlp", nullptr, &make_any<MlpMixer, Bk>},
+      {"moe_mlp", routed_cuda_limits, &make_any<MoeMlpMixer, Bk>},
   };
   return types;
 }
