@@ -169,9 +169,28 @@ TEST_P(CudaFeedForward, Fp32WithACarriedStateMatchesTheCpu) {
 
 // bf16 activations and GEMM operands (fp32 router logits and weights): aggregate errors only, as
 // the other bf16 model tests (routing may differ where a top-K margin is below bf16 resolution).
-TEST_P(CudaFeedForward, Bf16LogitsAndGradsNearTheReference) {
+// The stacks: hybrid_mlp and moe_mlp_options whole, and each routed layer of jamba_style after a
+// Mamba layer. The whole jamba_style stack (three routers, two of them top-1, in depth) is left
+// out: on the H200 (2026-12-02) its bf16 logits were 9.9% from the fp64 reference while each of
+// its layers alone was within 0.8% (grads 1%), i.e. deep top-1 routes flip on bf16 rounding; its
+// fp32 run matches the CPU's routing exactly (Fp32LogitsLossesGradsAndRoutingMatchTheCpu).
+const std::vector<Case>& bf16_cases() {
+  static const std::vector<Case> c = {
+      cases()[0], cases()[2],
+      {"mamba_moe_mlp_k2", {R"("mamba")", R"({"type": "moe_mlp", "n_experts": 4, "top_k": 2, "d_ff": 72, "z_coef": 0.01})"}, true},
+      {"mamba_rom_k1", {R"("mamba")", R"({"type": "rom", "n_experts": 3, "top_k": 1})"}, true},
+      {"mamba_moe_mlp_k1_shared",
+       {R"("mamba")", R"({"type": "moe_mlp", "n_experts": 5, "top_k": 1, "d_ff": 56, "normalize_topk": false,
+            "shared_expert": true, "shared_d_ff": 40})"},
+       true}};
+  return c;
+}
+
+class CudaFeedForwardBf16 : public ::testing::TestWithParam<int> {};
+
+TEST_P(CudaFeedForwardBf16, LogitsAndGradsNearTheReference) {
   REQUIRE_GPU();
-  const Case& c = cases()[GetParam()];
+  const Case& c = bf16_cases()[size_t(GetParam())];
   const ModelConfig cfg = ff_config(c.layers);
   const idx_t B = 2, T = 70;
   const auto params = init_params(cfg, 3);
@@ -185,6 +204,9 @@ TEST_P(CudaFeedForward, Bf16LogitsAndGradsNearTheReference) {
   for (const ParamInfo& p : layout.table().entries())
     EXPECT_LT(l2_rel(fast.grads, ref.grads, p.offset, p.numel), 0.1) << c.name << " grad " << p.name;
 }
+
+INSTANTIATE_TEST_SUITE_P(Stacks, CudaFeedForwardBf16, ::testing::Range(0, 5),
+                         [](const ::testing::TestParamInfo<int>& i) { return std::string(bf16_cases()[size_t(i.param)].name); });
 
 TEST_P(CudaFeedForward, PrefillThenStepsEqualTheFullForward) {
   REQUIRE_GPU();
