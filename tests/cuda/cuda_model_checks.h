@@ -1,7 +1,8 @@
 // Helpers the model-level GPU tests share (tests/cuda/test_*model*_cuda.cpp): random ids and
 // shifted targets, an initialised parameter vector with generic norms, a random carried state,
 // one forward (logits) + loss + backward (grads) on the CPU model in T or on the CUDA model in
-// Act from the same fp32 parameters, and the relative L2 error.
+// Act from the same fp32 parameters, the relative L2 error, and the model-level comparisons of
+// the MoE and feed-forward stacks (fp32 against the CPU with the routing, bf16 within bounds).
 #pragma once
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
 #include "core/rng.h"
+#include "gpu_testing.h"
 #include "infer/decoder.h"
 #include "infer/generator.h"
 #include "model/language_model.h"
@@ -232,6 +234,76 @@ inline std::pair<TrainResult, TrainResult> short_run_cpu_and_cuda(const ModelCon
   };
   TrainResult cpu = train("cpu");
   return {cpu, train("cuda")};
+}
+
+// The routing statistics of two runs (per layer: load exactly, aux and z losses to 1e-6 / 1e-5).
+inline void expect_same_routing(const Json& cuda_stats, const Json& cpu_stats, const std::string& tag) {
+  ASSERT_TRUE(cuda_stats.is_array() && cpu_stats.is_array()) << tag;
+  ASSERT_EQ(cuda_stats.size(), cpu_stats.size()) << tag;
+  for (size_t l = 0; l < cpu_stats.size(); ++l) {
+    const Json& a = cuda_stats.as_array()[l];
+    const Json& b = cpu_stats.as_array()[l];
+    if (b.is_null()) continue;  // a dense layer
+    const Json::Array& la = a.at("load").as_array();
+    const Json::Array& lb = b.at("load").as_array();
+    ASSERT_EQ(la.size(), lb.size()) << tag << " layer " << l;
+    for (size_t e = 0; e < lb.size(); ++e)
+      EXPECT_EQ(la[e].as_number(), lb[e].as_number()) << tag << " layer " << l << " expert " << e;
+    EXPECT_NEAR(a.at("aux_loss").as_number(), b.at("aux_loss").as_number(), 1e-6 * std::fabs(b.at("aux_loss").as_number()))
+        << tag << " layer " << l;
+    EXPECT_NEAR(a.at("z_loss").as_number(), b.at("z_loss").as_number(), 1e-5 * std::fabs(b.at("z_loss").as_number()) + 1e-12)
+        << tag << " layer " << l;
+  }
+}
+
+// fp32 CUDA against the fp64 CPU reference within the fp32 CPU's error budget (logits 2e-5,
+// every gradient 2e-4), the loss to 1e-5, and for a routed stack the routing statistics equal to
+// the fp32 CPU run's (aux > 0); B 2, T 70, with or without a random carried state.
+inline void expect_fp32_model_matches_cpu(const ModelConfig& cfg, bool routed, bool with_state, const std::string& name) {
+  const idx_t B = 2, T = 70;
+  const auto params = init_params(cfg, 3);
+  const auto ids = random_ids(size_t(B * T), 300, 4);
+  const auto st = random_state(cfg, B, 5);
+  const std::vector<float>* s = with_state && !st.empty() ? &st : nullptr;
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
+  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
+  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
+  const std::string tag = name + (s ? " (carried state)" : "");
+  if (routed) {
+    expect_same_routing(fast.stats, naive.stats, tag);
+    EXPECT_GT(ref.aux, 0.0) << tag;
+    EXPECT_NEAR(fast.aux, ref.aux, 1e-5 * ref.aux) << tag << " aux loss";
+  } else {
+    EXPECT_EQ(ref.aux, 0.0) << tag;
+    EXPECT_EQ(fast.aux, 0.0) << tag;
+  }
+  expect_within_budget(tag + " logits", rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
+  EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
+  LanguageModel<float> layout(cfg);
+  for (const ParamInfo& p : layout.table().entries()) {
+    const std::vector<double> r(ref.grads.begin() + p.offset, ref.grads.begin() + p.offset + p.numel);
+    const std::vector<double> f(fast.grads.begin() + p.offset, fast.grads.begin() + p.offset + p.numel);
+    const std::vector<double> n(naive.grads.begin() + p.offset, naive.grads.begin() + p.offset + p.numel);
+    expect_within_budget(tag + " grad " + p.name, rel_err(f, r), rel_err(n, r), 2e-4);
+  }
+}
+
+// bf16 activations and GEMM operands (fp32 router logits and weights) against the fp64 CPU
+// reference: logits within 3% and every gradient within 10% relative L2, the loss within 1%,
+// the aux loss within 5%; aggregate bounds only (a route whose top-K margin is below bf16
+// resolution may flip). B 2, T 70.
+inline void expect_bf16_model_near_reference(const ModelConfig& cfg, bool routed, const std::string& name) {
+  const idx_t B = 2, T = 70;
+  const auto params = init_params(cfg, 3);
+  const auto ids = random_ids(size_t(B * T), 300, 4);
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, nullptr);
+  const Outputs fast = run_cuda<__nv_bfloat16>(cfg, params, ids, B, T, nullptr);
+  EXPECT_LT(l2_rel(fast.logits, ref.logits, 0, ref.logits.size()), 0.03) << name;
+  EXPECT_NEAR(fast.loss, ref.loss, 0.01 * std::fabs(ref.loss)) << name;
+  if (routed) EXPECT_NEAR(fast.aux, ref.aux, 0.05 * ref.aux) << name;
+  LanguageModel<float> layout(cfg);
+  for (const ParamInfo& p : layout.table().entries())
+    EXPECT_LT(l2_rel(fast.grads, ref.grads, p.offset, p.numel), 0.1) << name << " grad " << p.name;
 }
 
 }  // namespace moessm::gputest

@@ -74,60 +74,16 @@ const std::vector<Case>& cases() {
 }
 
 // The routing of both runs must agree exactly: the same experts chosen for every token.
-void expect_same_routing(const Json& cuda_stats, const Json& cpu_stats, const std::string& tag) {
-  ASSERT_TRUE(cuda_stats.is_array() && cpu_stats.is_array()) << tag;
-  ASSERT_EQ(cuda_stats.size(), cpu_stats.size()) << tag;
-  for (size_t l = 0; l < cpu_stats.size(); ++l) {
-    const Json& a = cuda_stats.as_array()[l];
-    const Json& b = cpu_stats.as_array()[l];
-    if (b.is_null()) continue;  // a dense layer
-    const Json::Array& la = a.at("load").as_array();
-    const Json::Array& lb = b.at("load").as_array();
-    ASSERT_EQ(la.size(), lb.size()) << tag << " layer " << l;
-    for (size_t e = 0; e < lb.size(); ++e)
-      EXPECT_EQ(la[e].as_number(), lb[e].as_number()) << tag << " layer " << l << " expert " << e;
-    EXPECT_NEAR(a.at("aux_loss").as_number(), b.at("aux_loss").as_number(), 1e-6 * std::fabs(b.at("aux_loss").as_number()))
-        << tag << " layer " << l;
-    EXPECT_NEAR(a.at("z_loss").as_number(), b.at("z_loss").as_number(), 1e-5 * std::fabs(b.at("z_loss").as_number()) + 1e-12)
-        << tag << " layer " << l;
-  }
-}
-
-void compare_fp32(const Case& c, bool with_state) {
-  const ModelConfig cfg = moe_config(c.layers);
-  const idx_t B = 2, T = 70;
-  const auto params = init_params(cfg, 3);
-  const auto ids = random_ids(size_t(B * T), 300, 4);
-  const auto st = random_state(cfg, B, 5);
-  const std::vector<float>* s = with_state ? &st : nullptr;
-  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
-  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
-  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
-  const std::string tag = std::string(c.name) + (with_state ? " (carried state)" : "");
-  expect_same_routing(fast.stats, naive.stats, tag);
-  expect_within_budget(tag + " logits", rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
-  EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
-  EXPECT_GT(ref.aux, 0.0) << tag;
-  EXPECT_NEAR(fast.aux, ref.aux, 1e-5 * ref.aux) << tag << " aux loss";
-  LanguageModel<float> layout(cfg);
-  for (const ParamInfo& p : layout.table().entries()) {
-    const std::vector<double> r(ref.grads.begin() + p.offset, ref.grads.begin() + p.offset + p.numel);
-    const std::vector<double> f(fast.grads.begin() + p.offset, fast.grads.begin() + p.offset + p.numel);
-    const std::vector<double> n(naive.grads.begin() + p.offset, naive.grads.begin() + p.offset + p.numel);
-    expect_within_budget(tag + " grad " + p.name, rel_err(f, r), rel_err(n, r), 2e-4);
-  }
-}
-
 class CudaMoeModel : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(CudaMoeModel, Fp32LogitsLossesGradsAndRoutingMatchTheCpu) {
   REQUIRE_GPU();
-  compare_fp32(cases()[GetParam()], false);
+  expect_fp32_model_matches_cpu(moe_config(cases()[GetParam()].layers), true, false, cases()[GetParam()].name);
 }
 
 TEST_P(CudaMoeModel, Fp32WithACarriedStateMatchesTheCpu) {
   REQUIRE_GPU();
-  compare_fp32(cases()[GetParam()], true);
+  expect_fp32_model_matches_cpu(moe_config(cases()[GetParam()].layers), true, true, cases()[GetParam()].name);
 }
 
 // bf16 activations and GEMM operands (fp32 router logits, probabilities and weights): logits and
@@ -137,20 +93,7 @@ TEST_P(CudaMoeModel, Fp32WithACarriedStateMatchesTheCpu) {
 TEST_P(CudaMoeModel, Bf16LogitsAndGradsNearTheReference) {
   REQUIRE_GPU();
   const Case& c = cases()[GetParam()];
-  const ModelConfig cfg = moe_config(c.layers);
-  const idx_t B = 2, T = 70;
-  const auto params = init_params(cfg, 3);
-  const auto ids = random_ids(size_t(B * T), 300, 4);
-  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, nullptr);
-  const Outputs fast = run_cuda<bf16>(cfg, params, ids, B, T, nullptr);
-  EXPECT_LT(l2_rel(fast.logits, ref.logits, 0, ref.logits.size()), 0.03) << c.name;
-  EXPECT_NEAR(fast.loss, ref.loss, 0.01 * std::fabs(ref.loss)) << c.name;
-  EXPECT_NEAR(fast.aux, ref.aux, 0.05 * ref.aux) << c.name;
-  LanguageModel<float> layout(cfg);
-  for (const ParamInfo& p : layout.table().entries()) {
-    const double e = l2_rel(fast.grads, ref.grads, p.offset, p.numel);
-    EXPECT_LT(e, 0.1) << c.name << " grad " << p.name;
-  }
+  expect_bf16_model_near_reference(moe_config(c.layers), true, c.name);
 }
 
 // Prefill 67 tokens, then 33 single steps carrying the device state: the logits of every step
