@@ -24,6 +24,7 @@
 #include "model/mamba_mixer.h"
 #include "model/mixer_registry.h"
 #include "model/rom_mixer.h"
+#include "mixer_harness.h"
 #include "model_checks.h"
 #include "testing.h"
 
@@ -43,92 +44,10 @@ ModelConfig tiny_config(const std::string& layers = "", int n_layer = 2) {
       "test");
 }
 
-// One mixer with its own parameter table, buffers and arena (B×T tokens, training).
-struct Harness {
-  ModelConfig cfg;
-  ParamTable table;
-  std::unique_ptr<Mixer<CpuBackend<double>>> mixer;
-  Vec params, grads;
-  Arena<double> arena;
-  idx_t B, T;
-
+// One mixer with its own parameter table, buffers and arena (tests/mixer_harness.h).
+struct Harness : MixerHarness {
   Harness(const ModelConfig& c, const std::string& spec_json, idx_t B_, idx_t T_, uint64_t seed)
-      : cfg(c), B(B_), T(T_) {
-    MixerSpec spec;
-    spec.options = Json::parse(spec_json);
-    spec.type = spec.options.at("type").as_string();
-    mixer = make_mixer<CpuBackend<double>>(cfg, spec, 0);
-    mixer->register_params(table, kPrefix);
-    params.assign(table.total(), 0.0);
-    grads.assign(table.total(), 0.0);
-    mixer->init_params(params.data(), table, seed);
-    Rng rng(seed, 77);
-    for (auto& p : params) p += rng.uniform(-0.1, 0.1);  // the real init leaves some tensors constant
-    Arena<double> a;
-    mixer->plan_kept(a);
-    mixer->plan(a, B, T, true);
-    mixer->plan_scratch(a, B, T);
-    a.allocate_planned();
-    mixer->plan_kept(a);
-    mixer->plan(a, B, T, true);
-    mixer->plan_scratch(a, B, T);
-    arena = std::move(a);
-  }
-  double* param(const std::string& name) { return params.data() + table.at(kPrefix + name).offset; }
-  const ParamInfo& info(const std::string& name) { return table.at(kPrefix + name); }
-  idx_t M() const { return B * T; }
-  idx_t D() const { return cfg.d_model; }
-  double forward(Vec& out, const Vec& u, const Vec* state) {
-    out.assign(M() * D(), 0.0);
-    Vec st_out(state ? state->size() : 0);
-    double aux = 0;
-    mixer->forward({}, out.data(), u.data(), {params.data(), params.data()}, B, T, state ? state->data() : nullptr,
-                   state ? st_out.data() : nullptr, &aux);
-    return aux;
-  }
-  // Objective L = Σ out ⊙ R + aux_w · aux; returns L, fills grads (zeroed first) and du.
-  double value_and_grad(const Vec& u, const Vec& R, const Vec* state, double aux_w, Vec* du) {
-    Vec out;
-    const double aux = forward(out, u, state);
-    double L = aux_w * aux;
-    for (size_t i = 0; i < out.size(); ++i) L += out[i] * R[i];
-    std::fill(grads.begin(), grads.end(), 0.0);
-    du->assign(u.size(), 0.0);
-    mixer->backward({}, du->data(), grads.data(), R.data(), u.data(), {params.data(), params.data()}, B, T,
-                    state ? state->data() : nullptr, aux_w);
-    return L;
-  }
-  double value(const Vec& u, const Vec& R, const Vec* state, double aux_w) {
-    Vec out;
-    const double aux = forward(out, u, state);
-    double L = aux_w * aux;
-    for (size_t i = 0; i < out.size(); ++i) L += out[i] * R[i];
-    return L;
-  }
-  // Smallest gap between sorted router logits over all routers and tokens (+inf for E = 1).
-  double min_logit_gap(const Vec& u) {
-    double gap = INFINITY;
-    for (const ParamInfo& p : table.entries()) {
-      if (p.name.find(".router") == std::string::npos) continue;
-      const idx_t E = p.shape[0], Dm = p.shape[1];
-      for (idx_t m = 0; m < M(); ++m) {
-        Vec l(E, 0.0);
-        for (idx_t e = 0; e < E; ++e)
-          for (idx_t d = 0; d < Dm; ++d) l[e] += u[m * Dm + d] * params[p.offset + e * Dm + d];
-        std::sort(l.begin(), l.end());
-        for (idx_t e = 1; e < E; ++e) gap = std::min(gap, l[e] - l[e - 1]);
-      }
-    }
-    return gap;
-  }
-  // A random input whose router logits are separated by kMinMargin (resampled until they are).
-  Vec separated_input(Rng& rng) {
-    for (int attempt = 0; attempt < 1000; ++attempt) {
-      Vec u = random_vector<double>(M() * D(), rng);
-      if (min_logit_gap(u) > kMinMargin) return u;
-    }
-    FAIL("could not draw an input with router margins > ", kMinMargin);
-  }
+      : MixerHarness(c, spec_json, B_, T_, seed, kPrefix) {}
 };
 
 // Full FD check of one mixer spec: every parameter tensor and du.
@@ -137,20 +56,20 @@ void check_gradients(const std::string& spec, uint64_t seed) {
   ModelConfig cfg = tiny_config();
   Harness h(cfg, spec, 2, 5, seed);
   Rng rng(seed, 5);
-  Vec u = h.separated_input(rng);
+  Vec u = h.separated_input(rng, kMinMargin);
   Vec R = random_vector<double>(h.M() * h.D(), rng);
   Vec state = random_vector<double>(h.B * h.mixer->state_size(), rng);
   const double aux_w = 3.0;  // makes the aux / z-loss gradients visible next to the output's
   Vec du;
-  h.value_and_grad(u, R, &state, aux_w, &du);
+  h.value_and_grad(u, R, aux_w, &du, &state);
   const Vec analytic = h.grads;
-  Vec num_p = numeric_gradient(h.params, [&] { return h.value(u, R, &state, aux_w); });
+  Vec num_p = numeric_gradient(h.params, [&] { return h.value(u, R, aux_w, &state); });
   h.table.visit([&](const ParamInfo& p) {
     Vec a(analytic.begin() + p.offset, analytic.begin() + p.offset + p.numel);
     Vec n(num_p.begin() + p.offset, num_p.begin() + p.offset + p.numel);
     EXPECT_EQ(compare_gradients(a, n, 1e-6, p.name), "");
   });
-  Vec num_u = numeric_gradient(u, [&] { return h.value(u, R, &state, aux_w); });
+  Vec num_u = numeric_gradient(u, [&] { return h.value(u, R, aux_w, &state); });
   EXPECT_EQ(compare_gradients(du, num_u, 1e-6, "du"), "");
 }
 
@@ -216,8 +135,8 @@ TEST(RomMixer, OneExpertEqualsTheDenseMixer) {
       EXPECT_LE(max_rel_diff(outr.data(), outd.data(), outd.size()), 1e-6);
       EXPECT_NEAR(aux, 0.1, 1e-15);  // one expert: f = P̄ = 1, so L_aux = aux_coef (z_coef = 0)
       Vec dud, dur;
-      dense.value_and_grad(u, R, &state, 1.0, &dud);
-      rom.value_and_grad(u, R, &state, 1.0, &dur);
+      dense.value_and_grad(u, R, 1.0, &dud, &state);
+      rom.value_and_grad(u, R, 1.0, &dur, &state);
       EXPECT_LE(max_rel_diff(dur.data(), dud.data(), dud.size()), 1e-6);
       dense.table.visit([&](const ParamInfo& p) {
         const ParamInfo& q = rom.table.at(p.name);
@@ -251,8 +170,8 @@ TEST(RomMixer, RouterForcedToOneExpertEqualsThatExpertAsDense) {
       for (idx_t m = 0; m < rom.M(); ++m) u[m * D] = 1.0;
       Vec R = random_vector<double>(rom.M() * D, rng);
       Vec dud, dur;
-      dense.value_and_grad(u, R, nullptr, 1.0, &dud);
-      rom.value_and_grad(u, R, nullptr, 1.0, &dur);
+      dense.value_and_grad(u, R, 1.0, &dud);
+      rom.value_and_grad(u, R, 1.0, &dur);
       Vec outd, outr;
       dense.forward(outd, u, nullptr);
       rom.forward(outr, u, nullptr);

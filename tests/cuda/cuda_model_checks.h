@@ -27,6 +27,17 @@
 
 namespace moessm::gputest {
 
+// A stack of the given layer specs (JSON each) at the GPU model tests' awkward sizes: D 40
+// (Di 80), N 12, V 300 (padded 304).
+inline ModelConfig stack_config(const std::vector<std::string>& layers, int64_t d_model = 40) {
+  std::string list;
+  for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l;
+  return ModelConfig::from_json(
+      Json::parse(R"({"d_model": )" + std::to_string(d_model) + R"(, "n_layer": )" + std::to_string(layers.size()) +
+                  R"(, "vocab_size": 300, "d_state": 12, "pad_vocab_size_multiple": 8, "layers": [)" + list + "]}"),
+      "test");
+}
+
 inline std::vector<int32_t> random_ids(size_t n, int32_t V, uint64_t seed) {
   Rng r(seed);
   std::vector<int32_t> v(n);

@@ -78,16 +78,6 @@ TEST(SwigluCuda, MatchesTheFp64ReferenceOnStridedHalves) {
 
 // ---- whole models ---------------------------------------------------------------------------
 
-// Awkward sizes as the other model tests: D 40, Di 80, N 12, V 300 (padded 304), T 70.
-ModelConfig ff_config(const std::vector<std::string>& layers, int64_t d_model = 40) {
-  std::string list;
-  for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l;
-  return ModelConfig::from_json(
-      Json::parse(R"({"d_model": )" + std::to_string(d_model) + R"(, "n_layer": )" + std::to_string(layers.size()) +
-                  R"(, "vocab_size": 300, "d_state": 12, "pad_vocab_size_multiple": 8, "layers": [)" + list + "]}"),
-      "test");
-}
-
 struct Case {
   const char* name;
   std::vector<std::string> layers;
@@ -115,12 +105,12 @@ class CudaFeedForward : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(CudaFeedForward, Fp32LogitsLossesGradsAndRoutingMatchTheCpu) {
   REQUIRE_GPU();
-  expect_fp32_model_matches_cpu(ff_config(cases()[GetParam()].layers), cases()[GetParam()].routed, false, cases()[GetParam()].name);
+  expect_fp32_model_matches_cpu(stack_config(cases()[GetParam()].layers), cases()[GetParam()].routed, false, cases()[GetParam()].name);
 }
 
 TEST_P(CudaFeedForward, Fp32WithACarriedStateMatchesTheCpu) {
   REQUIRE_GPU();
-  expect_fp32_model_matches_cpu(ff_config(cases()[GetParam()].layers), cases()[GetParam()].routed, true, cases()[GetParam()].name);
+  expect_fp32_model_matches_cpu(stack_config(cases()[GetParam()].layers), cases()[GetParam()].routed, true, cases()[GetParam()].name);
 }
 
 // bf16 activations and GEMM operands (fp32 router logits and weights): aggregate errors only, as
@@ -147,7 +137,7 @@ class CudaFeedForwardBf16 : public ::testing::TestWithParam<int> {};
 TEST_P(CudaFeedForwardBf16, LogitsAndGradsNearTheReference) {
   REQUIRE_GPU();
   const Case& c = bf16_cases()[size_t(GetParam())];
-  expect_bf16_model_near_reference(ff_config(c.layers), c.routed, c.name);
+  expect_bf16_model_near_reference(stack_config(c.layers), c.routed, c.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stacks, CudaFeedForwardBf16, ::testing::Range(0, 5),
@@ -155,7 +145,7 @@ INSTANTIATE_TEST_SUITE_P(Stacks, CudaFeedForwardBf16, ::testing::Range(0, 5),
 
 TEST_P(CudaFeedForward, PrefillThenStepsEqualTheFullForward) {
   REQUIRE_GPU();
-  const ModelConfig cfg = ff_config(cases()[GetParam()].layers);
+  const ModelConfig cfg = stack_config(cases()[GetParam()].layers);
   const idx_t B = 2, T = 100, P = 67;
   const auto params = init_params(cfg, 8);
   const auto ids = random_ids(size_t(B * T), 300, 9);
@@ -171,9 +161,9 @@ INSTANTIATE_TEST_SUITE_P(Stacks, CudaFeedForward, ::testing::Range<size_t>(0, 3)
 TEST(CudaFeedForward, OneExpertMoeMlpEqualsMlpOnCuda) {
   REQUIRE_GPU();
   const idx_t B = 2, T = 70;
-  const ModelConfig mlp_cfg = ff_config({R"("mamba")", R"({"type": "mlp", "d_ff": 96})"});
+  const ModelConfig mlp_cfg = stack_config({R"("mamba")", R"({"type": "mlp", "d_ff": 96})"});
   const ModelConfig moe_cfg =
-      ff_config({R"("mamba")", R"({"type": "moe_mlp", "n_experts": 1, "top_k": 1, "d_ff": 96, "aux_coef": 0})"});
+      stack_config({R"("mamba")", R"({"type": "moe_mlp", "n_experts": 1, "top_k": 1, "d_ff": 96, "aux_coef": 0})"});
   const auto mlp_params = init_params(mlp_cfg, 11);
   const auto ids = random_ids(size_t(B * T), 300, 12);
   LanguageModel<float> mlp_layout(mlp_cfg), moe_layout(moe_cfg);
@@ -203,7 +193,7 @@ TEST(CudaFeedForward, OneExpertMoeMlpEqualsMlpOnCuda) {
 
 TEST(CudaFeedForward, GraphGreedyDecodeEqualsCpuDecode) {
   REQUIRE_GPU();
-  const ModelConfig cfg = ff_config(cases()[1].layers, 48);
+  const ModelConfig cfg = stack_config(cases()[1].layers, 48);
   const auto params = init_params(cfg, 21);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99, 3, 42}, {7, 7, 200, 1, 9, 64, 128, 30, 2}};
   const auto cpu_out = cpu_greedy(cfg, params, prompts, 48);
@@ -219,7 +209,7 @@ TEST(CudaFeedForward, GraphGreedyDecodeEqualsCpuDecode) {
 
 TEST(CudaFeedForward, TwoTrainingRunsWithOneSeedAreBitwiseEqual) {
   REQUIRE_GPU();
-  const ModelConfig cfg = ff_config(cases()[1].layers);
+  const ModelConfig cfg = stack_config(cases()[1].layers);
   const auto a = four_step_trace(cfg, 300), b = four_step_trace(cfg, 300);
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double)));

@@ -35,16 +35,6 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-// Awkward sizes as the dense tests: Di = 80, N = 12, R = 3, V = 300 (padded 304), T = 70.
-ModelConfig moe_config(const std::vector<std::string>& layers, int64_t d_model = 40) {
-  std::string list;
-  for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l;
-  return ModelConfig::from_json(
-      Json::parse(R"({"d_model": )" + std::to_string(d_model) + R"(, "n_layer": )" + std::to_string(layers.size()) +
-                  R"(, "vocab_size": 300, "d_state": 12, "pad_vocab_size_multiple": 8, "layers": [)" + list + "]}"),
-      "test");
-}
-
 struct Case {
   const char* name;
   std::vector<std::string> layers;
@@ -78,12 +68,12 @@ class CudaMoeModel : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(CudaMoeModel, Fp32LogitsLossesGradsAndRoutingMatchTheCpu) {
   REQUIRE_GPU();
-  expect_fp32_model_matches_cpu(moe_config(cases()[GetParam()].layers), true, false, cases()[GetParam()].name);
+  expect_fp32_model_matches_cpu(stack_config(cases()[GetParam()].layers), true, false, cases()[GetParam()].name);
 }
 
 TEST_P(CudaMoeModel, Fp32WithACarriedStateMatchesTheCpu) {
   REQUIRE_GPU();
-  expect_fp32_model_matches_cpu(moe_config(cases()[GetParam()].layers), true, true, cases()[GetParam()].name);
+  expect_fp32_model_matches_cpu(stack_config(cases()[GetParam()].layers), true, true, cases()[GetParam()].name);
 }
 
 // bf16 activations and GEMM operands (fp32 router logits, probabilities and weights): logits and
@@ -93,14 +83,14 @@ TEST_P(CudaMoeModel, Fp32WithACarriedStateMatchesTheCpu) {
 TEST_P(CudaMoeModel, Bf16LogitsAndGradsNearTheReference) {
   REQUIRE_GPU();
   const Case& c = cases()[GetParam()];
-  expect_bf16_model_near_reference(moe_config(c.layers), true, c.name);
+  expect_bf16_model_near_reference(stack_config(c.layers), true, c.name);
 }
 
 // Prefill 67 tokens, then 33 single steps carrying the device state: the logits of every step
 // equal the one-pass forward's at that position.
 TEST_P(CudaMoeModel, PrefillThenStepsEqualTheFullForward) {
   REQUIRE_GPU();
-  const ModelConfig cfg = moe_config(cases()[GetParam()].layers);
+  const ModelConfig cfg = stack_config(cases()[GetParam()].layers);
   const idx_t B = 2, T = 100, P = 67;
   const auto params = init_params(cfg, 8);
   const auto ids = random_ids(size_t(B * T), 300, 9);
@@ -118,7 +108,7 @@ INSTANTIATE_TEST_SUITE_P(Mixers, CudaMoeModel, ::testing::Range<size_t>(0, 4),
 TEST(CudaMoeModel, OneExpertEqualsDenseOnCuda) {
   REQUIRE_GPU();
   const idx_t B = 2, T = 70;
-  const ModelConfig dense_cfg = moe_config({R"("mamba")", R"("mamba")"});
+  const ModelConfig dense_cfg = stack_config({R"("mamba")", R"("mamba")"});
   const auto dense_params = init_params(dense_cfg, 11);
   const auto ids = random_ids(size_t(B * T), 300, 12);
   const Outputs dense = run_cuda<float>(dense_cfg, dense_params, ids, B, T, nullptr);
@@ -129,7 +119,7 @@ TEST(CudaMoeModel, OneExpertEqualsDenseOnCuda) {
                            R"({"type": "swimba", "n_experts": 1, "top_k": 1})",
                            R"({"type": "swimba", "n_experts": 1, "top_k": 1, "mix": "post", "expert_dt_proj": true})",
                            R"({"type": "separated_moe_ssm", "n_experts": 1, "top_k": 1})"}) {
-    const ModelConfig cfg = moe_config({spec, spec});
+    const ModelConfig cfg = stack_config({spec, spec});
     LanguageModel<float> layout(cfg);
     std::vector<float> params(layout.table().total(), 0.f);
     for (const ParamInfo& p : layout.table().entries()) {
@@ -156,7 +146,7 @@ TEST(CudaMoeModel, OneExpertEqualsDenseOnCuda) {
 // greedy tokens equal the CPU decoder's for 48 tokens of two ragged prompts.
 TEST(CudaMoeGenerate, GraphGreedyDecodeEqualsCpuDecode) {
   REQUIRE_GPU();
-  const ModelConfig cfg = moe_config(cases()[0].layers, 48);
+  const ModelConfig cfg = stack_config(cases()[0].layers, 48);
   const auto params = init_params(cfg, 21);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99, 3, 42}, {7, 7, 200, 1, 9, 64, 128, 30, 2}};
   const GenerateOptions o = greedy_options(48);
@@ -179,7 +169,7 @@ TEST(CudaMoeGenerate, GraphGreedyDecodeEqualsCpuDecode) {
 
 TEST(CudaMoeTrain, TwoRunsWithOneSeedGiveBitwiseEqualLossesAndWeights) {
   REQUIRE_GPU();
-  const ModelConfig cfg = moe_config(cases()[0].layers);
+  const ModelConfig cfg = stack_config(cases()[0].layers);
   const auto a = four_step_trace(cfg, 300), b = four_step_trace(cfg, 300);
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double)));
