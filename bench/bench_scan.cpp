@@ -4,7 +4,8 @@
 // same run (cuBLASLt bf16 8192³ TFLOP/s; device copy GB/s counting read + write).
 // Times are medians of CUDA-event-timed runs after warm-up. GB/s counts the essential bytes
 // (every token-stream input read once, every output written once; chunk states extra, listed).
-// Rows for each kernel-lab variant (states per lane 4 = default, 2). Reference: mamba_ssm's
+// Rows for each kernel-lab variant: the automatic choice first, then 4 states per lane, then
+// forced time-segment counts (1 = the sequential scan; 0 in the table = automatic). Reference: mamba_ssm's
 // selective_scan_fn on an H100 of this workplace (issue 7). Usage: bench_scan [--json FILE]
 #include <cmath>
 #include <cstdio>
@@ -27,11 +28,11 @@ struct Size {
 struct Row {
   std::string name, config;
   idx_t B, Di, T, N;
-  int npt;
+  int npt, segments;
   double fwd_ms, bwd_ms, fb_ms, fwd_gbs, fb_gbs, ref_fwd_ms, ref_fb_ms, fwd_bytes, fb_bytes, state_bytes;
 };
 
-Row run(const Size& s, int npt) {
+Row run(const Size& s, int npt, int segments) {
   const idx_t B = s.B, T = s.T, Di = s.Di, N = s.N;
   const size_t tok = static_cast<size_t>(B * T * Di), bc = static_cast<size_t>(B * T * N);
   const size_t st = static_cast<size_t>(B * scan_num_chunks(T) * Di * N);
@@ -68,6 +69,7 @@ Row run(const Size& s, int npt) {
   g.dz = dz.as<bf16>(); g.dz_ld = Di; g.dA = dA.as<float>(); g.dD = dD.as<float>(); g.ddelta_bias = dbias.as<float>();
 
   cuda::selective_scan_set_states_per_thread(npt);
+  cuda::selective_scan_set_segments(segments);
   Row r;
   r.config = cuda::selective_scan_config_name(B, Di, N);
   r.fwd_ms = bench::time_ms([&] { cuda::selective_scan_forward(p, nullptr); });
@@ -77,6 +79,8 @@ Row run(const Size& s, int npt) {
     cuda::selective_scan_backward(g, p, nullptr);
   });
   cuda::selective_scan_set_states_per_thread(0);
+  cuda::selective_scan_set_segments(0);
+  r.segments = segments;  // 0 = automatic
   r.name = "scan B" + std::to_string(B) + " T" + std::to_string(T);
   r.B = B; r.Di = Di; r.T = T; r.N = N; r.npt = npt;  // 0 = the automatic choice (its config string says which)
   r.ref_fwd_ms = s.ref_fwd_ms;
@@ -103,16 +107,20 @@ int main(int argc, char** argv) {
   const bench::Ceilings ceil = bench::measure_ceilings();
   std::printf("device: %s\nceilings: cuBLASLt bf16 8192^3 %.0f TFLOP/s; device copy %.0f GB/s (read+write)\n",
               dev.c_str(), ceil.gemm_tflops, ceil.copy_gbs);
-  const Size sizes[] = {{8, 2048, 2048, 16, 0.58, 3.01}, {2, 2048, 8192, 16, 0.74, 3.29}};
+  // The issue's two shapes, then batch-1 prefill of the 24 x 768 model's width (no reference).
+  const Size sizes[] = {{8, 2048, 2048, 16, 0.58, 3.01}, {2, 2048, 8192, 16, 0.74, 3.29}, {1, 1536, 2048, 16, 0, 0}};
   std::vector<Row> rows;
-  for (const Size& s : sizes)
-    for (int npt : {0, 4}) rows.push_back(run(s, npt));
+  for (const Size& s : sizes) {
+    rows.push_back(run(s, 0, 0));  // the shipped choice first
+    rows.push_back(run(s, 4, 0));
+    for (int seg : {1, 2, 4, 8, 16, 32}) rows.push_back(run(s, 0, seg));
+  }
 
-  std::printf("\n%-16s %4s %9s %9s %9s %8s %8s %9s %9s %8s\n", "case", "npt", "fwd ms", "bwd ms",
+  std::printf("\n%-16s %4s %4s %9s %9s %9s %8s %8s %9s %9s %8s\n", "case", "npt", "seg", "fwd ms", "bwd ms",
               "fwd+bwd", "fwd GB/s", "f+b GB/s", "ref fwd", "ref f+b", "f+b/ref");
   for (const Row& r : rows)
-    std::printf("%-16s %4d %9.3f %9.3f %9.3f %8.0f %8.0f %9.2f %9.2f %8.2f\n", r.name.c_str(), r.npt,
-                r.fwd_ms, r.bwd_ms, r.fb_ms, r.fwd_gbs, r.fb_gbs, r.ref_fwd_ms, r.ref_fb_ms, r.fb_ms / r.ref_fb_ms);
+    std::printf("%-16s %4d %4d %9.3f %9.3f %9.3f %8.0f %8.0f %9.2f %9.2f %8.2f\n", r.name.c_str(), r.npt, r.segments,
+                r.fwd_ms, r.bwd_ms, r.fb_ms, r.fwd_gbs, r.fb_gbs, r.ref_fwd_ms, r.ref_fb_ms, r.ref_fb_ms > 0 ? r.fb_ms / r.ref_fb_ms : 0.0);
   std::printf("target: fwd+bwd <= 2.4 ms (issue 7); bandwidth floor of the essential bytes at the copy ceiling: "
               "fwd %.3f ms, fwd+bwd %.3f ms (B8 T2048)\n",
               rows[0].fwd_bytes / (ceil.copy_gbs * 1e9) * 1e3, rows[0].fb_bytes / (ceil.copy_gbs * 1e9) * 1e3);
@@ -127,11 +135,11 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::fprintf(f,
-                   "    {\"B\": %lld, \"Di\": %lld, \"T\": %lld, \"N\": %lld, \"states_per_lane\": %d, \"config\": \"%s\", "
+                   "    {\"B\": %lld, \"Di\": %lld, \"T\": %lld, \"N\": %lld, \"states_per_lane\": %d, \"segments\": %d, \"config\": \"%s\", "
                    "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_bwd_ms\": %.4f, \"fwd_gbs\": %.1f, \"fwd_bwd_gbs\": %.1f, "
                    "\"essential_fwd_bytes\": %.0f, \"essential_fwd_bwd_bytes\": %.0f, \"chunk_state_bytes\": %.0f, "
                    "\"ref_fwd_ms\": %.2f, \"ref_fwd_bwd_ms\": %.2f}%s\n",
-                   (long long)r.B, (long long)r.Di, (long long)r.T, (long long)r.N, r.npt, r.config.c_str(), r.fwd_ms,
+                   (long long)r.B, (long long)r.Di, (long long)r.T, (long long)r.N, r.npt, r.segments, r.config.c_str(), r.fwd_ms,
                    r.bwd_ms, r.fb_ms, r.fwd_gbs, r.fb_gbs, r.fwd_bytes, r.fb_bytes, r.state_bytes, r.ref_fwd_ms,
                    r.ref_fb_ms, i + 1 < rows.size() ? "," : "");
     }

@@ -126,6 +126,10 @@ void selective_scan_backward(const ScanGrads<float>& g, const ScanParams<float>&
 
 // Kernel lab knob (benchmarks): states per thread, 0 = automatic choice (logged once).
 void selective_scan_set_states_per_thread(int npt);
+// Kernel lab knob: time segments run in parallel (0 = automatic: enough to fill the device once;
+// 1 = the sequential scan). Results equal up to fp32 rounding; for fixed shapes, device and
+// knob they are bitwise reproducible.
+void selective_scan_set_segments(int segments);
 // Test knob: bytes allowed for the backward's dB/dC partials per slab (0 = default 256 MiB).
 void selective_scan_set_partial_budget(idx_t bytes);
 const char* selective_scan_config_name(idx_t B, idx_t Di, idx_t N);

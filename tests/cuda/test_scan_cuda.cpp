@@ -285,6 +285,38 @@ TEST(ScanCudaLab, ManySlabsMatch) {
   check_all(c, h, fast, naive, ref, 2e-6, "slabs " + name_of(c));
 }
 
+// Time segments run in parallel (local pass, combine, full pass from the true boundary): every
+// forced count, including one segment per chunk and an uneven last segment, computes the same
+// function as the sequential scan (segments = 1), with h0 and dh_last flowing across segments.
+TEST(ScanCudaLab, TimeSegmentsMatch) {
+  REQUIRE_GPU();
+  const Case c{2, 700, 40, 16, true, true, true, true, true, 0};  // 11 chunks, the last partial
+  const HostScan h = make_data(c, 16, false);
+  const ScanOut ref = run_cpu<double>(c, h, false);
+  const ScanOut naive = run_cpu<float>(c, h, false);
+  for (int seg : {1, 2, 3, 11}) {
+    cuda::selective_scan_set_segments(seg);
+    const ScanOut fast = run_gpu<float>(c, h).o;
+    check_all(c, h, fast, naive, ref, 2e-6, str_cat("segments ", seg, " ", name_of(c)));
+  }
+  cuda::selective_scan_set_segments(0);
+}
+
+// bf16 with many segments and N = 64 (the 4-lane layout): within budget and bitwise repeatable.
+TEST(ScanCudaLab, TimeSegmentsBf16DeterministicWithinBudget) {
+  REQUIRE_GPU();
+  const Case c{1, 1000, 24, 64, true, true, true, true, true, 0};
+  const HostScan h = make_data(c, 17, true);
+  const ScanOut ref = run_cpu<double>(c, h, false);
+  const ScanOut naive = run_cpu<float>(c, h, true);
+  cuda::selective_scan_set_segments(7);
+  const auto a = run_gpu<uint16_t>(c, h), b = run_gpu<uint16_t>(c, h);
+  cuda::selective_scan_set_segments(0);
+  check_all(c, h, a.o, naive, ref, 1e-5, "segments 7 bf16 " + name_of(c));
+  ASSERT_EQ(a.raw.size(), b.raw.size());
+  EXPECT_EQ(0, std::memcmp(a.raw.data(), b.raw.data(), a.raw.size()));
+}
+
 TEST(ScanCudaLab, RejectsStateBeyond256) {
   REQUIRE_GPU();
   cuda::ScanParamsT<float> p;

@@ -17,10 +17,16 @@
 //  - dB[t,n], dC[t,n] = Σ_c: lanes of a warp reduce over their channels by xor butterflies, the
 //    warps of a block are summed in warp order through shared memory, each block writes a
 //    partial [B, slab, G, N] (G = channel blocks), and scan_reduce_bc sums over G in order.
-//  - dA, dD, ddelta_bias: each (b, c) owner accumulates over time in registers, adds into a
-//    per-batch-row buffer it alone touches, and scan_reduce_params sums over b in order.
-//  - The partial buffer is bounded by processing time in slabs of whole chunks (one launch
-//    each, last slab first); dh is handed from slab to slab through a [B, Di, N] buffer.
+//  - dA, dD, ddelta_bias: each (b, c) owner accumulates over time in registers and writes a
+//    per-(segment, batch row) partial it alone touches; scan_reduce_batch sums them in order.
+//  - The partial buffer is bounded by processing time in slabs of whole segments (one launch
+//    each).
+//
+// Time segments (both directions): when B·Di alone does not fill the device, time is split into
+// S segments of whole chunks that run in parallel (blockIdx.z). A local pass computes each
+// segment's end state from 0 (backward: its dh from 0) and Σ Δ; a combine pass walks the S
+// segments per (b, c, n) with P = exp2(A·log2e·ΣΔ); then the full kernels start every segment
+// from its true boundary value (see scan_local_kernel).
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -60,22 +66,34 @@ template <int NPT> constexpr int bwd_sub() { return NPT <= 4 ? 16 : 8; }
 static_assert(kScanChunk % 16 == 0 && kScanChunk % 8 == 0, "kScanChunk must be a multiple of 16");
 
 struct BwdExtra {
-  float* dh;         // [B, Di, N] dh entering the slab from later times (in), leaving it (out)
-  float* accA;       // [B, Di, N]
-  float* accD;       // [B, Di]
-  float* accBias;    // [B, Di]
+  const float* dh_start;  // [S, B, Di, N] dh entering each segment from later times
+  float* dh0;        // [B, Di, N] dh leaving segment 0 (the gradient of h0)
+  float* accA;       // [S, B, Di, N] per-segment sums over time
+  float* accD;       // [S, B, Di]
+  float* accBias;    // [S, B, Di]
   float* partB;      // [B, slabT, G, N]
   float* partC;
   idx_t slab_t0;     // first time step of the slab
   idx_t slabT;       // slab length in steps (partial layout)
-  int k_lo, k_hi;    // chunks [k_lo, k_hi) of this launch
+  int seg_base;      // first segment of this launch (blockIdx.z adds to it)
   int G;             // channel blocks
 };
 
 // ------------------------------------------------------------------------------------------
+// Time segments (blockIdx.z): whole chunks [s·seg_chunks, (s+1)·seg_chunks) of the sequence.
+struct Segments {
+  int S = 1;            // number of segments
+  int seg_chunks = 1;   // chunks per segment
+  __host__ __device__ idx_t t_begin(int s) const { return idx_t(s) * seg_chunks * kScanChunk; }
+  __host__ __device__ idx_t t_end(int s, idx_t T) const {
+    const idx_t e = idx_t(s + 1) * seg_chunks * kScanChunk;
+    return e < T ? e : T;
+  }
+};
+
 template <typename Tin, int TPC, int NPT>
 __global__ void __launch_bounds__(threads_for<TPC>())
-scan_fwd_kernel(const ScanParamsT<Tin> p) {
+scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_start) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
   extern __shared__ float smem[];
   float* sB = smem;              // [TS][NP]
@@ -87,9 +105,10 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
   const int lane_n = threadIdx.x % TPC, chl = threadIdx.x / TPC;
   const idx_t c0 = idx_t(blockIdx.x) * CPB, c = c0 + chl;
   const idx_t b = blockIdx.y;
+  const int seg = blockIdx.z;
   const bool valid = c < p.Di;
   const idx_t N = p.N, Di = p.Di, T = p.T_, nch = (T + kScanChunk - 1) / kScanChunk;
-  const idx_t cc = valid ? c : 0;
+  const idx_t cc = valid ? c : 0, t_stop = sg.t_end(seg, T);
 
   float A2[NPT], h[NPT];
 #pragma unroll
@@ -97,18 +116,19 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
     const idx_t n = lane_n * NPT + k;
     const bool vn = valid && n < N;
     A2[k] = vn ? p.A[cc * N + n] * kLog2e : 0.f;
-    h[k] = (vn && p.h0) ? p.h0[(b * Di + c) * N + n] : 0.f;
+    // h_start: the state entering each segment [S, B, Di, N] (p.h0 itself when S == 1)
+    h[k] = (vn && h_start) ? h_start[((idx_t(seg) * p.B + b) * Di + c) * N + n] : 0.f;
   }
   const float Dc = p.D ? p.D[cc] : 0.f;
 
-  for (idx_t t0 = 0; t0 < T; t0 += TS) {
+  for (idx_t t0 = sg.t_begin(seg); t0 < t_stop; t0 += TS) {
     if (p.chunk_states && t0 % kScanChunk == 0 && valid) {
       float* s = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
 #pragma unroll
       for (int k = 0; k < NPT; ++k)
         if (lane_n * NPT + k < N) s[lane_n * NPT + k] = h[k];
     }
-    const int len = int(min(idx_t(TS), T - t0));
+    const int len = int(min(idx_t(TS), t_stop - t0));
     __syncthreads();  // the previous tile's sY has been stored
     // Stage the tile: B / C rows and the block's channels of u, Δ, z (coalesced, all in flight).
     for (int e = threadIdx.x; e < TS * NP; e += NT) {
@@ -160,7 +180,7 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
       if (i < len && cg < Di) p.out[(b * T + t0 + i) * p.out_ld + cg] = from_f32<Tin>(sY[e]);
     }
   }
-  if (p.h_last && valid) {
+  if (p.h_last && valid && seg == sg.S - 1) {
 #pragma unroll
     for (int k = 0; k < NPT; ++k)
       if (lane_n * NPT + k < N) p.h_last[(b * Di + c) * N + lane_n * NPT + k] = h[k];
@@ -168,9 +188,129 @@ scan_fwd_kernel(const ScanParamsT<Tin> p) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Segment-parallel passes. The recurrence is linear in the state it starts from, and so is the
+// backward's in the dh it starts from: over a segment s,
+//   h_end = P_s · h_begin + h_end(from 0),     dh_begin = P_s · dh_end + dh_begin(from 0),
+// with P_s = Π_t exp(Δ_t A) = exp2(A·log2e · Σ_t Δ_t) per (channel, state). The local passes
+// compute the "from 0" terms and Σ Δ per segment (all segments at once); a short combine pass
+// walks the S segments per (b, c, n); then the full passes run every segment in parallel from
+// its true boundary value. The result equals the sequential scan up to fp32 rounding.
+
+// Per-token inputs of one tile [t0, t0+len) of a block's channels, staged in shared memory:
+// u (or 0), Δ after bias / softplus, and g = dout · silu(z) (backward local) or unused.
 template <typename Tin, int TPC, int NPT>
 __global__ void __launch_bounds__(threads_for<TPC>())
-scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtra x) {
+scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segments sg, int seg0,
+                  bool backward, float* local, float* sum_dt) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
+  extern __shared__ float smem[];
+  float* sBC = smem;             // [TS][NP] B rows (forward) or C rows (backward)
+  float* sV = sBC + TS * NP;     // [TS][CPB] Δ·u (forward) or dout·silu(z) (backward)
+  float* sDt = sV + TS * CPB;    // [TS][CPB] Δ
+  const int lane_n = threadIdx.x % TPC, chl = threadIdx.x / TPC;
+  const idx_t c0 = idx_t(blockIdx.x) * CPB, c = c0 + chl, b = blockIdx.y;
+  const int seg = seg0 + blockIdx.z;
+  const bool valid = c < p.Di;
+  const idx_t N = p.N, Di = p.Di, T = p.T_, cc = valid ? c : 0;
+  const idx_t tb = sg.t_begin(seg), te = sg.t_end(seg, T);
+  const Tin* bc = backward ? p.Cm : p.Bm;
+  const idx_t bc_ld = backward ? p.C_ld : p.B_ld;
+  float A2[NPT], h[NPT];
+#pragma unroll
+  for (int k = 0; k < NPT; ++k) {
+    const idx_t n = lane_n * NPT + k;
+    A2[k] = (valid && n < N) ? p.A[cc * N + n] * kLog2e : 0.f;
+    h[k] = 0.f;
+  }
+  float sdt = 0.f;
+  const idx_t ntiles = (te - tb + TS - 1) / TS;
+  for (idx_t q = 0; q < ntiles; ++q) {
+    const idx_t t0 = backward ? tb + (ntiles - 1 - q) * TS : tb + q * TS;
+    const int len = int(min(idx_t(TS), te - t0));
+    __syncthreads();
+    for (int e = threadIdx.x; e < TS * NP; e += NT) {
+      const int i = e / NP, n = e % NP;
+      sBC[e] = (i < len && n < N) ? to_f32(bc[(b * T + t0 + i) * bc_ld + n]) : 0.f;
+    }
+    for (int e = threadIdx.x; e < TS * CPB; e += NT) {
+      const int i = e / CPB, qq = e % CPB;
+      const idx_t cg = c0 + qq, row = b * T + t0 + i;
+      float v = 0.f, dt = 0.f;
+      if (i < len && cg < Di) {
+        const float d = to_f32(p.delta[row * p.delta_ld + cg]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
+        dt = p.delta_softplus ? softplus_f(d) : d;
+        if (backward) {
+          v = to_f32(g.dout[row * g.dout_ld + cg]);
+          if (p.z) v *= silu_f(to_f32(p.z[row * p.z_ld + cg]));
+        } else {
+          v = dt * to_f32(p.u[row * p.u_ld + cg]);
+        }
+      }
+      sV[e] = v;
+      sDt[e] = dt;
+    }
+    __syncthreads();
+    if (backward) {
+      // dh entering step t from later times: R ← a_t · (g_t C_t + R)
+#pragma unroll 8
+      for (int i = len - 1; i >= 0; --i) {
+        const float dt = sDt[i * CPB + chl], gv = sV[i * CPB + chl];
+        const float* Ci = sBC + i * NP + lane_n * NPT;
+        sdt += dt;
+#pragma unroll
+        for (int k = 0; k < NPT; ++k) h[k] = exp2f(dt * A2[k]) * fmaf(gv, Ci[k], h[k]);
+      }
+    } else {
+#pragma unroll 8
+      for (int i = 0; i < len; ++i) {
+        const float dt = sDt[i * CPB + chl], dtu = sV[i * CPB + chl];
+        const float* Bi = sBC + i * NP + lane_n * NPT;
+        sdt += dt;
+#pragma unroll
+        for (int k = 0; k < NPT; ++k) h[k] = fmaf(exp2f(dt * A2[k]), h[k], dtu * Bi[k]);
+      }
+    }
+  }
+  if (valid) {
+    const idx_t row = (idx_t(seg) * p.B + b) * Di + c;
+#pragma unroll
+    for (int k = 0; k < NPT; ++k)
+      if (lane_n * NPT + k < N) local[row * N + lane_n * NPT + k] = h[k];
+    if (lane_n == 0) sum_dt[row] = sdt;
+  }
+}
+
+// Walks the segments per (b, c, n): forward (backward = false) bound[0] = start (or 0),
+// bound[s+1] = P_s·bound[s] + local[s]; backward bound[S-1] = start (or 0),
+// bound[s-1] = P_s·bound[s] + local[s]. bound, local [S, B, Di, N]; sum_dt [S, B, Di].
+__global__ void scan_combine_kernel(float* bound, const float* local, const float* sum_dt,
+                                    const float* start, const float* A, idx_t Bn, idx_t Di, idx_t N,
+                                    int S, bool backward) {
+  const idx_t per = Bn * Di * N;
+  for (idx_t e = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; e < per; e += idx_t(gridDim.x) * blockDim.x) {
+    const idx_t n = e % N, bc = e / N, c = bc % Di;
+    const float a2 = A[c * N + n] * kLog2e;
+    float v = start ? start[e] : 0.f;
+    if (backward) {
+      bound[idx_t(S - 1) * per + e] = v;
+      for (int s = S - 1; s > 0; --s) {
+        v = fmaf(exp2f(a2 * sum_dt[idx_t(s) * Bn * Di + bc]), v, local[idx_t(s) * per + e]);
+        bound[idx_t(s - 1) * per + e] = v;
+      }
+    } else {
+      bound[e] = v;
+      for (int s = 0; s + 1 < S; ++s) {
+        v = fmaf(exp2f(a2 * sum_dt[idx_t(s) * Bn * Di + bc]), v, local[idx_t(s) * per + e]);
+        bound[idx_t(s + 1) * per + e] = v;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+template <typename Tin, int TPC, int NPT>
+__global__ void __launch_bounds__(threads_for<TPC>())
+scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segments sg, const BwdExtra x) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>(), NS = kScanChunk / SUB;
   extern __shared__ float smem[];
@@ -193,9 +333,12 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
   const int lane_n = threadIdx.x % TPC;
   const idx_t c = idx_t(blockIdx.x) * CPB + threadIdx.x / TPC;
   const idx_t b = blockIdx.y;
+  const int seg = x.seg_base + blockIdx.z;
   const bool valid = c < p.Di;
   const idx_t N = p.N, Di = p.Di, T = p.T_, nch = (T + kScanChunk - 1) / kScanChunk;
   const idx_t cc = valid ? c : 0;
+  const idx_t srow = (idx_t(seg) * p.B + b) * Di + c;  // this thread's row of the segment buffers
+  const int k_lo = seg * sg.seg_chunks, k_hi = int((sg.t_end(seg, T) + kScanChunk - 1) / kScanChunk);
 
   float A2[NPT], Af[NPT], dh[NPT], accA[NPT];
 #pragma unroll
@@ -204,7 +347,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
     const bool vn = valid && n < N;
     Af[k] = vn ? p.A[cc * N + n] : 0.f;
     A2[k] = Af[k] * kLog2e;
-    dh[k] = vn ? x.dh[(b * Di + c) * N + n] : 0.f;
+    dh[k] = vn ? x.dh_start[srow * N + n] : 0.f;
     accA[k] = 0.f;
   }
   const float Dc = p.D ? p.D[cc] : 0.f;
@@ -223,7 +366,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
     __syncthreads();
   };
 
-  for (int k = x.k_hi - 1; k >= x.k_lo; --k) {
+  for (int k = k_hi - 1; k >= k_lo; --k) {
     const idx_t t0 = idx_t(k) * kScanChunk;
     const int len = int(min(idx_t(kScanChunk), T - t0));
     const int nsub = (len + SUB - 1) / SUB;
@@ -390,13 +533,13 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const BwdExtr
     for (int q = 0; q < NPT; ++q) {
       const idx_t n = lane_n * NPT + q;
       if (n < N) {
-        x.dh[(b * Di + c) * N + n] = dh[q];
-        x.accA[(b * Di + c) * N + n] += accA[q];
+        if (seg == 0) x.dh0[(b * Di + c) * N + n] = dh[q];
+        x.accA[srow * N + n] = accA[q];
       }
     }
     if (lane_n == 0) {
-      x.accD[b * Di + c] += accD;
-      x.accBias[b * Di + c] += accBias;
+      x.accD[srow] = accD;
+      x.accBias[srow] = accBias;
     }
   }
 }
@@ -452,6 +595,65 @@ Config choose(idx_t B, idx_t Di, idx_t N) {
   return {tpc, npt};
 }
 
+std::atomic<int> g_forced_segments{0};
+
+// Blocks of `kernel` resident on the whole device at once (occupancy × SMs), cached per kernel.
+template <typename K>
+idx_t resident_blocks(K kernel, int threads, size_t smem) {
+  static std::atomic<idx_t> cached{0};
+  idx_t r = cached.load();
+  if (r == 0) {
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    r = std::max<idx_t>(1, idx_t(sms) * per_sm);
+    cached.store(r);
+  }
+  return r;
+}
+
+// Splits nch chunks into segments. Automatic: as many segments as fill the device once
+// (resident blocks / blocks per segment, rounded), so small batches also get enough blocks
+// while large ones stay one segment (a segment costs an extra local pass over its tokens).
+// Segments never exceed max_chunks (the backward's partial-buffer budget).
+Segments choose_segments(idx_t nch, idx_t blocks_per_segment, idx_t resident, idx_t max_chunks) {
+  idx_t S = g_forced_segments.load();
+  if (S <= 0) S = (resident + blocks_per_segment / 2) / blocks_per_segment;
+  S = std::min(std::max<idx_t>(S, 1), nch);
+  idx_t seg_chunks = std::min((nch + S - 1) / S, std::max<idx_t>(1, max_chunks));
+  S = (nch + seg_chunks - 1) / seg_chunks;
+  CHECK(S <= 65535, "cuda selective_scan: ", S, " time segments (T=", nch * kScanChunk,
+        ") exceed the grid limit 65535; raise the partial budget");
+  Segments sg;
+  sg.S = int(S);
+  sg.seg_chunks = int(seg_chunks);
+  return sg;
+}
+
+template <typename Tin, int TPC, int NPT>
+size_t local_smem() {
+  constexpr int CPB = threads_for<TPC>() / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
+  return (size_t(TS) * NP + size_t(2) * TS * CPB) * sizeof(float);
+}
+
+// The local and combine passes; on return `bound` holds the value at every segment boundary.
+template <typename Tin, int TPC, int NPT>
+void segment_bounds(const ScanParamsT<Tin>& p, const ScanGradsT<Tin>& g, const Segments& sg, bool backward,
+                    const float* start, float* bound, float* local, float* sum_dt, cudaStream_t st) {
+  constexpr int NT = threads_for<TPC>(), CPB = NT / TPC;
+  const idx_t per = p.B * p.Di * p.N;
+  if (sg.S > 1) {
+    const dim3 grid{unsigned((p.Di + CPB - 1) / CPB), unsigned(p.B), unsigned(sg.S - 1)};
+    scan_local_kernel<Tin, TPC, NPT><<<grid, NT, local_smem<Tin, TPC, NPT>(), st>>>(
+        p, g, sg, backward ? 1 : 0, backward, local, sum_dt);
+    CUDA_CHECK_LAUNCH("scan_local_kernel");
+  }
+  scan_combine_kernel<<<grid_1d(per, 256), 256, 0, st>>>(bound, local, sum_dt, start, p.A, p.B, p.Di,
+                                                        p.N, sg.S, backward);
+  CUDA_CHECK_LAUNCH("scan_combine_kernel");
+}
+
 template <typename Tin, int TPC, int NPT>
 void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT;
@@ -463,8 +665,19 @@ void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     attr_set = true;
   }
-  const dim3 grid{unsigned((p.Di + CPB - 1) / CPB), unsigned(p.B)};
-  scan_fwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p);
+  const idx_t G = (p.Di + CPB - 1) / CPB, nch = scan_num_chunks(p.T_);
+  const Segments sg = choose_segments(nch, G * p.B, resident_blocks(scan_fwd_kernel<Tin, TPC, NPT>, NT, smem), nch);
+  const float* h_start = p.h0;
+  if (sg.S > 1) {
+    const idx_t per = p.B * p.Di * p.N;
+    float* ws = static_cast<float*>(workspace((2 * size_t(sg.S) * per + size_t(sg.S) * p.B * p.Di) * sizeof(float), st));
+    float* bound = ws;
+    float* local = bound + sg.S * per;
+    segment_bounds<Tin, TPC, NPT>(p, ScanGradsT<Tin>{}, sg, false, p.h0, bound, local, local + sg.S * per, st);
+    h_start = bound;
+  }
+  const dim3 grid{unsigned(G), unsigned(p.B), unsigned(sg.S)};
+  scan_fwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p, sg, h_start);
   CUDA_CHECK_LAUNCH("scan_fwd_kernel");
 }
 
@@ -479,59 +692,61 @@ void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     attr_set = true;
   }
-  const idx_t Bn = p.B, T = p.T_, Di = p.Di, N = p.N, nch = (T + kScanChunk - 1) / kScanChunk;
+  const idx_t Bn = p.B, T = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T);
   const int G = int((Di + CPB - 1) / CPB);
-  // Slab length (whole chunks) bounding the dB/dC partial buffer.
+  // The dB/dC partial buffer of one launch (a slab of whole segments) stays within the budget.
   const idx_t per_step = Bn * G * N * 2 * idx_t(sizeof(float));
   const idx_t budget = g_partial_budget.load() > 0 ? g_partial_budget.load() : kPartialBudgetBytes;
-  idx_t slab_chunks = std::max<idx_t>(1, budget / (per_step * kScanChunk));
-  slab_chunks = std::min(slab_chunks, nch);
-  const idx_t slabT = slab_chunks * kScanChunk;
+  const idx_t budget_chunks = std::max<idx_t>(1, budget / (per_step * kScanChunk));
+  const Segments sg = choose_segments(nch, idx_t(G) * Bn, resident_blocks(scan_bwd_kernel<Tin, TPC, NPT>, NT, smem),
+                                      budget_chunks);
+  const int slab_segs = int(std::min<idx_t>(sg.S, std::max<idx_t>(1, budget_chunks / sg.seg_chunks)));
+  const idx_t slabT = idx_t(slab_segs) * sg.seg_chunks * kScanChunk;
+  const idx_t S = sg.S, per = Bn * Di * N, rows = Bn * Di;
   const size_t part_elems = size_t(Bn * slabT * G * N);
-  const size_t state_elems = size_t(Bn * Di * N);
-  const size_t total = (2 * part_elems + 2 * state_elems + 2 * size_t(Bn * Di)) * sizeof(float);
+  const size_t total = (2 * part_elems + size_t(3 * S + 1) * per + size_t(3 * S) * rows) * sizeof(float);
   float* ws = static_cast<float*>(workspace(total, st));
   BwdExtra x;
   x.partB = ws;
   x.partC = x.partB + part_elems;
-  x.dh = x.partC + part_elems;
-  x.accA = x.dh + state_elems;
-  x.accD = x.accA + state_elems;
-  x.accBias = x.accD + Bn * Di;
+  float* bound = x.partC + part_elems;  // [S, B, Di, N]
+  float* local = bound + S * per;       // [S, B, Di, N]
+  x.accA = local + S * per;             // [S, B, Di, N]
+  x.dh0 = x.accA + S * per;             // [B, Di, N]
+  float* sum_dt = x.dh0 + per;          // [S, B, Di]
+  x.accD = sum_dt + S * rows;
+  x.accBias = x.accD + S * rows;
+  x.dh_start = bound;
   x.slabT = slabT;
   x.G = G;
-  if (g.dh_last)
-    CUDA_CHECK(cudaMemcpyAsync(x.dh, g.dh_last, state_elems * sizeof(float), cudaMemcpyDeviceToDevice, st));
-  else
-    CUDA_CHECK(cudaMemsetAsync(x.dh, 0, state_elems * sizeof(float), st));
-  CUDA_CHECK(cudaMemsetAsync(x.accA, 0, (state_elems + 2 * size_t(Bn * Di)) * sizeof(float), st));
+  segment_bounds<Tin, TPC, NPT>(p, g, sg, true, g.dh_last, bound, local, sum_dt, st);
 
-  const dim3 grid{unsigned(G), unsigned(Bn)};
-  const idx_t nslabs = (nch + slab_chunks - 1) / slab_chunks;
-  for (idx_t sidx = nslabs - 1; sidx >= 0; --sidx) {
-    x.k_lo = int(sidx * slab_chunks);
-    x.k_hi = int(std::min(nch, (sidx + 1) * slab_chunks));
-    x.slab_t0 = idx_t(x.k_lo) * kScanChunk;
-    const idx_t slab_len = std::min(T, idx_t(x.k_hi) * kScanChunk) - x.slab_t0;
-    scan_bwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p, g, x);
+  for (int s0 = 0; s0 < sg.S; s0 += slab_segs) {
+    const int nz = std::min(slab_segs, sg.S - s0);
+    x.seg_base = s0;
+    x.slab_t0 = sg.t_begin(s0);
+    const idx_t slab_len = sg.t_end(s0 + nz - 1, T) - x.slab_t0;
+    const dim3 grid{unsigned(G), unsigned(Bn), unsigned(nz)};
+    scan_bwd_kernel<Tin, TPC, NPT><<<grid, NT, smem, st>>>(p, g, sg, x);
     CUDA_CHECK_LAUNCH("scan_bwd_kernel");
     const idx_t work = Bn * slab_len * N;
     scan_reduce_bc<Tin><<<grid_1d(work, 256), 256, 0, st>>>(g, x.partB, x.partC, Bn, T, N, x.slab_t0,
                                                            slab_len, slabT, G);
     CUDA_CHECK_LAUNCH("scan_reduce_bc");
   }
-  scan_reduce_batch<<<grid_1d(Di * N, 256), 256, 0, st>>>(g.dA, x.accA, Bn, Di * N);
+  // Parameter gradients: ordered sums over (segment, batch row).
+  scan_reduce_batch<<<grid_1d(Di * N, 256), 256, 0, st>>>(g.dA, x.accA, S * Bn, Di * N);
   CUDA_CHECK_LAUNCH("scan_reduce_batch(dA)");
   if (g.dD) {
-    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.dD, x.accD, Bn, Di);
+    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.dD, x.accD, S * Bn, Di);
     CUDA_CHECK_LAUNCH("scan_reduce_batch(dD)");
   }
   if (g.ddelta_bias) {
-    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.ddelta_bias, x.accBias, Bn, Di);
+    scan_reduce_batch<<<grid_1d(Di, 256), 256, 0, st>>>(g.ddelta_bias, x.accBias, S * Bn, Di);
     CUDA_CHECK_LAUNCH("scan_reduce_batch(ddelta_bias)");
   }
   if (g.dh0)
-    CUDA_CHECK(cudaMemcpyAsync(g.dh0, x.dh, state_elems * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(g.dh0, x.dh0, size_t(per) * sizeof(float), cudaMemcpyDeviceToDevice, st));
 }
 
 #define MOESSM_SCAN_DISPATCH(FN, ...)                                                     \
@@ -567,6 +782,11 @@ void selective_scan_set_states_per_thread(int npt) {
   CHECK(npt == 0 || npt == 2 || npt == 4, "selective_scan_set_states_per_thread: ", npt,
         " is not one of 0 (auto), 2, 4");
   g_forced_npt.store(npt);
+}
+
+void selective_scan_set_segments(int segments) {
+  CHECK(segments >= 0, "selective_scan_set_segments: ", segments, " must be >= 0 (0 = automatic)");
+  g_forced_segments.store(segments);
 }
 
 void selective_scan_set_partial_budget(idx_t bytes) {
