@@ -16,8 +16,13 @@
 
 namespace moessm {
 
-// The one chunk length shared by host and device code.
-constexpr int kScanChunk = 64;
+// The one chunk length shared by host and device code. MOESSM_SCAN_CHUNK (a multiple of 16)
+// overrides it for kernel-lab builds (bench_scan measures the trade of memory for recompute).
+#ifndef MOESSM_SCAN_CHUNK
+#define MOESSM_SCAN_CHUNK 64
+#endif
+constexpr int kScanChunk = MOESSM_SCAN_CHUNK;
+static_assert(kScanChunk >= 16 && kScanChunk % 16 == 0, "MOESSM_SCAN_CHUNK must be a multiple of 16");
 inline idx_t scan_num_chunks(idx_t T) { return (T + kScanChunk - 1) / kScanChunk; }
 
 // One plain struct of pointers and token strides, filled and validated in one place.

@@ -308,8 +308,13 @@ __global__ void scan_combine_kernel(float* bound, const float* local, const floa
 }
 
 // ------------------------------------------------------------------------------------------
+// Kernel-lab knob: minimum resident backward blocks per SM asked of the register allocator
+// (1 = as many registers as it likes).
+#ifndef MOESSM_SCAN_BWD_MINBLOCKS
+#define MOESSM_SCAN_BWD_MINBLOCKS 1
+#endif
 template <typename Tin, int TPC, int NPT>
-__global__ void __launch_bounds__(threads_for<TPC>())
+__global__ void __launch_bounds__(threads_for<TPC>(), MOESSM_SCAN_BWD_MINBLOCKS)
 scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segments sg, const BwdExtra x) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>(), NS = kScanChunk / SUB;
