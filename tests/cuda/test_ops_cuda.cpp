@@ -127,8 +127,8 @@ void cpu_conv(const Conv& c, const std::vector<double>& x, const std::vector<dou
   auto X = as<T>(x), S = as<T>(st), W = as<T>(w), Bb = as<T>(b), G = as<T>(dout);
   std::vector<T> o(x.size()), so(st.size()), d(x.size()), dW(w.size(), T(0)), dB(b.size(), T(0));
   const T* sp = c.state ? S.data() : nullptr;
-  cpu::causal_conv1d_forward<T>(o.data(), c.Di, so.data(), X.data(), c.Di, sp, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
-  cpu::causal_conv1d_backward<T>(d.data(), c.Di, dW.data(), dB.data(), G.data(), c.Di, X.data(), c.Di, sp, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
+  cpu::causal_conv1d_forward<T>(o.data(), c.Di, so.data(), X.data(), c.Di, sp, nullptr, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
+  cpu::causal_conv1d_backward<T>(d.data(), c.Di, dW.data(), dB.data(), G.data(), c.Di, X.data(), c.Di, sp, nullptr, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
   *out = std::vector<double>(o.begin(), o.end());
   *st_out = std::vector<double>(so.begin(), so.end());
   *dx = std::vector<double>(d.begin(), d.end());
@@ -158,8 +158,8 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
                    D = gputest::poisoned_bf16(n);
       const bf16* sp = c.state ? S.as<bf16>() : nullptr;
       // Backward first (it reads state_in), then forward writing the new state in place.
-      cuda::causal_conv1d_backward<bf16>(D.as<bf16>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<bf16>(), c.Di, X.as<bf16>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
-      cuda::causal_conv1d_forward<bf16>(O.as<bf16>(), c.Di, S.as<bf16>(), X.as<bf16>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_backward<bf16>(D.as<bf16>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<bf16>(), c.Di, X.as<bf16>(), c.Di, sp, nullptr, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_forward<bf16>(O.as<bf16>(), c.Di, S.as<bf16>(), X.as<bf16>(), c.Di, sp, nullptr, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
       f[0] = down_bf16(O);
       f[1] = down_bf16(S);
       f[2] = down_bf16(D);
@@ -167,8 +167,8 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
       DeviceBuffer X = up_f32(x), S = up_f32(st), G = up_f32(dout), O = gputest::poisoned_f32(n),
                    D = gputest::poisoned_f32(n);
       const float* sp = c.state ? S.as<float>() : nullptr;
-      cuda::causal_conv1d_backward<float>(D.as<float>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<float>(), c.Di, X.as<float>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
-      cuda::causal_conv1d_forward<float>(O.as<float>(), c.Di, S.as<float>(), X.as<float>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_backward<float>(D.as<float>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<float>(), c.Di, X.as<float>(), c.Di, sp, nullptr, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_forward<float>(O.as<float>(), c.Di, S.as<float>(), X.as<float>(), c.Di, sp, nullptr, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
       f[0] = down_f32(O);
       f[1] = down_f32(S);
       f[2] = down_f32(D);
