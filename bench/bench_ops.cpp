@@ -61,9 +61,9 @@ int main(int argc, char** argv) {
     bench::fill_f32(w.as<float>(), static_cast<size_t>(Di * 4), -0.5, 0.5, 5);
     bench::fill_f32(b.as<float>(), static_cast<size_t>(Di), -0.5, 0.5, 6);
     const double bytes = double(M * Di) * 2 * 2;
-    double ms = bench::time_ms([&] { cuda::causal_conv1d_forward<bf16>(out.as<bf16>(), Di, nullptr, xz.as<bf16>(), 2 * Di, nullptr, w.as<float>(), b.as<float>(), B, T, Di, 4, true, nullptr); });
+    double ms = bench::time_ms([&] { cuda::causal_conv1d_forward<bf16>(out.as<bf16>(), Di, nullptr, xz.as<bf16>(), 2 * Di, nullptr, nullptr, w.as<float>(), b.as<float>(), B, T, Di, 4, true, nullptr); });
     rows.push_back({"conv1d+silu fwd", ms, bytes / (ms * 1e-3) / 1e9, "GB/s"});
-    ms = bench::time_ms([&] { cuda::causal_conv1d_backward<bf16>(dx.as<bf16>(), Di, dw.as<float>(), db.as<float>(), out.as<bf16>(), Di, xz.as<bf16>(), 2 * Di, nullptr, w.as<float>(), b.as<float>(), B, T, Di, 4, true, nullptr); });
+    ms = bench::time_ms([&] { cuda::causal_conv1d_backward<bf16>(dx.as<bf16>(), Di, dw.as<float>(), db.as<float>(), out.as<bf16>(), Di, xz.as<bf16>(), 2 * Di, nullptr, nullptr, w.as<float>(), b.as<float>(), B, T, Di, 4, true, nullptr); });
     rows.push_back({"conv1d+silu bwd", ms, 1.5 * bytes / (ms * 1e-3) / 1e9, "GB/s"});
   }
   // rmsnorm fused with the residual add (fp32 residual, bf16 output / delta).

@@ -115,8 +115,8 @@ TEST_P(ConvTest, BackwardMatchesFiniteDifferences) {
       R = random_vector<double>(B * T * Di, rng), out(B * T * Di);
   const double* sp = with_state ? st.data() : nullptr;
   auto f = [&] {
-    cpu::causal_conv1d_forward(out.data(), Di, (double*)nullptr, x.data(), ld, sp, w.data(),
-                               bias.data(), B, T, Di, Kc, silu);
+    cpu::causal_conv1d_forward(out.data(), Di, (double*)nullptr, x.data(), ld, sp, nullptr,
+                               w.data(), bias.data(), B, T, Di, Kc, silu);
     return dot(out, R);
   };
   f();
@@ -130,7 +130,7 @@ TEST_P(ConvTest, BackwardMatchesFiniteDifferences) {
   EXPECT_NEAR(out[(1 * T + 1) * Di + 2], silu ? silu_of(pre) : pre, 1e-12);
   Vec dx(B * T * ld, 0.0), dw(Di * Kc, 0.0), db(Di, 0.0);
   cpu::causal_conv1d_backward(dx.data(), ld, dw.data(), db.data(), R.data(), Di, x.data(), ld, sp,
-                              w.data(), bias.data(), B, T, Di, Kc, silu);
+                              nullptr, w.data(), bias.data(), B, T, Di, Kc, silu);
   Vec nx = numeric_gradient(x, f);
   for (idx_t i = 0; i < B * T; ++i)
     for (idx_t c = Di; c < ld; ++c) { dx[i * ld + c] = 0; nx[i * ld + c] = 0; }
@@ -147,21 +147,21 @@ TEST(CausalConv1d, CarriedStateMakesSegmentsEqualTheWhole) {
       bias = random_vector<double>(Di, rng);
   Vec whole(B * T * Di), parts(B * T * Di), state(B * Di * (Kc - 1), 0.0);
   cpu::causal_conv1d_forward(whole.data(), Di, (double*)nullptr, x.data(), Di, (const double*)nullptr,
-                             w.data(), bias.data(), B, T, Di, Kc, true);
+                             nullptr, w.data(), bias.data(), B, T, Di, Kc, true);
   // segment 1 = tokens [0, T1), then one token at a time with the state aliased in place
   Vec x1(B * T1 * Di), o1(B * T1 * Di);
   for (idx_t b = 0; b < B; ++b)
     for (idx_t i = 0; i < T1 * Di; ++i) x1[b * T1 * Di + i] = x[b * T * Di + i];
   cpu::causal_conv1d_forward(o1.data(), Di, state.data(), x1.data(), Di, (const double*)nullptr,
-                             w.data(), bias.data(), B, T1, Di, Kc, true);
+                             nullptr, w.data(), bias.data(), B, T1, Di, Kc, true);
   for (idx_t b = 0; b < B; ++b)
     for (idx_t i = 0; i < T1 * Di; ++i) parts[b * T * Di + i] = o1[b * T1 * Di + i];
   for (idx_t t = T1; t < T; ++t) {
     Vec xs(B * Di), os(B * Di);
     for (idx_t b = 0; b < B; ++b)
       for (idx_t c = 0; c < Di; ++c) xs[b * Di + c] = x[(b * T + t) * Di + c];
-    cpu::causal_conv1d_forward(os.data(), Di, state.data(), xs.data(), Di, state.data(), w.data(),
-                               bias.data(), B, 1, Di, Kc, true);
+    cpu::causal_conv1d_forward(os.data(), Di, state.data(), xs.data(), Di, state.data(), nullptr,
+                               w.data(), bias.data(), B, 1, Di, Kc, true);
     for (idx_t b = 0; b < B; ++b)
       for (idx_t c = 0; c < Di; ++c) parts[(b * T + t) * Di + c] = os[b * Di + c];
   }

@@ -217,7 +217,8 @@ TEST(ExpertConv1d, OneExpertIsTheDenseConvWithSilu) {
                              s.x_ld, (const double*)nullptr, idx.data(), w.data(), bias.data(), s.B,
                              s.T, s.Di, s.Kc, s.E, s.K);
   cpu::causal_conv1d_forward(dense.data(), s.Di, (double*)nullptr, x.data(), s.x_ld,
-                             (const double*)nullptr, w.data(), bias.data(), s.B, s.T, s.Di, s.Kc, true);
+                             (const double*)nullptr, nullptr, w.data(), bias.data(), s.B, s.T, s.Di, s.Kc,
+                             true);
   EXPECT_LT(max_rel_diff(out.data(), dense.data(), out.size()), 1e-15);
 }
 

@@ -15,6 +15,7 @@
 #include "model_checks.h"
 #include "testing.h"
 #include "train/schedule.h"
+#include "train/train_backend.h"
 #include "train/trainer.h"
 
 using namespace moessm;
@@ -174,6 +175,29 @@ TEST(Trainer, UnsupportedLayerOnTheDeviceFailsBeforeAnyWork) {
   ModelConfig wide_moe = moe;
   wide_moe.d_conv = 9;
   EXPECT_EQ(mixer_missing_op(wide_moe, wide_moe.layers[3], "cuda"), "expert_conv1d with d_conv 9 (cuda: d_conv <= 8)");
+}
+
+// --pack-documents needs an end-of-text id and a device whose ops reset at it; both are checked
+// before the run directory is touched.
+TEST(Trainer, PackDocumentsIsRefusedWithoutSeparatorOrSupportBeforeAnyWork) {
+  const std::string dir = temp_dir("pack_refused");
+  const std::string data = make_data("pack_byte_data");  // byte tokenizer: no end-of-text id
+  TrainOptions o = small_opts(data, dir + "/run");
+  o.pack_documents = true;
+  EXPECT_ERROR_HAS(train_model(tiny(), o), "has no end-of-text id");
+  EXPECT_FALSE(file_exists(dir + "/run"));
+  // The layer and device answers the trainer asks (the data check above comes first).
+  EXPECT_EQ(train_seq_idx_missing("cpu", tiny()), "");
+  const ModelConfig conv_experts = ModelConfig::from_json(
+      Json::parse(R"({"d_model": 16, "n_layer": 1, "vocab_size": 256, "d_state": 4,
+                      "layers": [{"type": "rom", "experts_in": ["conv_proj", "gate_proj", "out_proj", "conv1d"]}]})"),
+      "test");
+  EXPECT_NE(train_seq_idx_missing("cpu", conv_experts).find("layer 0 (rom)"), std::string::npos);
+#ifdef MOESSM_CUDA
+  EXPECT_NE(train_seq_idx_missing("cuda", tiny()).find("selective_scan"), std::string::npos);
+#else
+  EXPECT_NE(train_seq_idx_missing("cuda", tiny()).find("no CUDA backend"), std::string::npos);
+#endif
 }
 
 // ---- run directories are never silently damaged -------------------------------------------

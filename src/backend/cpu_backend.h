@@ -90,19 +90,22 @@ struct CpuBackend {
     cpu::matmul_backward(din, din_ld, dw, (T*)nullptr, dout, dout_ld, in, in_ld, w, M, N, K, din_accumulate);
   }
   static void conv_forward(const Ctx&, Act* out, idx_t out_ld, Act* state_out, const Act* x, idx_t x_ld,
-                           const Act* state_in, const Param* w, const Param* bias, idx_t B, idx_t T_, idx_t Di,
-                           idx_t Kc, bool silu) {
-    cpu::causal_conv1d_forward(out, out_ld, state_out, x, x_ld, state_in, w, bias, B, T_, Di, Kc, silu);
+                           const Act* state_in, const int32_t* seq_idx, const Param* w, const Param* bias, idx_t B,
+                           idx_t T_, idx_t Di, idx_t Kc, bool silu) {
+    cpu::causal_conv1d_forward(out, out_ld, state_out, x, x_ld, state_in, seq_idx, w, bias, B, T_, Di, Kc, silu);
   }
   static void conv_backward(const Ctx&, Act* dx, idx_t dx_ld, Param* dw, Param* dbias, const Act* dout,
-                            idx_t dout_ld, const Act* x, idx_t x_ld, const Act* state_in, const Param* w,
-                            const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
-    cpu::causal_conv1d_backward(dx, dx_ld, dw, dbias, dout, dout_ld, x, x_ld, state_in, w, bias, B, T_, Di, Kc, silu);
+                            idx_t dout_ld, const Act* x, idx_t x_ld, const Act* state_in, const int32_t* seq_idx,
+                            const Param* w, const Param* bias, idx_t B, idx_t T_, idx_t Di, idx_t Kc, bool silu) {
+    cpu::causal_conv1d_backward(dx, dx_ld, dw, dbias, dout, dout_ld, x, x_ld, state_in, seq_idx, w, bias, B, T_, Di,
+                                Kc, silu);
   }
   static void ssm_a_forward(const Ctx&, F* A, const Param* A_log, idx_t n) { cpu::ssm_a_forward(A, A_log, n); }
   static void ssm_a_backward(const Ctx&, Param* dA_log, const F* dA, const F* A, idx_t n) {
     cpu::ssm_a_backward(dA_log, dA, A, n);
   }
+  // Packed documents (ScanParams::seq_idx) are supported by every op here.
+  static constexpr bool kScanSeqIdx = true;
   static void scan_forward(const Ctx&, const ScanParams& p) { cpu::selective_scan_forward(p); }
   static void scan_backward(const Ctx&, const ScanGrads& g, const ScanParams& p) { cpu::selective_scan_backward(g, p); }
   // The CPU scan can keep Δ from its forward for the backward (saves two softplus per element).

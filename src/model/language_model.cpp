@@ -203,6 +203,7 @@ void Model<Bk>::carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training) {
   dloss_ = a.template carve<F>(head_rows_);
   ids_mem_ = a.template carve<int32_t>(BT);
   targets_mem_ = a.template carve<int32_t>(BT);
+  seq_idx_mem_ = a.template carve<int32_t>(BT);
   sums_ = a.template carve<double>(2);
   if (training) {
     dhf_ = a.template carve<Act>(BT * D_);
@@ -245,8 +246,31 @@ void Model<Bk>::prepare(idx_t B, idx_t T_, bool training) {
 // ---- forward ----------------------------------------------------------------------------------
 
 template <typename Bk>
+std::string seq_idx_missing(const std::vector<std::unique_ptr<Mixer<Bk>>>& mixers) {
+  for (size_t l = 0; l < mixers.size(); ++l)
+    if (!mixers[l]->supports_seq_idx())
+      return str_cat("layer ", l, " (", mixers[l]->type(), ") does not take packed documents (seq_idx)");
+  if constexpr (!Bk::kScanSeqIdx) return Bk::kScanSeqIdxMissing;
+  return "";
+}
+
+template <typename Bk>
+std::string Model<Bk>::seq_idx_missing() const {
+  return moessm::seq_idx_missing(mixers_);
+}
+
+template <typename Bk>
+const int32_t* Model<Bk>::upload_seq_idx(const int32_t* seq_idx, idx_t BT) {
+  if (!seq_idx) return nullptr;
+  const std::string missing = seq_idx_missing();
+  CHECK(missing.empty(), "model: packed documents (seq_idx) refused: ", missing);
+  Bk::from_host(ctx_, seq_idx_mem_, seq_idx, BT);
+  return seq_idx_mem_;
+}
+
+template <typename Bk>
 void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out,
-                             bool want_aux) {
+                             bool want_aux, const int32_t* seq_idx_mem) {
   CHECK(B == max_B_ && T_ >= 1 && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_,
         ", called with B=", B, " T=", T_);
   CHECK(!(training_ && state_out), "model: a training pass does not write a carried state");
@@ -254,6 +278,7 @@ void Model<Bk>::forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const vo
   const ParamsRef<Bk> P = params_ref();
   const Param* W = params.data();
   const double eps = cfg_.norm_eps;
+  for (auto& m : mixers_) m->set_seq_idx(seq_idx_mem);  // for this forward and its backward
   Bk::embedding_forward(ctx_, resid(0), ids_mem, W + emb_, BT, V_, D_);
   Bk::zero(ctx_, sums_ + 1, 1);  // the layers' auxiliary losses are added here
   for (int l = 0; l < n_layers(); ++l) {
@@ -283,7 +308,7 @@ void Model<Bk>::forward_last_logits(Act* logits_mem, const int32_t* ids_mem, idx
 
 template <typename Bk>
 void Model<Bk>::forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, idx_t T_, const void* state_in,
-                               void* state_out) {
+                               void* state_out, const int32_t* seq_idx) {
   const idx_t BT = B * T_;
   if constexpr (Bk::kOnDevice) {
     for (idx_t i = 0; i < BT; ++i)
@@ -293,7 +318,7 @@ void Model<Bk>::forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, i
   CHECK(B == max_B_ && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_, ", called with B=", B,
         " T=", T_);
   Bk::from_host(ctx_, ids_mem_, ids, BT);
-  forward_body(ids_mem_, B, T_, state_in, state_out);
+  forward_body(ids_mem_, B, T_, state_in, state_out, true, upload_seq_idx(seq_idx, BT));
   if constexpr (!Bk::kOnDevice) {
     // Host memory: the whole [B·T, V] product at once, straight into the caller's buffer.
     Bk::matmul_forward(ctx_, logits, V_, hf_, D_, gemm_weights() + emb_, BT, V_, D_);
@@ -310,7 +335,7 @@ void Model<Bk>::forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, i
 
 template <typename Bk>
 LossResult Model<Bk>::loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T_, bool backward,
-                           const void* state_in, void* state_out) {
+                           const void* state_in, void* state_out, const int32_t* seq_idx) {
   CHECK(!backward || training_, "loss(backward=true) needs prepare(..., training=true)");
   CHECK(B == max_B_ && T_ <= max_T_, "model prepared for B=", max_B_, " T<=", max_T_, ", called with B=", B,
         " T=", T_);
@@ -326,7 +351,7 @@ LossResult Model<Bk>::loss(const int32_t* ids, const int32_t* targets, idx_t B, 
   CHECK(r.count > 0, "loss: no targets to score (all ignored)");
   Bk::from_host(ctx_, ids_mem_, ids, BT);
   Bk::from_host(ctx_, targets_mem_, targets, BT);
-  forward_body(ids_mem_, B, T_, state_in, state_out);
+  forward_body(ids_mem_, B, T_, state_in, state_out, true, upload_seq_idx(seq_idx, BT));
   const typename Bk::Weight* E = gemm_weights() + emb_;
   const double scale = 1.0 / double(r.count);
   for (idx_t r0 = 0; r0 < BT; r0 += head_rows_) {
@@ -406,7 +431,8 @@ Json Model<Bk>::stats() const {
 
 #define MOESSM_MODEL_FUNCTIONS(Bk)                                                                   \
   template ModelLayout<Bk> register_model<Bk>(const ModelConfig&, ParamTable&);                     \
-  template MixerCounts count_model<Bk>(const ModelConfig&, const std::vector<std::unique_ptr<Mixer<Bk>>>&);
+  template MixerCounts count_model<Bk>(const ModelConfig&, const std::vector<std::unique_ptr<Mixer<Bk>>>&);     \
+  template std::string seq_idx_missing<Bk>(const std::vector<std::unique_ptr<Mixer<Bk>>>&);
 MOESSM_INSTANTIATE_FOR_BACKENDS(Model)
 MOESSM_MODEL_FUNCTIONS(CpuBackend<float>)
 MOESSM_MODEL_FUNCTIONS(CpuBackend<double>)

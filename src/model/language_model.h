@@ -19,6 +19,11 @@
 // The LM head and cross-entropy run in row chunks of Bk::kHeadChunkRows, so a [B·T, V] logits
 // buffer is never held in training, and the head's backward is fused into the loss pass. The
 // loss and every layer's auxiliary loss are summed in backend memory and read once per call.
+//
+// Packed documents: forward_logits and loss take an optional host seq_idx [B,T] (int32, the
+// document of each token; rule in ops/op_common.h), copied to backend memory and handed to every
+// layer (Mixer::set_seq_idx) for that call's forward and backward; nullptr = one document per row.
+// seq_idx_missing() says why a model cannot take one ("" when it can).
 #pragma once
 #include <memory>
 #include <vector>
@@ -53,6 +58,11 @@ ModelLayout<Bk> register_model(const ModelConfig& cfg, ParamTable& table);
 // and norms.
 template <typename Bk>
 MixerCounts count_model(const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<Bk>>>& mixers);
+// "" when these layers on backend Bk take packed documents (seq_idx), else the reason: the first
+// layer that does not honour it, or the op Bk lacks (host-side: no device work, so the trainer
+// asks it of register_model's layers before it touches the run directory).
+template <typename Bk>
+std::string seq_idx_missing(const std::vector<std::unique_ptr<Mixer<Bk>>>& mixers);
 
 template <typename Bk>
 class Model {
@@ -109,7 +119,7 @@ class Model {
   // logits[B,T,V] (host) for ids[B,T] (host). state_in / state_out: the whole-model state of B
   // sequences in backend memory, optional, may alias.
   void forward_logits(HostLogit* logits, const int32_t* ids, idx_t B, idx_t T_, const void* state_in,
-                      void* state_out);
+                      void* state_out, const int32_t* seq_idx = nullptr);
   // Device-facing, capturable in a CUDA graph (no host sync, no allocation): runs ids_mem
   // [B, T] (backend memory) and writes the logits of each sequence's LAST position to
   // logits_mem [B, V] (backend memory).
@@ -119,14 +129,20 @@ class Model {
   // backward=true, gradients of that total are ACCUMULATED into grads (call zero_grads() first).
   // One host sync (the loss values).
   LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T_, bool backward,
-                  const void* state_in = nullptr, void* state_out = nullptr);
+                  const void* state_in = nullptr, void* state_out = nullptr, const int32_t* seq_idx = nullptr);
+  // "" when every layer and this backend's ops take packed documents (seq_idx), else the reason
+  // (the first layer that does not, or the backend op that is missing).
+  std::string seq_idx_missing() const;
 
   MixerCounts counts() const;  // whole model, per token (embedding/head/norms included)
   Json stats() const;          // per-layer mixer statistics of the last forward (MoE load)
 
  private:
+  // seq_idx_mem: backend memory [B,T] or nullptr (every layer is told either way).
   void forward_body(const int32_t* ids_mem, idx_t B, idx_t T_, const void* state_in, void* state_out,
-                    bool want_aux = true);
+                    bool want_aux = true, const int32_t* seq_idx_mem = nullptr);
+  // Copies a host seq_idx [B,T] to backend memory (nullptr stays nullptr).
+  const int32_t* upload_seq_idx(const int32_t* seq_idx, idx_t BT);
   void backward_body(idx_t B, idx_t T_, const void* state_in);
   void carve(typename Bk::Arena& a, idx_t B, idx_t T_, bool training);
   ParamsRef<Bk> params_ref() const { return {params.data(), gemm_weights()}; }
@@ -169,7 +185,7 @@ class Model {
   idx_t last_loss_rows_ = 0;  // B·T of the last loss() pass (row_losses())
   F *rstd_f_ = nullptr, *lse_ = nullptr, *row_loss_ = nullptr, *dloss_ = nullptr, *dres_ = nullptr,
     *logits_stage_ = nullptr;
-  int32_t *ids_mem_ = nullptr, *targets_mem_ = nullptr;
+  int32_t *ids_mem_ = nullptr, *targets_mem_ = nullptr, *seq_idx_mem_ = nullptr;
   double* sums_ = nullptr;  // [0] loss sum, [1] aux sum (backend memory)
 };
 

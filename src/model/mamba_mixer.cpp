@@ -49,7 +49,7 @@ void MambaMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const Param
                              const void* state_in, void* state_out, double*) {
   const idx_t BT = B * T_;
   Bk::matmul_forward(ctx, xz_, 2 * Di, u, D, P.gemm + in_proj_, BT, 2 * Di, D);
-  core_.forward(ctx, y_, Di, xz_, 2 * Di, xz_ + Di, 2 * Di, P, B, T_, state_in, state_out);
+  core_.forward(ctx, y_, Di, xz_, 2 * Di, xz_ + Di, 2 * Di, P, B, T_, state_in, state_out, this->seq_idx_);
   Bk::matmul_forward(ctx, out, D, y_, Di, P.gemm + out_proj_, BT, D, Di);
 }
 
@@ -59,7 +59,7 @@ void MambaMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* 
   const idx_t BT = B * T_;
   Bk::matmul_backward(ctx, dy_, Di, grads + out_proj_, dout, D, y_, Di, P.gemm + out_proj_, BT, D, Di);
   core_.backward(ctx, dxz_, 2 * Di, dxz_ + Di, 2 * Di, grads, dy_, Di, xz_, 2 * Di, xz_ + Di, 2 * Di, P, B, T_,
-                 state_in);
+                 state_in, this->seq_idx_);
   Bk::matmul_backward(ctx, du, D, grads + in_proj_, dxz_, 2 * Di, u, D, P.gemm + in_proj_, BT, 2 * Di, D);
 }
 

@@ -25,6 +25,7 @@ class MambaMixer : public Mixer<Bk> {
   void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
+  bool supports_seq_idx() const override { return true; }
 
  private:
   SsmCore<Bk> core_;

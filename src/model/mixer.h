@@ -22,12 +22,20 @@
 // - backward() must follow the forward of the same inputs: du assigns, parameter grads
 //   accumulate; aux_grad is dLoss/d(aux loss) (1 in training).
 // - stats() describes the routing of the last forward as plain data (null for dense mixers).
+// - Packed documents: set_seq_idx(seq_idx) gives the forward and backward that follow a
+//   per-token document index [B,T] (int32, backend memory, token stride T; nullptr, the
+//   default, = one document per row); the rule is in ops/op_common.h: nothing a layer carries
+//   along time (conv window, scan state) crosses a document start, and state_in belongs to the
+//   row's first document, state_out to its last. A layer says it honours the index with
+//   supports_seq_idx(); one that mixes over time without honouring it keeps the default false,
+//   and set_seq_idx refuses a non-null index for it (the model asks first: seq_idx_missing).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "core/dtype.h"
 #include "io/json.h"
 #include "core/params.h"
@@ -87,6 +95,15 @@ class Mixer {
                         const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, double aux_grad) = 0;
   virtual MixerCounts counts() const = 0;
   virtual Json stats() const { return Json(); }
+  virtual bool supports_seq_idx() const { return false; }
+  void set_seq_idx(const int32_t* seq_idx) {
+    CHECK(!seq_idx || supports_seq_idx(), "layer type '", type(),
+          "' does not support packed documents (seq_idx): its state would cross document starts");
+    seq_idx_ = seq_idx;
+  }
+
+ protected:
+  const int32_t* seq_idx_ = nullptr;  // see set_seq_idx
 };
 
 }  // namespace moessm

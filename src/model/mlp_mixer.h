@@ -34,6 +34,7 @@ class MlpMixer : public Mixer<Bk> {
   void backward(const Ctx& ctx, Act* du, Param* grads, const Act* dout, const Act* u, const ParamsRef<Bk>& P,
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override { return ffn_.counts(); }
+  bool supports_seq_idx() const override { return true; }  // per token: nothing crosses tokens
   idx_t d_ff() const { return ffn_.F; }
 
  private:

@@ -60,6 +60,7 @@ class MoeMlpMixer : public Mixer<Bk> {
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override { return router_.stats("moe_mlp"); }
+  bool supports_seq_idx() const override { return true; }  // per token: nothing crosses tokens
   const MoeMlpOptions& options() const { return opt_; }
   const MoeRouter<Bk>& router() const { return router_; }
 

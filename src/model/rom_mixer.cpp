@@ -194,6 +194,7 @@ class RomCore : public SsmCore<Bk> {
                     const Param* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
     if (!E) return Base::conv_forward(xc, conv_state_out, x, x_ld, conv_state_in, params, B, T_);
+    CHECK(!this->seq_idx(), "rom: conv1d experts (experts_in has conv1d) do not support packed documents (seq_idx)");
     Bk::expert_conv_forward(this->ctx(), xc, Di, pre_, conv_state_out, pre_e_, x, x_ld, conv_state_in,
                             route_conv->topk_index(), params + this->conv_w, params + this->conv_b, B, T_, Di, Kc, E,
                             K_);
@@ -202,6 +203,7 @@ class RomCore : public SsmCore<Bk> {
                      const Act* conv_state_in, const Param* params, idx_t B, idx_t T_) override {
     const idx_t E = this->experts.conv1d, Di = this->Di, Kc = this->Kc;
     if (!E) return Base::conv_backward(dx, dx_ld, grads, dxc, x, x_ld, conv_state_in, params, B, T_);
+    CHECK(!this->seq_idx(), "rom: conv1d experts (experts_in has conv1d) do not support packed documents (seq_idx)");
     Bk::expert_conv_backward(this->ctx(), dx, dx_ld, grads + this->conv_w, grads + this->conv_b, dpre_, dx_e_, dxc,
                              Di, x, x_ld, conv_state_in, pre_, route_conv->topk_index(), params + this->conv_w,
                              params + this->conv_b, B, T_, Di, Kc, E, K_);
@@ -405,7 +407,7 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
     }
   }
   // 3. the shared SSM (one scan, one state), gated by silu(z)
-  core_->forward(ctx, y_, Di, x_, Di, z_, Di, P, B, T_, state_in, state_out);
+  core_->forward(ctx, y_, Di, x_, Di, z_, Di, P, B, T_, state_in, state_out, this->seq_idx_);
   // 4. projection out (b = g with weight_at out/both)
   if (lin_[kRomOutProj]) {
     const MoeRouter<Bk>& r = *route(kRomOutProj);
@@ -433,7 +435,7 @@ void RomMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act* do
     Bk::matmul_backward(ctx, dy_, Di, grads + dense_w_[kRomOutProj], dout, D, y_, Di, P.gemm + dense_w_[kRomOutProj],
                         M, D, Di);
   }
-  core_->backward(ctx, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di, P, B, T_, state_in);
+  core_->backward(ctx, dx_, Di, dz_, Di, grads, dy_, Di, x_, Di, z_, Di, P, B, T_, state_in, this->seq_idx_);
   // in projections: du = (conv part) + (gate part)
   if (in_lin_) {
     MoeRouter<Bk>& r = *route(kRomConvProj);
@@ -485,6 +487,11 @@ MixerCounts RomMixer<Bk>::counts() const {
   for (const auto& r : routers_) c += r->counts();
   c.other_flops += 4.0 * double(Di);  // D skip and SiLU(z) gate, as dense
   return c;
+}
+
+template <typename Bk>
+bool RomMixer<Bk>::supports_seq_idx() const {
+  return core_->experts.conv1d == 0;
 }
 
 template <typename Bk>

@@ -86,6 +86,9 @@ class RomMixer : public Mixer<Bk> {
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
+  // Packed documents reach the shared conv and scan; expert conv1d slabs (experts_in conv1d) do
+  // not take them (ops/expert_conv1d.h has no seq_idx yet).
+  bool supports_seq_idx() const override;
   const RomOptions& options() const { return opt_; }
 
  private:

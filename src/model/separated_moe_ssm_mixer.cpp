@@ -111,6 +111,7 @@ typename Bk::ScanParams SeparatedMoeSsmMixer<Bk>::branch_scan(idx_t e, const Par
   p.z = xz_ + Di; p.z_ld = 2 * Di;
   p.A = A_ + e * Di * N; p.D = params + D_ + e * Di; p.delta_bias = params + dt_b_ + e * Di;
   p.out = ybr_ + e * M * Di; p.out_ld = Di;
+  p.seq_idx = this->seq_idx_;
   p.chunk_states = chunk_states_ + e * B * scan_num_chunks(T_) * Di * N;
   return p;
 }
@@ -128,7 +129,7 @@ void SeparatedMoeSsmMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, c
   F* ssm_out = state_out ? reinterpret_cast<F*>(static_cast<char*>(state_out) + ssm_at) : nullptr;
   Bk::matmul_forward(ctx, xz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
   Bk::conv_forward(ctx, xc_, Di, static_cast<Act*>(state_out), xz_, 2 * Di, static_cast<const Act*>(state_in),
-                   params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
+                   this->seq_idx_, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
   router_.forward(ctx, aux, u, D, P, M);
   Bk::ssm_a_forward(ctx, A_, params + A_log_, E * Di * N);
   for (idx_t e = 0; e < E; ++e) {
@@ -190,7 +191,8 @@ void SeparatedMoeSsmMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, c
                         M, XW, Di, /*din_accumulate=*/true);
   }
   Bk::conv_backward(ctx, dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di,
-                    static_cast<const Act*>(state_in), params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
+                    static_cast<const Act*>(state_in), this->seq_idx_, params + conv_w_, params + conv_b_, B, T_,
+                    Di, Kc, true);
   Bk::matmul_backward(ctx, du, D, grads + in_proj_, dxz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
   router_.backward(ctx, du, D, grads, u, D, P, M, aux_grad);
 }

@@ -49,6 +49,7 @@ class SeparatedMoeSsmMixer : public Mixer<Bk> {
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
+  bool supports_seq_idx() const override { return true; }  // conv and scan take seq_idx
   const MoeRouter<Bk>& router() const { return router_; }
 
   const idx_t D, Di, N, R, Kc, E, K;

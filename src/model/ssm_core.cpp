@@ -106,6 +106,7 @@ typename Bk::ScanParams SsmCore<Bk>::scan_params(const Act* z, idx_t z_ld, const
   p.z = z; p.z_ld = z_ld;
   p.A = A_; p.D = params + D_skip; p.delta_bias = params + dt_proj_b;
   p.h0 = h0;
+  p.seq_idx = seq_idx_;
   p.chunk_states = chunk_states_;
   return p;
 }
@@ -113,11 +114,12 @@ typename Bk::ScanParams SsmCore<Bk>::scan_params(const Act* z, idx_t z_ld, const
 template <typename Bk>
 void SsmCore<Bk>::forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* x, idx_t x_ld, const Act* z,
                           idx_t z_ld, const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in,
-                          void* state_out) {
+                          void* state_out, const int32_t* seq_idx) {
   CHECK(B <= planned_B_ && T_ <= planned_T_, "SsmCore: called with B=", B, " T=", T_,
         " but planned for B=", planned_B_, " T=", planned_T_);
   ctx_ = ctx;
   gemm_ = P.gemm;
+  seq_idx_ = seq_idx;
   const Param* params = P.master;
   const idx_t BT = B * T_;
   const size_t ssm_at = ssm_state_byte_offset(B);
@@ -139,10 +141,12 @@ void SsmCore<Bk>::forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* x, 
 template <typename Bk>
 void SsmCore<Bk>::backward(const Ctx& ctx, Act* dx, idx_t dx_ld, Act* dz, idx_t dz_ld, Param* grads,
                            const Act* dout, idx_t dout_ld, const Act* x, idx_t x_ld, const Act* z, idx_t z_ld,
-                           const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in) {
+                           const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in,
+                           const int32_t* seq_idx) {
   CHECK(training_, "SsmCore: backward needs an arena planned for training");
   ctx_ = ctx;
   gemm_ = P.gemm;
+  seq_idx_ = seq_idx;
   const Param* params = P.master;
   const idx_t BT = B * T_, XW = R + 2 * N;
   const Act* conv_state_in = static_cast<const Act*>(state_in);
@@ -172,14 +176,14 @@ template <typename Bk>
 void SsmCore<Bk>::conv_forward(Act* xc, Act* conv_state_out, const Act* x, idx_t x_ld, const Act* conv_state_in,
                                const Param* params, idx_t B, idx_t T_) {
   CHECK(experts.conv1d == 0, "SsmCore: conv1d has ", experts.conv1d, " experts; the dense stage has none");
-  Bk::conv_forward(ctx_, xc, Di, conv_state_out, x, x_ld, conv_state_in, params + conv_w, params + conv_b, B, T_,
-                   Di, Kc, true);
+  Bk::conv_forward(ctx_, xc, Di, conv_state_out, x, x_ld, conv_state_in, seq_idx_, params + conv_w, params + conv_b,
+                   B, T_, Di, Kc, true);
 }
 
 template <typename Bk>
 void SsmCore<Bk>::conv_backward(Act* dx, idx_t dx_ld, Param* grads, const Act* dxc, const Act* x, idx_t x_ld,
                                 const Act* conv_state_in, const Param* params, idx_t B, idx_t T_) {
-  Bk::conv_backward(ctx_, dx, dx_ld, grads + conv_w, grads + conv_b, dxc, Di, x, x_ld, conv_state_in,
+  Bk::conv_backward(ctx_, dx, dx_ld, grads + conv_w, grads + conv_b, dxc, Di, x, x_ld, conv_state_in, seq_idx_,
                     params + conv_w, params + conv_b, B, T_, Di, Kc, true);
 }
 

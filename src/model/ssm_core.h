@@ -12,8 +12,10 @@
 // bias), x_proj.weight and dt_proj.weight an extra leading expert dimension E (same names; 0 =
 // the dense shapes, the default), and the three stages conv / x_proj / dt_proj are virtual so a
 // derived core can route them. The defaults are the dense ops and refuse expert slabs. The
-// stages read the call's context and GEMM weights from ctx() / gemm_weights() (set on entry to
-// forward / backward), so their signatures carry only the master parameters.
+// stages read the call's context, GEMM weights and document index from ctx() / gemm_weights() /
+// seq_idx() (set on entry to forward / backward), so their signatures carry only the master
+// parameters. Packed documents: seq_idx [B,T] (ops/op_common.h, nullptr = one per row) reaches
+// the conv and the scan, forward and backward.
 #pragma once
 #include <string>
 #include <vector>
@@ -46,13 +48,14 @@ class SsmCore {
   // Byte offset of the ssm part in a state block of B sequences (after the conv part).
   size_t ssm_state_byte_offset(idx_t B) const { return size_t(B * Di * (Kc - 1)) * sizeof(Act); }
   void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training);
-  // out[B,T,Di] (token stride out_ld) = gated scan output.
+  // out[B,T,Di] (token stride out_ld) = gated scan output; seq_idx [B,T] optional (see above).
   void forward(const Ctx& ctx, Act* out, idx_t out_ld, const Act* x, idx_t x_ld, const Act* z, idx_t z_ld,
-               const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, void* state_out);
-  // dx, dz assign (token strides as given); parameter grads accumulate.
+               const ParamsRef<Bk>& P, idx_t B, idx_t T_, const void* state_in, void* state_out,
+               const int32_t* seq_idx);
+  // dx, dz assign (token strides as given); parameter grads accumulate. seq_idx as in forward.
   void backward(const Ctx& ctx, Act* dx, idx_t dx_ld, Act* dz, idx_t dz_ld, Param* grads, const Act* dout,
                 idx_t dout_ld, const Act* x, idx_t x_ld, const Act* z, idx_t z_ld, const ParamsRef<Bk>& P,
-                idx_t B, idx_t T_, const void* state_in);
+                idx_t B, idx_t T_, const void* state_in, const int32_t* seq_idx);
   MixerCounts counts() const;  // conv, x_proj, dt_proj, scan
 
   const idx_t D, Di, N, R, Kc;
@@ -77,6 +80,7 @@ class SsmCore {
                                 const Param* params, idx_t BT);
   const Ctx& ctx() const { return ctx_; }
   const typename Bk::Weight* gemm_weights() const { return gemm_; }
+  const int32_t* seq_idx() const { return seq_idx_; }
 
  private:
   // The scan's arguments (forward and backward read the same streams).
@@ -87,6 +91,7 @@ class SsmCore {
   bool training_ = false;
   Ctx ctx_{};
   const typename Bk::Weight* gemm_ = nullptr;
+  const int32_t* seq_idx_ = nullptr;
   // activations [B,T,...]
   Act *xc_ = nullptr, *xdbl_ = nullptr, *delta_ = nullptr;
   F *chunk_states_ = nullptr, *A_ = nullptr;

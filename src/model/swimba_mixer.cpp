@@ -127,6 +127,7 @@ typename Bk::ScanParams SwimbaMixer<Bk>::scan_params(const Param* params, idx_t 
   p.delta_bias = mix_post ? nullptr : params + dt_b_;  // post: Δ arrives mixed, after softplus
   p.delta_softplus = !mix_post;
   p.out = y_; p.out_ld = Di;  // written by forward only
+  p.seq_idx = this->seq_idx_;
   p.chunk_states = chunk_states_;
   return p;
 }
@@ -146,8 +147,8 @@ void SwimbaMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const Para
   F* ssm_state_out = state_out ? reinterpret_cast<F*>(static_cast<char*>(state_out) + ssm_at) : nullptr;
 
   Bk::matmul_forward(ctx, xz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
-  Bk::conv_forward(ctx, xc_, Di, conv_state_out, xz_, 2 * Di, conv_state_in, params + conv_w_, params + conv_b_, B,
-                   T_, Di, Kc, true);
+  Bk::conv_forward(ctx, xc_, Di, conv_state_out, xz_, 2 * Di, conv_state_in, this->seq_idx_, params + conv_w_,
+                   params + conv_b_, B, T_, Di, Kc, true);
   if (route_on_conv) router_.forward(ctx, aux, xc_, Di, P, M);
   else router_.forward(ctx, aux, u, D, P, M);
   const F* g = router_.topk_weight();
@@ -243,7 +244,7 @@ void SwimbaMixer<Bk>::backward(const Ctx& ctx, Act* du, Param* grads, const Act*
 
   if (route_on_conv) router_.backward(ctx, dxc_, Di, grads, xc_, Di, P, M, aux_grad);
   Bk::conv_backward(ctx, dxz_, 2 * Di, grads + conv_w_, grads + conv_b_, dxc_, Di, xz_, 2 * Di, conv_state_in,
-                    params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
+                    this->seq_idx_, params + conv_w_, params + conv_b_, B, T_, Di, Kc, true);
   Bk::matmul_backward(ctx, du, D, grads + in_proj_, dxz_, 2 * Di, u, D, gw + in_proj_, M, 2 * Di, D);
   if (!route_on_conv) router_.backward(ctx, du, D, grads, u, D, P, M, aux_grad);
 }

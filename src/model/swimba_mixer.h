@@ -56,6 +56,7 @@ class SwimbaMixer : public Mixer<Bk> {
                 idx_t B, idx_t T_, const void* state_in, double aux_grad) override;
   MixerCounts counts() const override;
   Json stats() const override;
+  bool supports_seq_idx() const override { return true; }  // conv and scan take seq_idx
 
   // Read-only views of the last forward (diagnostics and tests), [B·T, ·] token-major, in
   // backend memory: the effective Δ (after softplus) is written to delta_out[B·T, Di].

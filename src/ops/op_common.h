@@ -11,6 +11,17 @@
 //   consecutive tokens (>= X), so slices of a wider buffer (x and z inside in_proj's [B,T,2Di]
 //   output; dt_low, B, C inside x_proj's [B,T,R+2N]) are used in place without copies.
 // - Optional inputs/outputs are nullptr when absent.
+// - Packed documents (seq_idx): the time-mixing ops (causal_conv1d, selective_scan) take an
+//   optional per-token document index seq_idx [B,T] (int32, token stride T, row b at b·T; same
+//   memory as the activations). Documents are the maximal runs of equal values: token t > 0 with
+//   seq_idx[t] != seq_idx[t-1] STARTS a new document (values need not increase; only changes
+//   count, so [0,1,0] is three documents). Nothing crosses a document start: the scan state
+//   entering it is 0 and the conv reads only inputs of the token's own document. Position 0 is
+//   never a start: the carried state (h0, conv state_in) belongs to the row's FIRST document and
+//   is seen by its tokens only (a caller whose row begins a new document passes no state). The
+//   state written out (h_last, conv state_out) is that of the row's LAST document, so a row split
+//   inside a document and run as two segments with the state handed over gives the result of the
+//   whole row. nullptr = one document per row: exactly (bit for bit) the behaviour without it.
 #pragma once
 #include <cstdint>
 

@@ -6,8 +6,14 @@
 //   h[t,c,n] = exp(Δ[t,c]·A[c,n]) · h[t-1,c,n] + Δ[t,c]·Bm[t,n]·u[t,c]   h[-1] = h0 (or 0)
 //   y[t,c]   = Σ_n Cm[t,n]·h[t,c,n] + D[c]·u[t,c]
 //   out      = y ⊙ silu(z)   (z optional)
+// Packed documents (optional seq_idx [B,T], rule in ops/op_common.h): at a document start t
+// (t > 0, seq_idx[t] != seq_idx[t-1]) the state entering t is 0, i.e. the decay exp(Δ[t]·A) is
+// taken as 0: h[t] = Δ[t]·Bm[t]·u[t]. Backward: no gradient flows through that step to earlier
+// tokens (nor to h0), and the decay gets none (dA, dΔ have no term from h[t-1]). h0 feeds the
+// tokens before the row's first document start only; h_last is the last document's state.
 // Chunking: the state entering every chunk of kScanChunk tokens is saved (chunk_states) so the
-// backward pass recomputes states inside a chunk instead of storing all T·Di·N of them.
+// backward pass recomputes states inside a chunk instead of storing all T·Di·N of them. With
+// seq_idx, a chunk whose first token starts a document saves the state that token sees: 0.
 // The state is kept in the accumulation type (fp32 for float, fp64 for the double reference).
 // Reductions over channels (dB, dC) are done in a fixed order: results do not depend on the
 // thread count.
@@ -27,7 +33,7 @@ inline idx_t scan_num_chunks(idx_t T) { return (T + kScanChunk - 1) / kScanChunk
 
 // One plain struct of pointers and token strides, filled and validated in one place.
 // Shapes: u, delta, z, out [B,T,Di]; Bm, Cm [B,T,N]; A [Di,N]; D, delta_bias [Di];
-// h0, h_last [B,Di,N]; chunk_states [B, scan_num_chunks(T), Di, N].
+// h0, h_last [B,Di,N]; chunk_states [B, scan_num_chunks(T), Di, N]; seq_idx [B,T] (stride T).
 template <typename T>
 struct ScanParams {
   idx_t B = 0, T_ = 0, Di = 0, N = 0;
@@ -40,6 +46,7 @@ struct ScanParams {
   const T* D = nullptr;                            // optional
   const T* delta_bias = nullptr;                   // optional
   const T* h0 = nullptr;                           // optional initial state
+  const int32_t* seq_idx = nullptr;                // optional document index (packed rows)
   bool delta_softplus = true;                      // apply softplus to delta + delta_bias
   // forward outputs
   T* out = nullptr;          idx_t out_ld = 0;
@@ -86,6 +93,10 @@ namespace moessm::cuda {
 // dh_last, dh0 and the parameter gradients dA, dD, ddelta_bias (mamba_ssm's precision policy).
 // All pointers are device pointers. The state is carried in fp32 registers.
 // Supported: any B, T, Di >= 1 and 1 <= N <= 256 (a CHECK names the size beyond that).
+// seq_idx (device pointer, [B,T] int32): part of the contract above, but the kernels in
+// selective_scan.cu do not implement the document reset yet; the CUDA backend
+// (backend/cuda_backend.h) refuses a non-null seq_idx until they do (tests/cuda/
+// test_scan_pack_cuda.cpp holds the comparison with the CPU reference they must pass).
 // Determinism: no float atomics; dB / dC are summed over channel blocks and dA / dD /
 // ddelta_bias over the batch by ordered reduction kernels, so two runs are bitwise equal.
 // Scratch for backward comes from the stream's workspace (ops/cuda/common.cuh).
@@ -101,6 +112,7 @@ struct ScanParamsT {
   const float* D = nullptr;
   const float* delta_bias = nullptr;
   const float* h0 = nullptr;
+  const int32_t* seq_idx = nullptr;                // [B,T] document index (see ScanParams)
   bool delta_softplus = true;
   Tin* out = nullptr;          idx_t out_ld = 0;
   float* h_last = nullptr;

@@ -33,9 +33,11 @@ class ModelTrainBackend : public TrainBackend {
   }
   void prepare(idx_t B, idx_t T) override { model_.prepare(B, T, true); }
   void zero_grads() override { model_.zero_grads(); }
-  LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T, bool backward) override {
-    return model_.loss(ids, targets, B, T, backward);
+  LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T, bool backward,
+                  const int32_t* seq_idx) override {
+    return model_.loss(ids, targets, B, T, backward, nullptr, nullptr, seq_idx);
   }
+  std::string seq_idx_missing() const override { return model_.seq_idx_missing(); }
   double grad_norm_squared() override {
     Bk::grad_norm_squared(model_.ctx(), scalar_.data(), model_.grads.data(), idx_t(model_.grads.size()));
     double v = 0;
@@ -77,7 +79,23 @@ class ModelTrainBackend : public TrainBackend {
   typename Bk::template Buffer<double> scalar_;
 };
 
+template <typename Bk>
+std::string layers_seq_idx_missing(const ModelConfig& cfg) {
+  ParamTable table;
+  return seq_idx_missing(register_model<Bk>(cfg, table).mixers);
+}
+
 }  // namespace
+
+std::string train_seq_idx_missing(const std::string& device, const ModelConfig& cfg) {
+  CHECK(device == "cpu" || device == "cuda", "--device must be 'cpu' or 'cuda', found '", device, "'");
+  if (device == "cpu") return layers_seq_idx_missing<CpuBackend<float>>(cfg);
+#ifdef MOESSM_CUDA
+  return layers_seq_idx_missing<CudaBackend<__nv_bfloat16>>(cfg);
+#else
+  return "this build has no CUDA backend";
+#endif
+}
 
 std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg) {
   CHECK(device == "cpu" || device == "cuda", "--device must be 'cpu' or 'cuda', found '", device, "'");

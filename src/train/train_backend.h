@@ -26,7 +26,11 @@ class TrainBackend {
   virtual void init(uint64_t seed) = 0;  // fresh weights, zero moments
   virtual void prepare(idx_t B, idx_t T) = 0;
   virtual void zero_grads() = 0;
-  virtual LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T, bool backward) = 0;
+  // seq_idx: optional host [B,T] document index of packed rows (Model::loss); nullptr = none.
+  virtual LossResult loss(const int32_t* ids, const int32_t* targets, idx_t B, idx_t T, bool backward,
+                          const int32_t* seq_idx = nullptr) = 0;
+  // "" when this model on this device takes packed documents, else why not (Model::seq_idx_missing).
+  virtual std::string seq_idx_missing() const = 0;
   virtual double grad_norm_squared() = 0;
   // One AdamW step with gradients scaled by grad_scale (accumulation and clipping), per-tensor
   // weight decay from the table (no_decay → 0).
@@ -40,5 +44,8 @@ class TrainBackend {
 // device: "cpu" or "cuda" (a clear error when this build has no CUDA backend; a model with a
 // layer the device cannot run is refused naming the layer and the missing op).
 std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg);
+// What make_train_backend(device, cfg)->seq_idx_missing() would say, without building the model
+// (no allocation, no device work): "" when packed documents can be trained.
+std::string train_seq_idx_missing(const std::string& device, const ModelConfig& cfg);
 
 }  // namespace moessm

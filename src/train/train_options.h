@@ -25,6 +25,7 @@ struct TrainOptions {
   int64_t warmup_steps = 50, eval_every = 100, eval_tokens = 65536, checkpoint_every = 200;
   int64_t log_every = 10, seed = 1337, halt_after = 0;
   bool overwrite = false, allow_changed_options = false;
+  bool pack_documents = false;  // reset the recurrent state at every end-of-text (data/packing.h)
 
   // Applies a JSON object of options (keys as the field names); errors name `source` and the key.
   void apply_json(const Json& j, const std::string& source);

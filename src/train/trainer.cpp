@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "data/loader.h"
+#include "data/packing.h"
 #include "data/shards.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
@@ -223,6 +224,18 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   const ShardHeader train_header = read_shard_header(train_path);
   check_shard_tokenizer(train_header, train_path, o.data);
   check_shard_tokenizer(read_shard_header(val_path), val_path, o.data);
+  const std::string tok_path = path_join(o.data, "tokenizer.json");
+  // Packed documents need the separator and a model and device that reset at it (checked here,
+  // before the run directory is touched).
+  int32_t separator = -1;
+  if (o.pack_documents) {
+    separator = file_exists(tok_path) ? Tokenizer::load(tok_path)->eot_id() : -1;
+    CHECK(separator >= 0, "--pack-documents: the data's tokenizer (",
+          file_exists(tok_path) ? tok_path : std::string("byte, no tokenizer.json in ") + o.data,
+          ") has no end-of-text id, so the documents joined in ", train_path, " cannot be told apart");
+    const std::string missing = train_seq_idx_missing(o.device, cfg);
+    CHECK(missing.empty(), "--pack-documents on --device ", o.device, ": ", missing);
+  }
   // Silent misconfigurations get a warning (the run goes on).
   if (o.warmup_steps >= o.max_steps)
     std::fprintf(stderr, "warning: warmup_steps %lld >= max_steps %lld: the learning rate never reaches lr %g\n",
@@ -237,7 +250,6 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   auto val_shard = std::make_shared<Shard>(read_shard(val_path));
   CHECK(int64_t(train_shard->header.vocab_size) <= cfg.vocab_size, train_path, ": the data's vocabulary (",
         train_shard->header.vocab_size, " ids) is larger than the model's vocab_size ", cfg.vocab_size);
-  const std::string tok_path = path_join(o.data, "tokenizer.json");
   // Read once (bounded as every tokenizer.json); each checkpoint carries a copy.
   const std::string tokenizer_json = file_exists(tok_path) ? read_regular_file(tok_path, kMaxTokenizerBytes) : "";
   // config.json names the tokenizer's end-of-text as bos / eos / pad (none without a tokenizer).
@@ -286,11 +298,20 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
               train_shard->header.vocab_size, backend->name().c_str(),
               o.device == "cpu" ? ", matmul backend " : "", o.device == "cpu" ? cpu::matmul_backend_name() : "");
   std::printf("baseline: unigram entropy of the validation tokens = %.4f nats\n", res.unigram_entropy);
+  if (o.pack_documents)
+    std::printf("packed documents: each end-of-text id (%d) starts a document; conv and scan state reset there\n",
+                separator);
   std::fflush(stdout);
 
   const int64_t B = o.batch_size, T = o.seq_len, tokens_per_step = B * T * o.grad_accum;
   backend->prepare(B, T);
-  std::vector<int32_t> inputs(B * T), targets(B * T);
+  std::vector<int32_t> inputs(B * T), targets(B * T), seq_idx(o.pack_documents ? B * T : 0);
+  // The document index of the rows in `inputs` (packed documents), or nullptr.
+  auto documents = [&]() -> const int32_t* {
+    if (!o.pack_documents) return nullptr;
+    document_index_from_separators(seq_idx.data(), inputs.data(), B, T, separator);
+    return seq_idx.data();
+  };
   std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
   CHECK(metrics, "cannot open ", metrics_path, " for appending");
 
@@ -301,7 +322,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     int64_t count = 0;
     for (int64_t i = 0; i < std::min(nb, limit); ++i) {
       val_loader.val_batch(i, inputs.data(), targets.data(), B, T);
-      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, false);
+      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, false, documents());
       sum += r.ce * double(r.count);
       count += r.count;
     }
@@ -327,7 +348,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     double loss_sum = 0, aux_sum = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       loader.next_batch(inputs.data(), targets.data(), B, T);
-      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, true);
+      LossResult r = backend->loss(inputs.data(), targets.data(), B, T, true, documents());
       loss_sum += r.ce;
       aux_sum += r.aux;
     }

@@ -117,18 +117,32 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatmulCuda,
 struct Conv {
   idx_t B, T, Di, Kc;
   bool silu, state;
+  bool packed = false;  // rows of several documents (seq_idx, ops/op_common.h)
 };
 
+// A document index for packed conv cases: starts at t % 13 == 5, at t = 64 (the start of the
+// kernels' second time segment), at T-1 (a one-token last document, so state_out has zeros), and
+// in row 1 also at t = 1; values change by 3 (only changes count).
+std::vector<int32_t> conv_seq_idx(const Conv& c) {
+  std::vector<int32_t> seq(static_cast<size_t>(c.B * c.T), 0);
+  for (idx_t b = 0; b < c.B; ++b)
+    for (idx_t t = 1; t < c.T; ++t) {
+      const bool start = t % 13 == 5 || t == 64 || t == c.T - 1 || (b == 1 && t == 1);
+      seq[b * c.T + t] = seq[b * c.T + t - 1] + (start ? 3 : 0);
+    }
+  return seq;
+}
+
 template <typename T>
-void cpu_conv(const Conv& c, const std::vector<double>& x, const std::vector<double>& st,
+void cpu_conv(const Conv& c, const int32_t* seq, const std::vector<double>& x, const std::vector<double>& st,
               const std::vector<double>& w, const std::vector<double>& b, const std::vector<double>& dout,
               std::vector<double>* out, std::vector<double>* st_out, std::vector<double>* dx,
               std::vector<double>* dw, std::vector<double>* db) {
   auto X = as<T>(x), S = as<T>(st), W = as<T>(w), Bb = as<T>(b), G = as<T>(dout);
   std::vector<T> o(x.size()), so(st.size()), d(x.size()), dW(w.size(), T(0)), dB(b.size(), T(0));
   const T* sp = c.state ? S.data() : nullptr;
-  cpu::causal_conv1d_forward<T>(o.data(), c.Di, so.data(), X.data(), c.Di, sp, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
-  cpu::causal_conv1d_backward<T>(d.data(), c.Di, dW.data(), dB.data(), G.data(), c.Di, X.data(), c.Di, sp, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
+  cpu::causal_conv1d_forward<T>(o.data(), c.Di, so.data(), X.data(), c.Di, sp, seq, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
+  cpu::causal_conv1d_backward<T>(d.data(), c.Di, dW.data(), dB.data(), G.data(), c.Di, X.data(), c.Di, sp, seq, W.data(), Bb.data(), c.B, c.T, c.Di, c.Kc, c.silu);
   *out = std::vector<double>(o.begin(), o.end());
   *st_out = std::vector<double>(so.begin(), so.end());
   *dx = std::vector<double>(d.begin(), d.end());
@@ -146,9 +160,13 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
     const size_t n = static_cast<size_t>(c.B * c.T * c.Di), ns = static_cast<size_t>(c.B * c.Di * (c.Kc - 1));
     const auto x = rnd(n, rng, -2, 2, bf), st = rnd(ns, rng, -2, 2, bf), w = rnd(static_cast<size_t>(c.Di * c.Kc), rng),
                b = rnd(static_cast<size_t>(c.Di), rng), dout = rnd(n, rng, -1, 1, bf);
+    const std::vector<int32_t> seq = c.packed ? conv_seq_idx(c) : std::vector<int32_t>();
+    const int32_t* hseq = c.packed ? seq.data() : nullptr;
+    DeviceBuffer Seq = DeviceBuffer::from_host(c.packed ? seq : std::vector<int32_t>(1, 0));
+    const int32_t* dseq = c.packed ? Seq.as<int32_t>() : nullptr;
     std::vector<double> r[5], nv[5], f[5];
-    cpu_conv<double>(c, x, st, w, b, dout, &r[0], &r[1], &r[2], &r[3], &r[4]);
-    cpu_conv<float>(c, x, st, w, b, dout, &nv[0], &nv[1], &nv[2], &nv[3], &nv[4]);
+    cpu_conv<double>(c, hseq, x, st, w, b, dout, &r[0], &r[1], &r[2], &r[3], &r[4]);
+    cpu_conv<float>(c, hseq, x, st, w, b, dout, &nv[0], &nv[1], &nv[2], &nv[3], &nv[4]);
     DeviceBuffer W = up_f32(w), Bb = up_f32(b);
     std::vector<float> zero_w(w.size(), 0.f), zero_b(b.size(), 0.f);
     DeviceBuffer dW = DeviceBuffer::from_host(zero_w), dB = DeviceBuffer::from_host(zero_b);
@@ -158,8 +176,8 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
                    D = gputest::poisoned_bf16(n);
       const bf16* sp = c.state ? S.as<bf16>() : nullptr;
       // Backward first (it reads state_in), then forward writing the new state in place.
-      cuda::causal_conv1d_backward<bf16>(D.as<bf16>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<bf16>(), c.Di, X.as<bf16>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
-      cuda::causal_conv1d_forward<bf16>(O.as<bf16>(), c.Di, S.as<bf16>(), X.as<bf16>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_backward<bf16>(D.as<bf16>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<bf16>(), c.Di, X.as<bf16>(), c.Di, sp, dseq, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_forward<bf16>(O.as<bf16>(), c.Di, S.as<bf16>(), X.as<bf16>(), c.Di, sp, dseq, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
       f[0] = down_bf16(O);
       f[1] = down_bf16(S);
       f[2] = down_bf16(D);
@@ -167,8 +185,8 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
       DeviceBuffer X = up_f32(x), S = up_f32(st), G = up_f32(dout), O = gputest::poisoned_f32(n),
                    D = gputest::poisoned_f32(n);
       const float* sp = c.state ? S.as<float>() : nullptr;
-      cuda::causal_conv1d_backward<float>(D.as<float>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<float>(), c.Di, X.as<float>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
-      cuda::causal_conv1d_forward<float>(O.as<float>(), c.Di, S.as<float>(), X.as<float>(), c.Di, sp, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_backward<float>(D.as<float>(), c.Di, dW.as<float>(), dB.as<float>(), G.as<float>(), c.Di, X.as<float>(), c.Di, sp, dseq, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
+      cuda::causal_conv1d_forward<float>(O.as<float>(), c.Di, S.as<float>(), X.as<float>(), c.Di, sp, dseq, W.as<float>(), Bb.as<float>(), c.B, c.T, c.Di, c.Kc, c.silu, nullptr);
       f[0] = down_f32(O);
       f[1] = down_f32(S);
       f[2] = down_f32(D);
@@ -185,7 +203,10 @@ TEST_P(ConvCuda, Fp32AndBf16WithinBudget) {
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvCuda,
                          ::testing::Values(Conv{2, 70, 37, 4, true, true}, Conv{1, 200, 129, 4, true, false},
                                            Conv{3, 2, 5, 4, true, true}, Conv{2, 65, 16, 3, false, true},
-                                           Conv{1, 9, 7, 1, true, false}));
+                                           Conv{1, 9, 7, 1, true, false},
+                                           // packed documents (seq_idx), with and without state_in
+                                           Conv{2, 140, 37, 4, true, true, true}, Conv{3, 70, 16, 3, false, true, true},
+                                           Conv{2, 66, 9, 8, true, false, true}, Conv{2, 3, 5, 4, true, true, true}));
 
 // ------------------------------------------------------------------------------------------
 TEST(RmsnormCuda, FusedAddForwardBackwardWithinBudget) {

@@ -26,7 +26,7 @@ void expert_conv1d_forward(T* out, idx_t out_ld, T* pre, T* state_out, T* work, 
   for (idx_t i = 0; i < M * Di; ++i) pre[i] = T(0);
   for (idx_t e = 0; e < E; ++e) {
     // Only the last call writes the carried state: state_out may alias state_in.
-    causal_conv1d_forward(work, Di, e == E - 1 ? state_out : nullptr, x, x_ld, state_in,
+    causal_conv1d_forward(work, Di, e == E - 1 ? state_out : nullptr, x, x_ld, state_in, nullptr,
                           w + e * Di * Kc, bias + e * Di, B, T_, Di, Kc, false);
     for (idx_t m = 0; m < M; ++m)
       if (chooses(idx, m, K, e))
@@ -55,7 +55,7 @@ void expert_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, T* dpre_work, T
         dpre_work[m * Di + c] = on ? dout[m * dout_ld + c] * silu_grad_of(pre[m * Di + c]) : T(0);
     }
     causal_conv1d_backward(dx_work, Di, dw + e * Di * Kc, dbias + e * Di, dpre_work, Di, x, x_ld,
-                           state_in, w + e * Di * Kc, bias + e * Di, B, T_, Di, Kc, false);
+                           state_in, nullptr, w + e * Di * Kc, bias + e * Di, B, T_, Di, Kc, false);
     for (idx_t m = 0; m < M; ++m)
       for (idx_t c = 0; c < Di; ++c) dx[m * dx_ld + c] += dx_work[m * Di + c];
   }

@@ -4,7 +4,9 @@
 // channel recomputes its states from the saved boundary state, then walks back in time carrying
 // dh. dB / dC need a sum over channels: each channel writes its contributions for the chunk to a
 // scratch [Di, L, N] which is then reduced over c in index order (deterministic for any thread
-// count).
+// count). Packed rows (seq_idx): a document start replaces the previous state by 0 (forward and
+// the backward's recomputation) and stops dh there, so the arithmetic of each document is that
+// of a separate run of it.
 #include "ops/selective_scan.h"
 
 #include <algorithm>
@@ -33,6 +35,10 @@ namespace {
 constexpr int kMaxN = 256;
 // Δ from the pre-activation v = delta + delta_bias (see ScanParams::delta_softplus).
 template <typename T> inline T delta_act(T v, bool softplus) { return softplus ? softplus_of(v) : v; }
+// Token t of row b starts a document (ops/op_common.h): its incoming state is 0.
+inline bool doc_start(const int32_t* seq_idx, idx_t b, idx_t T_, idx_t t) {
+  return seq_idx && t > 0 && seq_idx[b * T_ + t] != seq_idx[b * T_ + t - 1];
+}
 }
 
 template <typename T>
@@ -48,6 +54,8 @@ void selective_scan_forward(const ScanParams<T>& p) {
       const T bias = p.delta_bias ? p.delta_bias[c] : T(0);
       const T Dc = p.D ? p.D[c] : T(0);
       for (idx_t t = 0; t < T_; ++t) {
+        if (doc_start(p.seq_idx, b, T_, t))
+          for (idx_t n = 0; n < N; ++n) h[n] = T(0);
         if (t % kScanChunk == 0 && p.chunk_states) {
           T* s = p.chunk_states + ((b * nch + t / kScanChunk) * Di + c) * N;
           for (idx_t n = 0; n < N; ++n) s[n] = h[n];
@@ -109,18 +117,20 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
         const T Dc = p.D ? p.D[c] : T(0);
         const T* s0 = p.chunk_states + ((b * nch + k) * Di + c) * N;
         for (idx_t n = 0; n < N; ++n) H[n] = s0[n];
+        static const T zeros[kMaxN] = {};  // the state a document start sees
         for (idx_t i = 0; i < len; ++i) {
           const idx_t bt = b * T_ + t0 + i;
           const T u = p.u[bt * p.u_ld + c];
           const T dt = p.delta_saved ? p.delta_saved[bt * Di + c]
                                    : delta_act(p.delta[bt * p.delta_ld + c] + bias, p.delta_softplus);
           const T* Bt = p.Bm + bt * p.B_ld;
+          const T* hin = doc_start(p.seq_idx, b, T_, t0 + i) ? zeros : &H[i * N];
           const T du = dt * u;
 #pragma omp simd
           for (idx_t n = 0; n < N; ++n) {
             const T a = exp_fast(dt * Ac[n]);
             Ad[i * N + n] = a;
-            H[(i + 1) * N + n] = a * H[i * N + n] + du * Bt[n];
+            H[(i + 1) * N + n] = a * hin[n] + du * Bt[n];
           }
         }
         T* dh = &dh_all[c * N];
@@ -132,7 +142,8 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
           const T* Bt = p.Bm + bt * p.B_ld;
           const T* Ct = p.Cm + bt * p.C_ld;
           const T* h = &H[(i + 1) * N];
-          const T* hprev = &H[i * N];
+          const bool start = doc_start(p.seq_idx, b, T_, t0 + i);
+          const T* hprev = start ? zeros : &H[i * N];
           T dy = g.dout[bt * g.dout_ld + c];
           if (p.z) {
             const T zv = p.z[bt * p.z_ld + c];
@@ -158,7 +169,7 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
             dAc[n] += da * a * dt;
             dBc[n] = dhn * dt * u;
             du += dhn * dt * Bt[n];
-            dh[n] = dhn * a;
+            dh[n] = start ? T(0) : dhn * a;  // nothing flows back across a document start
           }
           const T dv = p.delta_softplus ? ddt * softplus_grad_of(v) : ddt;
           g.ddelta[bt * g.ddelta_ld + c] = dv;

@@ -231,7 +231,7 @@ void expert_conv1d_forward(T* out, idx_t out_ld, T* pre, T* state_out, T* /*work
                         T_, Di, E, int(K));
 #undef MOESSM_XCONV_FWD_SMEM
   CUDA_CHECK_LAUNCH("xconv_fwd_kernel");
-  if (state_out) causal_conv1d_state_update<T>(state_out, x, x_ld, state_in, B, T_, Di, Kc, stream);
+  if (state_out) causal_conv1d_state_update<T>(state_out, x, x_ld, state_in, nullptr, B, T_, Di, Kc, stream);
 }
 
 template <typename T>
