@@ -4,6 +4,7 @@
 # ("name=flags;name=flags", e.g. "c16=-DMOESSM_SCAN_CHUNK=16;c16b3=-DMOESSM_SCAN_CHUNK=16
 # -DMOESSM_SCAN_BWD_MINBLOCKS=3", one build dir each); runs the scan tests, every bench_scan, and ncu
 # launch/occupancy/stall sections of the first launch of each scan kernel (NCU=0 skips).
+# EXTRA_TESTS="gpu_test_x gpu_test_y" builds and runs more GPU test programs after the scan's.
 # Writes logs under $OUT (default ./out/scan_lab) and packs them into $OUT/logs.tar.gz.
 # Needs the vendored ./.gtest and ./.nlohmann (see tools/gpu_check.sh).
 set -uo pipefail
@@ -28,13 +29,18 @@ for v in "${VLIST[@]}"; do
      || echo "variant $n failed to build") &
   pids+=($!)
 done
-conf "$ROOT/build-gpu" "" && ninja -C "$ROOT/build-gpu" -j16 gpu_test_scan_cuda bench_scan > "$OUT/build.log" 2>&1 \
+conf "$ROOT/build-gpu" "" && ninja -C "$ROOT/build-gpu" -j16 gpu_test_scan_cuda bench_scan ${EXTRA_TESTS:-} > "$OUT/build.log" 2>&1 \
   || { grep -E "error" "$OUT/build.log" | head -30; exit 2; }
 for p in "${pids[@]}"; do wait "$p"; done
 echo "build: $(( $(date +%s) - t0 )) s"
 "$ROOT/build-gpu/gpu_test_scan_cuda" > "$OUT/test_scan.log" 2>&1
 echo "scan tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_scan.log" | tr '\n' ' ')"
 grep -E "Failure|FAILED|error" "$OUT/test_scan.log" | head -20
+for t in ${EXTRA_TESTS:-}; do
+  "$ROOT/build-gpu/$t" > "$OUT/$t.log" 2>&1
+  echo "$t rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$t.log" | tr '\n' ' ')"
+  grep -E "Failure|FAILED" "$OUT/$t.log" | head -10
+done
 "$ROOT/build-gpu/bench_scan" --json "$OUT/bench_scan.json" > "$OUT/bench_scan.log" 2>&1
 sed -n '/^case/,$p' "$OUT/bench_scan.log"
 for v in "${VLIST[@]}"; do

@@ -105,7 +105,6 @@ struct CpuBackend {
     cpu::ssm_a_backward(dA_log, dA, A, n);
   }
   // Packed documents (ScanParams::seq_idx) are supported by every op here.
-  static constexpr bool kScanSeqIdx = true;
   static void scan_forward(const Ctx&, const ScanParams& p) { cpu::selective_scan_forward(p); }
   static void scan_backward(const Ctx&, const ScanGrads& g, const ScanParams& p) { cpu::selective_scan_backward(g, p); }
   // The CPU scan can keep Δ from its forward for the backward (saves two softplus per element).

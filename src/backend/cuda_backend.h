@@ -121,20 +121,9 @@ struct CudaBackend {
   static void ssm_a_backward(const Ctx& c, Param* dA_log, const F* dA, const F* A, idx_t n) {
     cuda::ssm_a_backward(dA_log, dA, A, n, c.stream);
   }
-  // Packed documents: the conv kernels take seq_idx, the scan kernels (ops/cuda/selective_scan.cu)
-  // do not reset the state at document starts yet, so a seq_idx is refused here, before any launch,
-  // and the model and trainer ask kScanSeqIdx first (Model::seq_idx_missing). When the kernels
-  // learn it (tests/cuda/test_scan_pack_cuda.cpp), drop the check and set this to true.
-  static constexpr bool kScanSeqIdx = false;
-  static constexpr const char* kScanSeqIdxMissing =
-      "the CUDA selective_scan kernels (src/ops/cuda/selective_scan.cu) do not support seq_idx (packed documents: "
-      "state reset at document starts) yet; the CPU reference (src/ops/cpu/selective_scan.cpp) does";
-  static void scan_forward(const Ctx& c, const ScanParams& p) {
-    CHECK(!p.seq_idx, "cuda selective_scan_forward: ", kScanSeqIdxMissing);
-    cuda::selective_scan_forward<Act>(p, c.stream);
-  }
+  // Packed documents: the conv and scan kernels both take seq_idx (ops/op_common.h's rule).
+  static void scan_forward(const Ctx& c, const ScanParams& p) { cuda::selective_scan_forward<Act>(p, c.stream); }
   static void scan_backward(const Ctx& c, const ScanGrads& g, const ScanParams& p) {
-    CHECK(!p.seq_idx, "cuda selective_scan_backward: ", kScanSeqIdxMissing);
     cuda::selective_scan_backward<Act>(g, p, c.stream);
   }
   static void set_delta_saved(ScanParams&, Act*) {}  // the CUDA backward recomputes Δ

@@ -250,7 +250,6 @@ std::string seq_idx_missing(const std::vector<std::unique_ptr<Mixer<Bk>>>& mixer
   for (size_t l = 0; l < mixers.size(); ++l)
     if (!mixers[l]->supports_seq_idx())
       return str_cat("layer ", l, " (", mixers[l]->type(), ") does not take packed documents (seq_idx)");
-  if constexpr (!Bk::kScanSeqIdx) return Bk::kScanSeqIdxMissing;
   return "";
 }
 

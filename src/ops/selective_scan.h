@@ -93,10 +93,8 @@ namespace moessm::cuda {
 // dh_last, dh0 and the parameter gradients dA, dD, ddelta_bias (mamba_ssm's precision policy).
 // All pointers are device pointers. The state is carried in fp32 registers.
 // Supported: any B, T, Di >= 1 and 1 <= N <= 256 (a CHECK names the size beyond that).
-// seq_idx (device pointer, [B,T] int32): part of the contract above, but the kernels in
-// selective_scan.cu do not implement the document reset yet; the CUDA backend
-// (backend/cuda_backend.h) refuses a non-null seq_idx until they do (tests/cuda/
-// test_scan_pack_cuda.cpp holds the comparison with the CPU reference they must pass).
+// seq_idx (device pointer, [B,T] int32): packed documents as in ScanParams; a time segment
+// holding a document start passes no state (nor dh) across it.
 // Determinism: no float atomics; dB / dC are summed over channel blocks and dA / dD /
 // ddelta_bias over the batch by ordered reduction kernels, so two runs are bitwise equal.
 // Scratch for backward comes from the stream's workspace (ops/cuda/common.cuh).

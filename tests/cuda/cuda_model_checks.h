@@ -67,15 +67,17 @@ struct Outputs {
 };
 
 // Logits, then the loss with its backward, of a prepared-for-training model m (any backend) on
-// ids [B, T] with an optional carried state block s in m's memory.
+// ids [B, T] with an optional carried state block s in m's memory and an optional host document
+// index seq [B, T] (packed documents).
 template <typename M>
-Outputs forward_and_grads(M& m, const std::vector<int32_t>& ids, idx_t B, idx_t T_, const void* s) {
+Outputs forward_and_grads(M& m, const std::vector<int32_t>& ids, idx_t B, idx_t T_, const void* s,
+                          const int32_t* seq = nullptr) {
   Outputs o;
   std::vector<typename M::HostLogit> logits(size_t(B * T_ * m.vocab()));
-  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr);
+  m.forward_logits(logits.data(), ids.data(), B, T_, s, nullptr, seq);
   const auto tg = shifted(ids, B, T_);
   m.zero_grads();
-  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s);
+  const LossResult r = m.loss(ids.data(), tg.data(), B, T_, true, s, nullptr, seq);
   o.loss = r.ce;
   o.aux = r.aux;
   o.stats = m.stats();
@@ -88,19 +90,19 @@ Outputs forward_and_grads(M& m, const std::vector<int32_t>& ids, idx_t B, idx_t 
 
 template <typename T>
 Outputs run_cpu(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids, idx_t B,
-                idx_t T_, const std::vector<float>* state) {
+                idx_t T_, const std::vector<float>* state, const int32_t* seq = nullptr) {
   LanguageModel<T> m = cpu_model<T>(cfg, params);
   std::vector<T> st;
   if (state) st.assign(state->begin(), state->end());
   m.prepare(B, T_, true);
-  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr);
+  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr, seq);
 }
 
 // The model on the CUDA backend (Model<CudaBackend<Act>>, the CPU's layer code): the state lives
 // in a device block in the backend layout, exchanged with the host fp32 layout.
 template <typename Act>
 Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const std::vector<int32_t>& ids,
-                 idx_t B, idx_t T_, const std::vector<float>* state) {
+                 idx_t B, idx_t T_, const std::vector<float>* state, const int32_t* seq = nullptr) {
   Model<CudaBackend<Act>> m(cfg);
   m.upload_params(params.data());
   m.prepare(B, T_, true);
@@ -112,7 +114,7 @@ Outputs run_cuda(const ModelConfig& cfg, const std::vector<float>& params, const
     const double rel = std::is_same_v<Act, float> ? 0.0 : 4e-3;  // bf16: 2^-9 relative rounding
     for (size_t i = 0; i < back.size(); ++i) EXPECT_NEAR(back[i], (*state)[i], rel * std::fabs((*state)[i])) << i;
   }
-  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr);
+  return forward_and_grads(m, ids, B, T_, state ? st.data() : nullptr, seq);
 }
 
 // Greedy decoding of `prompts` for n new tokens on the CPU decoder (the reference the CUDA graph
@@ -269,17 +271,27 @@ inline void expect_same_routing(const Json& cuda_stats, const Json& cpu_stats, c
 
 // fp32 CUDA against the fp64 CPU reference within the fp32 CPU's error budget (logits 2e-5,
 // every gradient 2e-4), the loss to 1e-5, and for a routed stack the routing statistics equal to
-// the fp32 CPU run's (aux > 0); B 2, T 70, with or without a random carried state.
-inline void expect_fp32_model_matches_cpu(const ModelConfig& cfg, bool routed, bool with_state, const std::string& name) {
+// the fp32 CPU run's (aux > 0); B 2, T 70, with or without a random carried state; `packed`
+// gives each row documents (starts at t = 1, 23, 64 and 65 + b: a chunk start, one token after it)
+// through seq_idx.
+inline void expect_fp32_model_matches_cpu(const ModelConfig& cfg, bool routed, bool with_state, const std::string& name,
+                                          bool packed = false) {
   const idx_t B = 2, T = 70;
   const auto params = init_params(cfg, 3);
   const auto ids = random_ids(size_t(B * T), 300, 4);
   const auto st = random_state(cfg, B, 5);
   const std::vector<float>* s = with_state && !st.empty() ? &st : nullptr;
-  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
-  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
-  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
-  const std::string tag = name + (s ? " (carried state)" : "");
+  std::vector<int32_t> seq(size_t(B * T), 0);
+  for (idx_t b = 0; b < B; ++b)
+    for (idx_t t = 0, doc = 0; t < T; ++t) {
+      if (t == 1 || t == 23 || t == 64 || t == 65 + b) ++doc;
+      seq[size_t(b * T + t)] = int32_t(doc);
+    }
+  const int32_t* sq = packed ? seq.data() : nullptr;
+  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s, sq);
+  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s, sq);
+  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s, sq);
+  const std::string tag = name + (s ? " (carried state)" : "") + (packed ? " (packed documents)" : "");
   if (routed) {
     expect_same_routing(fast.stats, naive.stats, tag);
     EXPECT_GT(ref.aux, 0.0) << tag;

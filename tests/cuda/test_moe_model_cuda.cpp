@@ -80,6 +80,16 @@ TEST_P(CudaMoeModel, Fp32WithACarriedStateMatchesTheCpu) {
 // gradients within a relative L2 error of the fp64 reference, as the dense bf16 test allows.
 // Routing may differ for tokens whose top-K margin is below bf16 resolution, so only the
 // aggregate errors are bounded.
+// Packed documents (seq_idx) with a carried state: the conv and scan kernels reset at every
+// document start exactly as the CPU reference does (layers that take no seq_idx are skipped).
+TEST_P(CudaMoeModel, Fp32PackedDocumentsMatchTheCpu) {
+  REQUIRE_GPU();
+  const ModelConfig cfg = stack_config(cases()[GetParam()].layers);
+  const std::string missing = LanguageModel<float>(cfg).seq_idx_missing();
+  if (!missing.empty()) GTEST_SKIP() << missing;
+  expect_fp32_model_matches_cpu(cfg, true, true, cases()[GetParam()].name, true);
+}
+
 TEST_P(CudaMoeModel, Bf16LogitsAndGradsNearTheReference) {
   REQUIRE_GPU();
   const Case& c = cases()[GetParam()];

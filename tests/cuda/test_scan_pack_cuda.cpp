@@ -1,12 +1,10 @@
 // GPU test of the CUDA selective scan with packed documents (ScanParamsT::seq_idx, the rule in
 // ops/op_common.h and ops/selective_scan.h) against the CPU reference (fp64 as the truth, fp32 as
 // the naive run of the error budget), forward and backward, fp32 and bf16 token streams.
-// EXPECTED TO FAIL until the kernels in src/ops/cuda/selective_scan.cu implement the document
-// reset: today the CUDA backend refuses seq_idx, and the kernels called directly here ignore it
-// (the fp32 twin's convert() in selective_scan.cu does not even copy the field). The cases put
-// document starts at chunk starts (64, 128), one token after a chunk start, mid chunk, a
-// one-token document, and the last token; h0 and dh_last are given, so the first document must
-// see h0 and only it must send gradient to dh0; h_last must be the last document's state.
+// The cases put document starts at chunk starts (64, 128), one token after a chunk start, mid
+// chunk, a one-token document, and the last token; h0 and dh_last are given, so the first
+// document must see h0 and only it must send gradient to dh0; h_last must be the last document's
+// state. The time-segment path (segments with and without a document start) is forced too.
 // Skips with a message when no GPU is present.
 #include <gtest/gtest.h>
 
@@ -169,6 +167,22 @@ TEST_P(ScanPackCuda, Bf16MatchesCpuReferenceWithinBudget) {
   const Data d = make(c, 42, true);
   check(run_gpu<__nv_bfloat16>(c, d), run_cpu<float>(c, d, true), run_cpu<double>(c, d, false), 1e-5,
         "bf16 " + name_of(c));
+}
+
+// Forced time segments: a segment holding a document start must pass no state (forward) and no
+// dh (backward) across it (every segment here holds one; ScanCudaLab.TimeSegmentsMatch in
+// test_scan_cuda.cpp covers segments without).
+TEST(ScanPackCudaSegments, ForcedSegmentCountsMatch) {
+  REQUIRE_GPU();
+  const PackCase c{1, 300, 19, 48};
+  const Data d = make(c, 43, false);
+  const Result naive = run_cpu<float>(c, d, false), ref = run_cpu<double>(c, d, false);
+  for (int seg : {2, 3, 5}) {
+    cuda::selective_scan_set_segments(seg);
+    const Result got = run_gpu<float>(c, d);
+    cuda::selective_scan_set_segments(0);
+    check(got, naive, ref, 2e-6, "segments " + std::to_string(seg) + " " + name_of(c));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, ScanPackCuda, ::testing::ValuesIn(kPackCases),

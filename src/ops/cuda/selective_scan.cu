@@ -80,6 +80,11 @@ struct BwdExtra {
 };
 
 // ------------------------------------------------------------------------------------------
+// Token t of row b starts a packed document (ops/op_common.h): the state entering it is 0.
+__device__ __forceinline__ bool doc_start(const int32_t* seq, idx_t b, idx_t T, idx_t t) {
+  return seq && t > 0 && seq[b * T + t] != seq[b * T + t - 1];
+}
+
 // Time segments (blockIdx.z): whole chunks [s·seg_chunks, (s+1)·seg_chunks) of the sequence.
 struct Segments {
   int S = 1;            // number of segments
@@ -102,6 +107,8 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
   float* sDt = sU + TS * CPB;    // [TS][CPB] Δ after bias + softplus
   float* sZ = sDt + TS * CPB;    // [TS][CPB] silu(z), or 1 without a gate
   float* sY = sZ + TS * CPB;     // [TS][CPB] gated output
+  int* sSt = reinterpret_cast<int*>(sY + TS * CPB);  // [TS] token starts a document
+  const bool packed = p.seq_idx != nullptr;
   const int lane_n = threadIdx.x % TPC, chl = threadIdx.x / TPC;
   const idx_t c0 = idx_t(blockIdx.x) * CPB, c = c0 + chl;
   const idx_t b = blockIdx.y;
@@ -124,9 +131,10 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
   for (idx_t t0 = sg.t_begin(seg); t0 < t_stop; t0 += TS) {
     if (p.chunk_states && t0 % kScanChunk == 0 && valid) {
       float* s = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
+      const bool st = doc_start(p.seq_idx, b, T, t0);  // saves the state the token sees
 #pragma unroll
       for (int k = 0; k < NPT; ++k)
-        if (lane_n * NPT + k < N) s[lane_n * NPT + k] = h[k];
+        if (lane_n * NPT + k < N) s[lane_n * NPT + k] = st ? 0.f : h[k];
     }
     const int len = int(min(idx_t(TS), t_stop - t0));
     __syncthreads();  // the previous tile's sY has been stored
@@ -153,6 +161,8 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
       sDt[e] = dt;
       sZ[e] = zv;
     }
+    if (packed)
+      for (int e = threadIdx.x; e < TS; e += NT) sSt[e] = e < len && doc_start(p.seq_idx, b, T, t0 + e);
     __syncthreads();
     // Branch-free step (every lane of the channel finishes y; lane 0's store is predicated) so
     // the unrolled steps interleave: only h carries a dependency from step to step.
@@ -163,6 +173,10 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
       const float* Bi = sB + i * NP + lane_n * NPT;
       const float* Ci = sC + i * NP + lane_n * NPT;
       float y = 0.f;
+      if (packed && sSt[i]) {  // block-uniform
+#pragma unroll
+        for (int k = 0; k < NPT; ++k) h[k] = 0.f;
+      }
 #pragma unroll
       for (int k = 0; k < NPT; ++k) {
         const float a = exp2f(dt * A2[k]);
@@ -207,6 +221,9 @@ scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segme
   float* sBC = smem;             // [TS][NP] B rows (forward) or C rows (backward)
   float* sV = sBC + TS * NP;     // [TS][CPB] Δ·u (forward) or dout·silu(z) (backward)
   float* sDt = sV + TS * CPB;    // [TS][CPB] Δ
+  int* sSt = reinterpret_cast<int*>(sDt + TS * CPB);  // [TS] token starts a document
+  const bool packed = p.seq_idx != nullptr;
+  bool reset = false;            // the segment holds a document start: its P is 0
   const int lane_n = threadIdx.x % TPC, chl = threadIdx.x / TPC;
   const idx_t c0 = idx_t(blockIdx.x) * CPB, c = c0 + chl, b = blockIdx.y;
   const int seg = seg0 + blockIdx.z;
@@ -249,6 +266,8 @@ scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segme
       sV[e] = v;
       sDt[e] = dt;
     }
+    if (packed)
+      for (int e = threadIdx.x; e < TS; e += NT) sSt[e] = e < len && doc_start(p.seq_idx, b, T, t0 + e);
     __syncthreads();
     if (backward) {
       // dh entering step t from later times: R ← a_t · (g_t C_t + R)
@@ -259,6 +278,11 @@ scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segme
         sdt += dt;
 #pragma unroll
         for (int k = 0; k < NPT; ++k) h[k] = exp2f(dt * A2[k]) * fmaf(gv, Ci[k], h[k]);
+        if (packed && sSt[i]) {  // nothing flows back across a document start
+          reset = true;
+#pragma unroll
+          for (int k = 0; k < NPT; ++k) h[k] = 0.f;
+        }
       }
     } else {
 #pragma unroll 8
@@ -266,6 +290,11 @@ scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segme
         const float dt = sDt[i * CPB + chl], dtu = sV[i * CPB + chl];
         const float* Bi = sBC + i * NP + lane_n * NPT;
         sdt += dt;
+        if (packed && sSt[i]) {
+          reset = true;
+#pragma unroll
+          for (int k = 0; k < NPT; ++k) h[k] = 0.f;
+        }
 #pragma unroll
         for (int k = 0; k < NPT; ++k) h[k] = fmaf(exp2f(dt * A2[k]), h[k], dtu * Bi[k]);
       }
@@ -276,7 +305,7 @@ scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segme
 #pragma unroll
     for (int k = 0; k < NPT; ++k)
       if (lane_n * NPT + k < N) local[row * N + lane_n * NPT + k] = h[k];
-    if (lane_n == 0) sum_dt[row] = sdt;
+    if (lane_n == 0) sum_dt[row] = reset ? -1.f : sdt;  // -1: P = 0 (Σ Δ is never negative)
   }
 }
 
@@ -290,17 +319,21 @@ __global__ void scan_combine_kernel(float* bound, const float* local, const floa
   for (idx_t e = blockIdx.x * idx_t(blockDim.x) + threadIdx.x; e < per; e += idx_t(gridDim.x) * blockDim.x) {
     const idx_t n = e % N, bc = e / N, c = bc % Di;
     const float a2 = A[c * N + n] * kLog2e;
+    auto decay = [&](int s) {  // P_s; a segment holding a document start passes nothing on
+      const float sd = sum_dt[idx_t(s) * Bn * Di + bc];
+      return sd < 0.f ? 0.f : exp2f(a2 * sd);
+    };
     float v = start ? start[e] : 0.f;
     if (backward) {
       bound[idx_t(S - 1) * per + e] = v;
       for (int s = S - 1; s > 0; --s) {
-        v = fmaf(exp2f(a2 * sum_dt[idx_t(s) * Bn * Di + bc]), v, local[idx_t(s) * per + e]);
+        v = fmaf(decay(s), v, local[idx_t(s) * per + e]);
         bound[idx_t(s - 1) * per + e] = v;
       }
     } else {
       bound[e] = v;
       for (int s = 0; s + 1 < S; ++s) {
-        v = fmaf(exp2f(a2 * sum_dt[idx_t(s) * Bn * Di + bc]), v, local[idx_t(s) * per + e]);
+        v = fmaf(decay(s), v, local[idx_t(s) * per + e]);
         bound[idx_t(s + 1) * per + e] = v;
       }
     }
@@ -332,6 +365,8 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
   float* sDu = sG + kScanChunk * CPB;  // du
   float* sDd = sDu + kScanChunk * CPB; // ddelta
   float* sDz = sDd + kScanChunk * CPB; // dz
+  int* sSt = reinterpret_cast<int*>(sDz + kScanChunk * CPB);  // [kScanChunk] document starts
+  const bool packed = p.seq_idx != nullptr;
   const int chl = threadIdx.x / TPC;
   const idx_t c0 = idx_t(blockIdx.x) * CPB;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -395,6 +430,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
       sZ[e] = zv;
       sG[e] = gv;
     }
+    for (int e = threadIdx.x; e < kScanChunk; e += NT) sSt[e] = packed && e < len && doc_start(p.seq_idx, b, T, t0 + e);
     __syncthreads();
     float hb[NS][NPT];
     {
@@ -417,8 +453,9 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
           const float dt = sDt[ci];
           const float dtu = dt * sU[ci];
           const float* Bi = sB + i * NP + lane_n * NPT;
+          const float keep = sSt[s * SUB + i] ? 0.f : 1.f;
 #pragma unroll
-          for (int q = 0; q < NPT; ++q) h[q] = fmaf(exp2f(dt * A2[q]), h[q], dtu * Bi[q]);
+          for (int q = 0; q < NPT; ++q) h[q] = fmaf(exp2f(dt * A2[q]), keep * h[q], dtu * Bi[q]);
         }
 #pragma unroll
         for (int q = 0; q < NPT; ++q) hb[s + 1][q] = h[q];
@@ -439,9 +476,10 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
             const float dt = sDt[ci];
             const float dtu = dt * sU[ci];
             const float* Bi = sB + i * NP + lane_n * NPT;
+            const float keep = sSt[s * SUB + i] ? 0.f : 1.f;
 #pragma unroll
             for (int q = 0; q < NPT; ++q)
-              hs[i][q] = fmaf(exp2f(dt * A2[q]), i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q], dtu * Bi[q]);
+              hs[i][q] = fmaf(exp2f(dt * A2[q]), keep * (i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q]), dtu * Bi[q]);
           }
         }
 #pragma unroll
@@ -465,9 +503,10 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
               dy *= silu_f(zv);
             }
             float ddt = 0.f, du = 0.f, vb[NPT], vc[NPT];
+            const float keep = sSt[s * SUB + i] ? 0.f : 1.f;  // 0 at a document start
 #pragma unroll
             for (int q = 0; q < NPT; ++q) {
-              const float hp = i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q];
+              const float hp = keep * (i == 0 ? hb[s][q] : hs[i > 0 ? i - 1 : 0][q]);
               const float a = exp2f(dt * A2[q]);
               const float gq = fmaf(dy, Ci[q], dh[q]);
               vc[q] = dy * hs[i][q];
@@ -476,7 +515,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
               ddt = fmaf(da, Af[q], fmaf(gq * Bi[q], uv, ddt));
               vb[q] = gq * dtu;
               du = fmaf(gq * dt, Bi[q], du);
-              dh[q] = gq * a;
+              dh[q] = keep * gq * a;
             }
             ddt = group_sum<TPC>(ddt);
             du = group_sum<TPC>(du);
@@ -639,7 +678,7 @@ Segments choose_segments(idx_t nch, idx_t blocks_per_segment, idx_t resident, id
 template <typename Tin, int TPC, int NPT>
 size_t local_smem() {
   constexpr int CPB = threads_for<TPC>() / TPC, NP = TPC * NPT, TS = fwd_tile<TPC, NPT>();
-  return (size_t(TS) * NP + size_t(2) * TS * CPB) * sizeof(float);
+  return (size_t(TS) * NP + size_t(2) * TS * CPB + TS) * sizeof(float);
 }
 
 // The local and combine passes; on return `bound` holds the value at every segment boundary.
@@ -663,7 +702,7 @@ template <typename Tin, int TPC, int NPT>
 void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT;
   constexpr int TS = fwd_tile<TPC, NPT>();
-  const size_t smem = (size_t(2) * TS * NP + size_t(4) * TS * CPB) * sizeof(float);
+  const size_t smem = (size_t(2) * TS * NP + size_t(4) * TS * CPB + TS) * sizeof(float);
   static bool attr_set = false;
   if (!attr_set) {
     CUDA_CHECK(cudaFuncSetAttribute(scan_fwd_kernel<Tin, TPC, NPT>,
@@ -690,7 +729,8 @@ template <typename Tin, int TPC, int NPT>
 void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>();
-  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB) * sizeof(float);
+  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB + kScanChunk) *
+                      sizeof(float);
   static bool attr_set = false;
   if (!attr_set) {
     CUDA_CHECK(cudaFuncSetAttribute(scan_bwd_kernel<Tin, TPC, NPT>,
@@ -835,7 +875,7 @@ ScanParamsT<float> convert(const ScanParams<float>& q) {
   p.B = q.B; p.T_ = q.T_; p.Di = q.Di; p.N = q.N;
   p.u = q.u; p.u_ld = q.u_ld; p.delta = q.delta; p.delta_ld = q.delta_ld;
   p.Bm = q.Bm; p.B_ld = q.B_ld; p.Cm = q.Cm; p.C_ld = q.C_ld; p.z = q.z; p.z_ld = q.z_ld;
-  p.A = q.A; p.D = q.D; p.delta_bias = q.delta_bias; p.h0 = q.h0;
+  p.A = q.A; p.D = q.D; p.delta_bias = q.delta_bias; p.h0 = q.h0; p.seq_idx = q.seq_idx;
   p.delta_softplus = q.delta_softplus;
   p.out = q.out; p.out_ld = q.out_ld; p.h_last = q.h_last; p.chunk_states = q.chunk_states;
   return p;
