@@ -4,6 +4,7 @@
 # ("name=flags;name=flags", e.g. "c16=-DMOESSM_SCAN_CHUNK=16;c16b3=-DMOESSM_SCAN_CHUNK=16
 # -DMOESSM_SCAN_BWD_MINBLOCKS=3", one build dir each); runs the scan tests, every bench_scan, and ncu
 # launch/occupancy/stall sections of the first launch of each scan kernel (NCU=0 skips).
+# NCU_KERNELS="bwd fwd" picks the kernels profiled (default bwd fwd local).
 # EXTRA_TESTS="gpu_test_x gpu_test_y" builds and runs more GPU test programs after the scan's.
 # Writes logs under $OUT (default ./out/scan_lab) and packs them into $OUT/logs.tar.gz.
 # Needs the vendored ./.gtest and ./.nlohmann (see tools/gpu_check.sh).
@@ -50,7 +51,7 @@ for v in "${VLIST[@]}"; do
   echo "--- variant $v"; sed -n '/^case/,$p' "$OUT/bench_scan_$n.log"
 done
 if [ "${NCU:-1}" != 0 ]; then
-  for k in bwd fwd local; do
+  for k in ${NCU_KERNELS:-bwd fwd local}; do
     timeout 150 ncu --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
       --section SpeedOfLight -k "regex:scan_${k}_kernel" -c 1 "$ROOT/build-gpu/bench_scan" > "$OUT/ncu_$k.txt" 2>&1
   done
