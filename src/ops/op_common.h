@@ -31,4 +31,9 @@ typedef struct CUstream_st* cudaStream_t;
 
 namespace moessm {
 using idx_t = int64_t;
+
+// CPU ops open an OpenMP region only for at least this much work (elements times the inner
+// length, roughly): below it, waking the other threads costs more than the loop (a batch-1
+// decode step runs dozens of tiny ops; with OMP_WAIT_POLICY=passive each wake-up is a futex).
+constexpr idx_t kParallelMinWork = idx_t(1) << 15;
 }

@@ -79,7 +79,7 @@ void causal_conv1d_forward(T* out, idx_t out_ld, T* state_out, const T* x, idx_t
   CHECK(Kc >= 1 && Kc <= 16, "causal_conv1d: kernel width ", Kc, " outside the supported 1..16");
   const idx_t S = Kc - 1;
   const std::vector<T>& wT = transpose_w(w, Di, Kc);
-#pragma omp parallel
+#pragma omp parallel if (B * T_ * Di * Kc >= kParallelMinWork)
   {
     std::vector<T>& xp = scratch<T, 1>();
     std::vector<int>& run = scratch<int, 2>();
@@ -114,7 +114,7 @@ void causal_conv1d_backward(T* dx, idx_t dx_ld, T* dw, T* dbias, const T* dout, 
   const std::vector<T>& wT = transpose_w(w, Di, Kc);
   // Per batch row partial sums: [B][Kc+1][Di] (taps, then bias).
   std::vector<T> part(static_cast<size_t>(B * (Kc + 1) * Di), T(0));
-#pragma omp parallel
+#pragma omp parallel if (B * T_ * Di * Kc >= kParallelMinWork)
   {
     std::vector<T> xp, dpre, pre(static_cast<size_t>(Di));
     std::vector<int> run;

@@ -13,7 +13,7 @@ void cross_entropy_forward(T* loss, T* lse, const T* logits, const int32_t* targ
                            idx_t V) {
   for (idx_t r = 0; r < rows; ++r)
     CHECK(targets[r] < V, "target id ", targets[r], " at position ", r, " is outside the vocabulary [0, ", V, ")");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * V >= kParallelMinWork)
   for (idx_t r = 0; r < rows; ++r) {
     const T* l = logits + r * V;
     T mx = l[0];
@@ -29,7 +29,7 @@ void cross_entropy_forward(T* loss, T* lse, const T* logits, const int32_t* targ
 template <typename T>
 void cross_entropy_backward(T* dlogits, const T* dloss, const T* logits, const T* lse,
                             const int32_t* targets, idx_t rows, idx_t V) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * V >= kParallelMinWork)
   for (idx_t r = 0; r < rows; ++r) {
     const T* l = logits + r * V;
     T* d = dlogits + r * V;

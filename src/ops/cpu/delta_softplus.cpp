@@ -8,7 +8,7 @@ namespace moessm::cpu {
 
 template <typename T>
 void delta_softplus_forward(T* out, const T* x, const T* bias, idx_t M, idx_t Di) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * Di >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m)
     for (idx_t c = 0; c < Di; ++c) out[m * Di + c] = softplus_of(x[m * Di + c] + bias[c]);
 }

@@ -10,7 +10,7 @@ void embedding_forward(T* out, const int32_t* ids, const T* table, idx_t rows, i
   for (idx_t r = 0; r < rows; ++r)
     CHECK(ids[r] >= 0 && ids[r] < V, "token id ", ids[r], " at position ", r,
           " is outside the vocabulary [0, ", V, ")");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * D >= kParallelMinWork)
   for (idx_t r = 0; r < rows; ++r) {
     const T* src = table + static_cast<idx_t>(ids[r]) * D;
     T* dst = out + r * D;
@@ -21,7 +21,7 @@ void embedding_forward(T* out, const int32_t* ids, const T* table, idx_t rows, i
 template <typename T>
 void embedding_backward(T* dtable, const T* dout, const int32_t* ids, idx_t rows, idx_t V, idx_t D) {
   // Parallel over columns, rows in order inside: each element's sum has a fixed order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * D >= kParallelMinWork)
   for (idx_t i = 0; i < D; ++i)
     for (idx_t r = 0; r < rows; ++r) dtable[static_cast<idx_t>(ids[r]) * D + i] += dout[r * D + i];
 }

@@ -127,10 +127,57 @@ void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* wei
   }
 }
 
+// M < 4 (batch-1..3 decode): four weight rows share each load of the input row (four
+// independent accumulator chains instead of one per output); leftover rows one at a time.
+template <typename T>
+void matmul_few_rows(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N, idx_t K,
+                     bool accumulate) {
+  auto put = [&](idx_t m, idx_t n, T acc) {
+    T* o = &out[m * out_ld + n];
+    *o = accumulate ? *o + acc : acc;
+  };
+  const idx_t N4 = N / 4;
+#pragma omp parallel for schedule(static) if (N * K > 32768)
+  for (idx_t q = 0; q < N4 + (N % 4); ++q) {
+    if (q < N4) {
+      const idx_t n = 4 * q;
+      const T *w0 = weight + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+      for (idx_t m = 0; m < M; ++m) {
+        const T* x = in + m * in_ld;
+        T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+        for (idx_t k = 0; k < K; ++k) {
+          const T xk = x[k];
+          a0 += w0[k] * xk;
+          a1 += w1[k] * xk;
+          a2 += w2[k] * xk;
+          a3 += w3[k] * xk;
+        }
+        put(m, n, a0);
+        put(m, n + 1, a1);
+        put(m, n + 2, a2);
+        put(m, n + 3, a3);
+      }
+    } else {
+      const idx_t n = 4 * N4 + (q - N4);
+      const T* w = weight + n * K;
+      for (idx_t m = 0; m < M; ++m) {
+        const T* x = in + m * in_ld;
+        T acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (idx_t k = 0; k < K; ++k) acc += w[k] * x[k];
+        put(m, n, acc);
+      }
+    }
+  }
+}
+
 template <typename T>
 void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, const T* bias,
                     idx_t M, idx_t N, idx_t K, bool accumulate) {
-  if (M <= kSmallM)
+  if (M < 4)
+    matmul_few_rows(out, out_ld, in, in_ld, weight, M, N, K, accumulate);
+  else if (M <= kSmallM)
     matmul_small_m(out, out_ld, in, in_ld, weight, M, N, K, accumulate);
   else
     gemm<T>(false, true, M, N, K, T(1), in, in_ld, weight, K, accumulate ? T(1) : T(0), out, out_ld);

@@ -8,7 +8,7 @@ namespace moessm::cpu {
 
 template <typename T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, idx_t rows, idx_t D, double eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * D >= kParallelMinWork)
   for (idx_t r = 0; r < rows; ++r) {
     const T* xr = x + r * D;
     double ss = 0;
@@ -24,7 +24,7 @@ template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd,
                       idx_t rows, idx_t D, bool dx_accumulate) {
   // y_i = x_i·r·w_i, r = (mean x² + eps)^-1/2  →  dx_i = r·w_i·g_i - x_i·r³/D · Σ_j g_j·w_j·x_j
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * D >= kParallelMinWork)
   for (idx_t r = 0; r < rows; ++r) {
     const T* xr = x + r * D;
     const T* g = dout + r * D;
@@ -39,7 +39,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
     }
   }
   if (dw) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * D >= kParallelMinWork)
     for (idx_t i = 0; i < D; ++i) {
       T acc = 0;
       for (idx_t r = 0; r < rows; ++r) acc += dout[r * D + i] * x[r * D + i] * rstd[r];

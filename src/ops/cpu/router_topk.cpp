@@ -34,7 +34,7 @@ template <typename T>
 void router_topk_forward(T* probs, int32_t* idx, T* w, const T* logits, idx_t M, idx_t E,
                          idx_t K, bool normalize_topk) {
   check_sizes("router_topk_forward", M, E, K);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * E >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m) {
     const T* l = logits + m * E;
     T* p = probs + m * E;
@@ -55,7 +55,7 @@ void router_topk_backward(T* dlogits, const T* dw, const T* dprobs, const T* pro
                           const int32_t* idx, const T* w, idx_t M, idx_t E, idx_t K,
                           bool normalize_topk) {
   check_sizes("router_topk_backward", M, E, K);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * E >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m) {
     const T* p = probs + m * E;
     const int32_t* id = idx + m * K;
@@ -119,7 +119,7 @@ void router_aux_loss_backward(T* dprobs, double dloss, const int32_t* idx, idx_t
   if (M == 0) return;
   std::vector<double> f = slot_share(idx, M, E, K);
   const double scale = dloss * coef * double(E) / double(M);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * E >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m)
     for (idx_t i = 0; i < E; ++i) dprobs[m * E + i] += static_cast<T>(scale * f[i]);
 }
@@ -142,7 +142,7 @@ void router_z_loss_backward(T* dlogits, double dloss, const T* logits, idx_t M, 
   CHECK(M >= 0 && E >= 1, "router_z_loss_backward: need M >= 0, E >= 1, found M=", M, " E=", E);
   if (M == 0) return;
   const double scale = dloss * coef * 2.0 / double(M);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * E >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m) {
     const T* l = logits + m * E;
     const double lse = row_lse(l, E);

@@ -18,7 +18,7 @@ void swiglu_forward(T* out, idx_t out_ld, const T* a, idx_t a_ld, const T* b, id
   check_view("swiglu_forward", M, X, out_ld, "out_ld");
   check_view("swiglu_forward", M, X, a_ld, "a_ld");
   check_view("swiglu_forward", M, X, b_ld, "b_ld");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * X >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m)
     for (idx_t x = 0; x < X; ++x) out[m * out_ld + x] = silu_of(a[m * a_ld + x]) * b[m * b_ld + x];
 }
@@ -31,7 +31,7 @@ void swiglu_backward(T* da, idx_t da_ld, T* db, idx_t db_ld, const T* dout, idx_
   check_view("swiglu_backward", M, X, dout_ld, "dout_ld");
   check_view("swiglu_backward", M, X, a_ld, "a_ld");
   check_view("swiglu_backward", M, X, b_ld, "b_ld");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * X >= kParallelMinWork)
   for (idx_t m = 0; m < M; ++m)
     for (idx_t x = 0; x < X; ++x) {
       const T av = a[m * a_ld + x], g = dout[m * dout_ld + x];
