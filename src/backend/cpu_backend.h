@@ -21,6 +21,7 @@
 
 #include "core/arena.h"
 #include "ops/adamw.h"
+#include "ops/attention.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
 #include "ops/delta_softplus.h"
@@ -28,10 +29,12 @@
 #include "ops/embedding.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
+#include "ops/kv_cache.h"
 #include "ops/routed_gemv.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
+#include "ops/rope.h"
 #include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
@@ -49,6 +52,7 @@ struct CpuBackend {
   struct Ctx {};
   using ScanParams = moessm::ScanParams<T>;
   using ScanGrads = moessm::ScanGrads<T>;
+  using AttnParams = moessm::AttentionParams<T, T>;
   static constexpr bool kOnDevice = false;
   static constexpr const char* kName = std::is_same_v<T, double> ? "cpu (f64)" : "cpu (f32)";
   static constexpr const char* kDevice = "cpu";
@@ -270,6 +274,27 @@ struct CpuBackend {
   static void delta_softplus_backward(const Ctx&, Act* dx, Param* dbias, const Act* dout, const Act* x,
                                       const Param* bias, idx_t M, idx_t Di) {
     cpu::delta_softplus_backward(dx, dbias, dout, x, bias, M, Di);
+  }
+  // ---- attention (ops/rope.h, attention.h, kv_cache.h) ----
+  static void rope_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* pos0, idx_t B,
+                           idx_t T_, idx_t nh, idx_t hd, double theta) {
+    cpu::rope_forward(out, out_ld, in, in_ld, pos0, B, T_, nh, hd, theta);
+  }
+  static void rope_backward(const Ctx&, Act* din, idx_t din_ld, const Act* dout, idx_t dout_ld, const F* pos0,
+                            idx_t B, idx_t T_, idx_t nh, idx_t hd, double theta) {
+    cpu::rope_backward(din, din_ld, dout, dout_ld, pos0, B, T_, nh, hd, theta);
+  }
+  static void attention_forward(const Ctx&, Act* out, idx_t out_ld, F* lse, const AttnParams& p) {
+    cpu::attention_forward(out, out_ld, lse, p);
+  }
+  static void attention_backward(const Ctx&, Act* dq, idx_t dq_ld, Act* dk, idx_t dk_ld, Act* dv, idx_t dv_ld,
+                                 F* delta, const Act* dout, idx_t dout_ld, const Act* out, idx_t out_ld,
+                                 const F* lse, const AttnParams& p) {
+    cpu::attention_backward(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, out, out_ld, lse, p);
+  }
+  static void kv_cache_append(const Ctx&, Act* k_cache, Act* v_cache, F* pos0, const Act* k, idx_t k_ld,
+                              const Act* v, idx_t v_ld, idx_t B, idx_t T_, idx_t C, idx_t Hkv, idx_t hd) {
+    cpu::kv_cache_append(k_cache, v_cache, pos0, k, k_ld, v, v_ld, B, T_, C, Hkv, hd);
   }
   // ---- optimiser ----
   // *out = Σ g² (in double, fixed order).

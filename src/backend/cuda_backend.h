@@ -22,6 +22,7 @@
 #include "core/device_buffer.h"
 #include "core/dtype.h"
 #include "ops/adamw.h"
+#include "ops/attention.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
 #include "ops/delta_softplus.h"
@@ -29,10 +30,12 @@
 #include "ops/embedding.h"
 #include "ops/expert_conv1d.h"
 #include "ops/grouped_matmul.h"
+#include "ops/kv_cache.h"
 #include "ops/routed_gemv.h"
 #include "ops/matmul.h"
 #include "ops/moe_permute.h"
 #include "ops/rmsnorm.h"
+#include "ops/rope.h"
 #include "ops/router_topk.h"
 #include "ops/selective_scan.h"
 #include "ops/ssm_a.h"
@@ -55,6 +58,7 @@ struct CudaBackend {
   };
   using ScanParams = cuda::ScanParamsT<Act>;
   using ScanGrads = cuda::ScanGradsT<Act>;
+  using AttnParams = moessm::AttentionParams<Act, float>;
   static constexpr bool kOnDevice = true;
   static constexpr bool kActIsF32 = std::is_same_v<Act, float>;
   static constexpr const char* kName = kActIsF32 ? "cuda (f32)" : "cuda (bf16 activations, fp32 master weights)";
@@ -294,6 +298,28 @@ struct CudaBackend {
   static void delta_softplus_backward(const Ctx& c, Act* dx, Param* dbias, const Act* dout, const Act* x,
                                       const Param* bias, idx_t M, idx_t Di) {
     cuda::delta_softplus_backward<Act>(dx, dbias, dout, x, bias, M, Di, c.stream);
+  }
+  // ---- attention (ops/rope.h, attention.h, kv_cache.h) ----
+  static void rope_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const F* pos0, idx_t B,
+                           idx_t T_, idx_t nh, idx_t hd, double theta) {
+    cuda::rope_forward<Act>(out, out_ld, in, in_ld, pos0, B, T_, nh, hd, theta, c.stream);
+  }
+  static void rope_backward(const Ctx& c, Act* din, idx_t din_ld, const Act* dout, idx_t dout_ld, const F* pos0,
+                            idx_t B, idx_t T_, idx_t nh, idx_t hd, double theta) {
+    cuda::rope_backward<Act>(din, din_ld, dout, dout_ld, pos0, B, T_, nh, hd, theta, c.stream);
+  }
+  static void attention_forward(const Ctx& c, Act* out, idx_t out_ld, F* lse, const AttnParams& p) {
+    cuda::attention_forward<Act>(out, out_ld, lse, p, c.stream);
+  }
+  static void attention_backward(const Ctx& c, Act* dq, idx_t dq_ld, Act* dk, idx_t dk_ld, Act* dv, idx_t dv_ld,
+                                 F* delta, const Act* dout, idx_t dout_ld, const Act* out, idx_t out_ld,
+                                 const F* lse, const AttnParams& p) {
+    cuda::attention_backward<Act>(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, out, out_ld, lse, p,
+                                  c.stream);
+  }
+  static void kv_cache_append(const Ctx& c, Act* k_cache, Act* v_cache, F* pos0, const Act* k, idx_t k_ld,
+                              const Act* v, idx_t v_ld, idx_t B, idx_t T_, idx_t C, idx_t Hkv, idx_t hd) {
+    cuda::kv_cache_append<Act>(k_cache, v_cache, pos0, k, k_ld, v, v_ld, B, T_, C, Hkv, hd, c.stream);
   }
   // ---- optimiser ----
   static void grad_norm_squared(const Ctx& c, double* out, const Param* g, idx_t n) {

@@ -46,6 +46,7 @@ void ModelDecoder<Bk>::load(const float* state, const float* logits, int64_t con
 template <typename Bk>
 void ModelDecoder<Bk>::prefill(const int32_t* ids, idx_t T_) {
   CHECK(T_ >= 1, "Decoder::prefill: need at least one token, got ", T_);
+  check_positions(T_);
   model_.prepare(B_, chunk_, false);  // a no-op unless the model was used for another shape
   for (idx_t t0 = 0; t0 < T_; t0 += chunk_) {
     const idx_t n = std::min(chunk_, T_ - t0);
@@ -63,10 +64,19 @@ void ModelDecoder<Bk>::prefill(const int32_t* ids, idx_t T_) {
 
 template <typename Bk>
 void ModelDecoder<Bk>::step(const int32_t* tokens) {
+  check_positions(1);
   model_.prepare(B_, chunk_, false);  // a no-op: static shapes
   model_.forward_last_logits(logits_.data(), tokens, B_, 1, state_.data(), state_.data());
   ++consumed_;
   has_logits_ = true;
+}
+
+template <typename Bk>
+void ModelDecoder<Bk>::check_positions(idx_t n) const {
+  const int64_t bound = model_.max_positions();
+  CHECK(bound == 0 || consumed_ + n <= bound, "Decoder: ", consumed_, " + ", n,
+        " tokens exceed the model's bound of ", bound,
+        " positions per state (an attention layer's max_context: its KV cache holds that many)");
 }
 
 template <typename Bk>

@@ -10,6 +10,8 @@
 //                       tokens are in backend memory (host on the CPU; on CUDA a device buffer,
 //                       so a step can be captured in a CUDA graph: CudaGenerator)
 //   Invariant (tested): prefill(T) then step×M gives the logits of prefill(T+M).
+//   A model with a bounded state (model.max_positions(): full attention's KV cache) refuses
+//   prefill / step beyond that many tokens since reset() (checked on the host: no sync).
 //
 // Memory: the state block (model.state_bytes(B), the backend layout: on the CPU exactly the host
 // layout of state files), logits [B,V] and the prefill ids [B,chunk] are allocated once in the
@@ -67,6 +69,8 @@ class ModelDecoder {
   Buffers buffers() const;
 
  private:
+  // consumed_ + n within model.max_positions() (the attention layers' KV cache bound).
+  void check_positions(idx_t n) const;
   Model<Bk>& model_;
   idx_t B_, V_, chunk_;
   typename Bk::template Buffer<uint8_t> state_;

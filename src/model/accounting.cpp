@@ -22,7 +22,8 @@ std::string describe_counts(const MixerCounts& c) {
        "), active per token " + human(double(c.active_params)) + " (" + std::to_string(c.active_params) + ")\n";
   s += "forward FLOPs per token: " + human(c.forward_flops()) + " = GEMM " + human(c.gemm_flops) +
        " + scan " + human(c.scan_flops) + " + conv " + human(c.conv_flops) + " + router " +
-       human(c.router_flops) + " + other " + human(c.other_flops) + "; training ≈ 3× = " +
+       human(c.router_flops) + " + attention " + human(c.attention_flops) + " + other " + human(c.other_flops) +
+       "; training ≈ 3× = " +
        human(3 * c.forward_flops()) + "\n";
   return s;
 }
@@ -37,6 +38,7 @@ std::string describe_layer_counts(const std::vector<std::pair<std::string, Mixer
     if (c.scan_flops > 0) s += ", scan " + human(c.scan_flops);
     if (c.conv_flops > 0) s += ", conv " + human(c.conv_flops);
     if (c.router_flops > 0) s += ", router " + human(c.router_flops);
+    if (c.attention_flops > 0) s += ", attention " + human(c.attention_flops);
     s += ", other " + human(c.other_flops) + ")\n";
   }
   return s;
@@ -51,6 +53,7 @@ Json counts_json(const MixerCounts& c) {
   j.set("scan_flops", c.scan_flops);
   j.set("conv_flops", c.conv_flops);
   j.set("router_flops", c.router_flops);
+  j.set("attention_flops", c.attention_flops);
   j.set("other_flops", c.other_flops);
   return j;
 }

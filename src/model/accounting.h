@@ -12,7 +12,7 @@ namespace moessm {
 
 std::string describe_counts(const MixerCounts& c);  // multi-line text
 // One line per layer: "layer 1 mlp: params total ..., active ...; forward FLOPs ... (GEMM ...,
-// router ..., other ...)", from (type, counts) per layer (Mixer::type(), Mixer::counts()).
+// router ..., attention ..., other ...)", from (type, counts) per layer (Mixer::type(), Mixer::counts()).
 std::string describe_layer_counts(const std::vector<std::pair<std::string, MixerCounts>>& layers);
 Json counts_json(const MixerCounts& c);
 

@@ -108,6 +108,14 @@ idx_t Model<Bk>::state_size() const {
 }
 
 template <typename Bk>
+int64_t Model<Bk>::max_positions() const {
+  int64_t m = 0;
+  for (const auto& x : mixers_)
+    if (const int64_t p = x->max_positions(); p > 0 && (m == 0 || p < m)) m = p;
+  return m;
+}
+
+template <typename Bk>
 idx_t Model<Bk>::state_offset(int layer, idx_t B) const {
   idx_t s = 0;
   for (int l = 0; l < layer; ++l) s += B * mixers_[l]->state_size();

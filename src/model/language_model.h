@@ -106,6 +106,9 @@ class Model {
   int n_layers() const { return int(mixers_.size()); }
   Mixer<Bk>& mixer(int l) { return *mixers_[l]; }
   idx_t state_size() const;                       // elements per sequence, all layers
+  // The most positions one state may stand for (the smallest nonzero Mixer::max_positions();
+  // 0 = unbounded): the attention layers' KV caches bound decoding.
+  int64_t max_positions() const;
   idx_t state_offset(int layer, idx_t B) const;   // host layout: start of layer's block in a [B] state
   size_t state_bytes(idx_t B) const;              // backend layout: the whole state of B sequences
   size_t state_byte_offset(int layer, idx_t B) const;

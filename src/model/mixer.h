@@ -1,12 +1,12 @@
 // Mixer<Bk>: the per-layer sequence mixer interface every layer type implements (dense Mamba,
-// RoM, Swimba, separated MoE-SSM, the mlp / moe_mlp feed-forward layers, later attention ...),
+// RoM, Swimba, separated MoE-SSM, the mlp / moe_mlp feed-forward layers, attention ...),
 // written once for every backend Bk (src/backend/: CpuBackend<float|double>, CudaBackend<float|bf16>). A model is a list of mixers
 // built from the config's per-layer list by the registry (model/mixer_registry.h).
 //
 // Contract:
 // - register_params() appends the layer's tensors to the model's ParamTable (names prefixed with
 //   e.g. "backbone.layers.3.mixer."; the last part is param_scope(): "mixer" for the Mamba
-//   family, "feed_forward" for the mlp / moe_mlp layers, Jamba's name), remembering their offsets.
+//   family, "feed_forward" for the mlp / moe_mlp layers, Jamba's name; "self_attn" for attention), remembering their offsets.
 // - init_params() fills this layer's slices of a HOST buffer in the table's layout (the model
 //   uploads it): initialisation is host code on every backend, seeded per tensor name.
 // - plan() carves every activation the layer needs from the arena (the same calls size the arena
@@ -48,7 +48,12 @@ namespace moessm {
 struct MixerCounts {
   int64_t total_params = 0, active_params = 0;
   double gemm_flops = 0, scan_flops = 0, conv_flops = 0, router_flops = 0, other_flops = 0;
-  double forward_flops() const { return gemm_flops + scan_flops + conv_flops + router_flops + other_flops; }
+  // Attention's q·k and p·v products (4·H·hd per visible key), averaged over the sequence length
+  // the layer is counted at: a sliding window counts its window, not the whole context.
+  double attention_flops = 0;
+  double forward_flops() const {
+    return gemm_flops + scan_flops + conv_flops + router_flops + attention_flops + other_flops;
+  }
   MixerCounts& operator+=(const MixerCounts& o);
 };
 
@@ -84,6 +89,9 @@ class Mixer {
   virtual void register_params(ParamTable& table, const std::string& prefix) = 0;
   virtual void init_params(Param* host_params, const ParamTable& table, uint64_t seed) const = 0;
   virtual idx_t state_size() const = 0;  // recurrent state elements per sequence (all parts)
+  // The most positions (tokens since the zero state) one state of this layer may stand for;
+  // 0 = unbounded (the recurrent mixers). The attention layer's KV cache bounds it.
+  virtual int64_t max_positions() const { return 0; }
   virtual std::vector<StatePart> state_parts() const = 0;
   size_t state_bytes(idx_t B) const { return state_block_bytes(state_parts(), B); }  // allocates: set-up only
   virtual void plan(typename Bk::Arena& arena, idx_t B, idx_t T_, bool training) = 0;

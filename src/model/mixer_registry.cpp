@@ -3,12 +3,14 @@
 
 #include "backend/backends.h"
 #include "core/check.h"
+#include "model/attention_mixer.h"
 #include "model/mamba_mixer.h"
 #include "model/mlp_mixer.h"
 #include "model/moe_mlp_mixer.h"
 #include "model/rom_mixer.h"
 #include "model/separated_moe_ssm_mixer.h"
 #include "model/swimba_mixer.h"
+#include "ops/attention.h"
 #include "ops/expert_conv1d.h"
 #include "ops/router_topk.h"
 
@@ -22,6 +24,7 @@ MixerCounts& MixerCounts::operator+=(const MixerCounts& o) {
   conv_flops += o.conv_flops;
   router_flops += o.router_flops;
   other_flops += o.other_flops;
+  attention_flops += o.attention_flops;
   return *this;
 }
 
@@ -67,6 +70,20 @@ std::string routed_cuda_limits(const ModelConfig& cfg, const MixerSpec& spec) {
   return "";
 }
 
+// The CUDA attention kernel's head size limit.
+std::string attention_cuda_limits(const ModelConfig& cfg, const MixerSpec& spec) {
+  const AttentionOptions o = AttentionOptions::parse(spec.options, "mixer 'attention'", cfg.d_model);
+#ifdef MOESSM_CUDA
+  const int64_t max_hd = cuda::kAttnMaxHeadDim;
+#else
+  const int64_t max_hd = 128;  // cuda::kAttnMaxHeadDim (ops/attention.h)
+#endif
+  if (o.head_dim > max_hd)
+    return "attention with head_dim " + std::to_string(o.head_dim) + " (cuda: head_dim <= " + std::to_string(max_hd) +
+           ")";
+  return "";
+}
+
 template <typename Bk>
 struct MixerType {
   const char* name;
@@ -83,6 +100,7 @@ const std::vector<MixerType<Bk>>& registry() {
       {"separated_moe_ssm", routed_cuda_limits, &make_any<SeparatedMoeSsmMixer, Bk>},
       {"mlp", nullptr, &make_any<MlpMixer, Bk>},
       {"moe_mlp", routed_cuda_limits, &make_any<MoeMlpMixer, Bk>},
+      {"attention", attention_cuda_limits, &make_any<AttentionMixer, Bk>},
   };
   return types;
 }

@@ -117,6 +117,12 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
 
   // 3. steps: until every slot is done (each step samples at most one token per slot)
   const int64_t max_steps = max_forced + opts_.max_new_tokens;
+  // Graph replays do not pass through the decoder's host-side position check: check the whole
+  // run here (an attention layer's KV cache bounds the positions a state may reach).
+  const int64_t bound = m_.max_positions();
+  CHECK(bound == 0 || dec_.tokens_consumed() + max_steps <= bound, "cuda generate: ", dec_.tokens_consumed(),
+        " tokens consumed + ", max_steps,
+        " steps exceed the model's bound of ", bound, " positions per state (an attention layer's max_context)");
   const auto t1 = Clock::now();
   int32_t* S = slots_.as<int32_t>();
   std::vector<int32_t> done(static_cast<size_t>(B_));

@@ -1,0 +1,97 @@
+// bench_attention: the CUDA attention kernels (ops/attention.h) that the `attention` layer runs,
+// bf16, 16 heads × 64, B·T = 16k tokens: T 2048 (B 8) and T 8192 (B 2) with full causal
+// attention, and T 8192 with Samba's 2048-token sliding window. Median CUDA-event times after
+// warm-up of the forward and of forward + backward (delta, dk/dv, dq), with TFLOP/s counting only
+// the visible (causal / windowed) scores: forward 4·hd per (head, query, visible key), backward
+// 2.5× that (five products to the forward's two, flash-attention's convention), and the ratio to
+// the cuBLASLt bf16 GEMM ceiling measured in the same run.
+// Usage: bench_attention [--json FILE]   (bench/attention_vs_sdpa.py compares with torch SDPA)
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cuda_bench_util.h"
+#include "ops/attention.h"
+
+using namespace moessm;
+using bf16 = __nv_bfloat16;
+
+namespace {
+struct Case {
+  idx_t B, T, H, Hkv, hd, W;
+};
+struct Row {
+  Case c;
+  double fwd_ms, fwd_tflops, fb_ms, fb_tflops;
+};
+// Forward FLOPs: 4·hd per (batch, head, query, visible key).
+double forward_flops(const Case& c) {
+  return 4.0 * double(c.hd) * double(c.B * c.H) * attention_mean_keys(double(c.T), double(c.W)) * double(c.T);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!bench::have_gpu()) {
+    std::printf("bench_attention: no CUDA device present; skipped\n");
+    return 0;
+  }
+  const std::string json = bench::json_path(argc, argv);
+  const bench::Ceilings ceil = bench::measure_ceilings();
+  const std::vector<Case> cases = {{8, 2048, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 2048}};
+  std::vector<Row> rows;
+  for (const Case& c : cases) {
+    const idx_t M = c.B * c.T, Y = c.H * c.hd, KV = c.Hkv * c.hd, row = Y + 2 * KV;
+    DeviceBuffer qkv(size_t(M * row) * 2), out(size_t(M * Y) * 2), dout(size_t(M * Y) * 2), dqkv(size_t(M * row) * 2),
+        lse(size_t(c.B * c.H * c.T) * 4), delta(size_t(c.B * c.H * c.T) * 4);
+    bench::fill_bf16(qkv.as<bf16>(), size_t(M * row), -1, 1, 1);
+    bench::fill_bf16(dout.as<bf16>(), size_t(M * Y), -1, 1, 2);
+    AttentionParams<bf16, float> p;
+    p.q = qkv.as<bf16>();
+    p.k = p.q + Y;
+    p.v = p.q + Y + KV;
+    p.q_ld = p.k_ld = p.v_ld = row;
+    p.B = c.B, p.T = c.T, p.H = c.H, p.Hkv = c.Hkv, p.hd = c.hd, p.window = c.W;
+    auto fwd = [&] { cuda::attention_forward<bf16>(out.as<bf16>(), Y, lse.as<float>(), p, nullptr); };
+    auto bwd = [&] {
+      cuda::attention_backward<bf16>(dqkv.as<bf16>(), row, dqkv.as<bf16>() + Y, row, dqkv.as<bf16>() + Y + KV, row,
+                                     delta.as<float>(), dout.as<bf16>(), Y, out.as<bf16>(), Y, lse.as<float>(), p,
+                                     nullptr);
+    };
+    const double f_ms = bench::time_ms(fwd, 2, 10);
+    const double fb_ms = bench::time_ms([&] { fwd(); bwd(); }, 2, 10);
+    const double fl = forward_flops(c);
+    rows.push_back({c, f_ms, fl / (f_ms * 1e-3) / 1e12, fb_ms, 3.5 * fl / (fb_ms * 1e-3) / 1e12});
+  }
+  std::printf("bench_attention on %s: bf16, flash-style tiles of %d, online softmax in fp32\n",
+              bench::device_name().c_str(), cuda::kAttnTile);
+  std::printf("%-34s %10s %9s %7s %12s %9s %7s\n", "case", "fwd ms", "TFLOP/s", "ceil%", "fwd+bwd ms", "TFLOP/s",
+              "ceil%");
+  for (const Row& r : rows) {
+    char name[96];
+    std::snprintf(name, sizeof name, "B %lld T %lld H %lld×%lld %s", (long long)r.c.B, (long long)r.c.T,
+                  (long long)r.c.H, (long long)r.c.hd,
+                  r.c.W ? ("window " + std::to_string(r.c.W)).c_str() : "causal");
+    std::printf("%-34s %10.3f %9.1f %6.1f%% %12.3f %9.1f %6.1f%%\n", name, r.fwd_ms, r.fwd_tflops,
+                100 * r.fwd_tflops / ceil.gemm_tflops, r.fb_ms, r.fb_tflops, 100 * r.fb_tflops / ceil.gemm_tflops);
+  }
+  std::printf("ceiling: cuBLASLt bf16 8192^3 %.0f TFLOP/s (FLOPs count visible keys only; fwd+bwd = 3.5x fwd)\n",
+              ceil.gemm_tflops);
+  if (!json.empty()) {
+    FILE* f = std::fopen(json.c_str(), "w");
+    CHECK(f, "bench_attention: cannot write ", json);
+    std::fprintf(f, "{\"device\": \"%s\", \"ceilings\": {\"gemm_bf16_8192_tflops\": %.1f}, \"cases\": [\n",
+                 bench::device_name().c_str(), ceil.gemm_tflops);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::fprintf(f,
+                   "  {\"B\": %lld, \"T\": %lld, \"H\": %lld, \"Hkv\": %lld, \"hd\": %lld, \"window\": %lld, "
+                   "\"fwd_ms\": %.4f, \"fwd_tflops\": %.2f, \"fwd_bwd_ms\": %.4f, \"fwd_bwd_tflops\": %.2f}%s\n",
+                   (long long)r.c.B, (long long)r.c.T, (long long)r.c.H, (long long)r.c.Hkv, (long long)r.c.hd,
+                   (long long)r.c.W, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, i + 1 < rows.size() ? "," : "");
+    }
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+    std::printf("wrote %s\n", json.c_str());
+  }
+  return 0;
+}
