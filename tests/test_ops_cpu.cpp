@@ -250,7 +250,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ScanCase{1, 5, 3, 2, true, false, false, false},
                       ScanCase{2, kScanChunk + 7, 3, 4, true, true, true, true},   // T not a multiple of the chunk
                       ScanCase{1, 2 * kScanChunk, 2, 3, false, true, false, false},  // exact multiple
-                      ScanCase{2, 9, 2, 20, true, true, false, true}));            // N > 16 (heap path)
+                      ScanCase{2, 9, 2, 20, true, true, false, true},             // N > 16 (heap path)
+                      ScanCase{1, 150, 2, 3, true, true, true, true}));           // three backward windows of 64, the last partial
 
 TEST(SelectiveScan, ChunkedPrefillEqualsOneGo) {
   Rng rng(5);

@@ -144,9 +144,11 @@ void expect_close(const Vec& a, const Vec& b, double tol, const std::string& wha
 }  // namespace
 
 TEST(PackedScan, PackedRowsEqualTheirDocumentsRunSeparately) {
-  // T spans three chunks; row 0 has document starts AT chunk starts (64, 128) and a one-token
-  // document; row 1 starts one in the middle of a chunk; row 2 is one document (h0 throughout).
-  const idx_t T = 2 * kScanChunk + 12, Di = 3, N = 4;
+  // T = 140 spans several chunks and three 64-token CPU backward windows; row 0 has document
+  // starts at 64 and 128 (chunk and window starts) and a one-token document; row 1 starts one in
+  // the middle of a chunk; row 2 is one document (h0 throughout).
+  static_assert(64 % kScanChunk == 0, "the starts below sit on chunk starts");
+  const idx_t T = 140, Di = 3, N = 4;
   Idx seq;
   const std::vector<Doc> docs = layout({{64, 1, 63, 12}, {5, T - 5}, {T}}, T, seq);
   const idx_t B = 3;
@@ -208,7 +210,7 @@ TEST(PackedScan, ChunkStateAtADocumentStartIsZero) {
 TEST(PackedScan, BackwardMatchesFiniteDifferences) {
   // Starts at t = 3 and at the chunk start 64, a one-token last document in row 0; row 1 one
   // document; h0 and dh_last given (they belong to the first and the last document).
-  const idx_t T = kScanChunk + 6, Di = 2, N = 3;
+  const idx_t T = 70, Di = 2, N = 3;
   Idx seq;
   layout({{3, 61, 5, 1}, {T}}, T, seq);
   ScanIn s = random_scan(2, T, Di, N, 13);

@@ -89,7 +89,11 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
   CHECK(g.dout && g.du && g.ddelta && g.dB && g.dC && g.dA, "selective_scan_backward: dout, du, ddelta, dB, dC and dA are required");
   CHECK(!p.z || g.dz, "selective_scan_backward: dz is required when z is given");
   const idx_t Bn = p.B, T_ = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T_);
-  const idx_t L = kScanChunk;
+  // Walks windows of kCpuWindow tokens (a whole number of chunks; the state entering a window is
+  // the chunk state at its start): fewer, larger parallel regions than one per chunk.
+  constexpr idx_t kCpuWindow = kScanChunk >= 64 ? kScanChunk : 64;
+  static_assert(kCpuWindow % kScanChunk == 0, "the CPU backward window must hold whole chunks");
+  const idx_t L = kCpuWindow, nwin = (T_ + L - 1) / L;
   std::vector<T> dBpart(static_cast<size_t>(Di * L * N)), dCpart(static_cast<size_t>(Di * L * N));
   std::vector<T> dh_all(static_cast<size_t>(Di * N));
   // Per-channel accumulators for dA / dD / ddelta_bias, summed over b and t by the channel owner.
@@ -97,13 +101,13 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
 
   for (idx_t b = 0; b < Bn; ++b) {
     for (idx_t i = 0; i < Di * N; ++i) dh_all[i] = g.dh_last ? g.dh_last[b * Di * N + i] : T(0);
-    for (idx_t k = nch - 1; k >= 0; --k) {
+    for (idx_t k = nwin - 1; k >= 0; --k) {
       const idx_t t0 = k * L, t1 = std::min(T_, t0 + L), len = t1 - t0;
 #pragma omp parallel for schedule(static) if (Di * len * N >= kParallelMinWork)
       for (idx_t c = 0; c < Di; ++c) {
         // States h[t0-1 .. t1-1] and decays a[t0 .. t1-1] = exp(Δ·A) of this chunk: on the
         // stack for N <= 16, else on the heap.
-        T hs[(kScanChunk + 1) * 16], as[kScanChunk * 16];
+        T hs[(kCpuWindow + 1) * 16], as[kCpuWindow * 16];
         std::vector<T> heap;
         T* H = hs;
         T* Ad = as;
@@ -115,7 +119,7 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
         const T* Ac = p.A + c * N;
         const T bias = p.delta_bias ? p.delta_bias[c] : T(0);
         const T Dc = p.D ? p.D[c] : T(0);
-        const T* s0 = p.chunk_states + ((b * nch + k) * Di + c) * N;
+        const T* s0 = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
         for (idx_t n = 0; n < N; ++n) H[n] = s0[n];
         static const T zeros[kMaxN] = {};  // the state a document start sees
         for (idx_t i = 0; i < len; ++i) {
