@@ -10,6 +10,8 @@
 //   - prefill_steps_vs_one_pass: the recurrence invariant of every mixer (DESIGN.md §1): one pass
 //     over ids [B, T] equals a prefill of T1 tokens, three single-token steps and then the rest,
 //     with the state carried between calls (state_in aliasing state_out, as the decoder does);
+//   - init_loss_grads_trace: parameters after init(42), then ce, aux and every gradient of two
+//     loss passes on a fixed random batch (bitwise-determinism tests compare two traces);
 //   - make_word_data: a small prepared data directory (byte tokenizer) from a random word
 //     sequence, persuasion.txt held out, for trainer tests.
 #pragma once
@@ -134,6 +136,25 @@ inline double prefill_steps_vs_one_pass(LanguageModel<double>& m, idx_t B, idx_t
 
 // <temp>/data prepared from n_words random words (90% train, the rest persuasion.txt).
 // "step:loss[ val val_loss]" of every line of a metrics.jsonl (trainer and crash-loop tests).
+inline std::vector<float> init_loss_grads_trace(const ModelConfig& cfg, idx_t B = 2, idx_t T = 40) {
+  Rng rng(9);
+  std::vector<int32_t> ids(size_t(B * T)), tg(ids.size());
+  for (auto& x : ids) x = int32_t(rng.below(13));
+  for (auto& x : tg) x = int32_t(rng.below(13));
+  LanguageModel<float> m(cfg);
+  m.init(42);
+  m.prepare(B, T, true);
+  std::vector<float> out(m.params.begin(), m.params.end());
+  for (int rep = 0; rep < 2; ++rep) {
+    m.zero_grads();
+    const LossResult r = m.loss(ids.data(), tg.data(), B, T, true);
+    out.push_back(float(r.ce));
+    out.push_back(float(r.aux));
+    out.insert(out.end(), m.grads.begin(), m.grads.end());
+  }
+  return out;
+}
+
 inline std::vector<std::string> loss_fields(const std::string& metrics) {
   std::istringstream in(read_file(metrics));
   std::vector<std::string> out;

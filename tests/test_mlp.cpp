@@ -240,26 +240,7 @@ TEST(HybridModel, PrefillAndStepsEqualOnePass) {
 // Two models from one seed give bitwise equal parameters, losses and gradients (twice each).
 TEST(HybridModel, DeterministicInitLossAndGradients) {
   const ModelConfig cfg = tiny(R"("mamba", "mlp", {"type": "moe_mlp", "n_experts": 4, "top_k": 2, "shared_expert": true})", 3);
-  const idx_t B = 2, T = 40;
-  Rng rng(9);
-  std::vector<int32_t> ids(size_t(B * T)), tg(ids.size());
-  for (auto& x : ids) x = int32_t(rng.below(13));
-  for (auto& x : tg) x = int32_t(rng.below(13));
-  auto run = [&] {
-    LanguageModel<float> m(cfg);
-    m.init(42);
-    m.prepare(B, T, true);
-    std::vector<float> out(m.params.begin(), m.params.end());
-    for (int rep = 0; rep < 2; ++rep) {
-      m.zero_grads();
-      const LossResult r = m.loss(ids.data(), tg.data(), B, T, true);
-      out.push_back(float(r.ce));
-      out.push_back(float(r.aux));
-      out.insert(out.end(), m.grads.begin(), m.grads.end());
-    }
-    return out;
-  };
-  const std::vector<float> a = run(), b = run();
+  const std::vector<float> a = init_loss_grads_trace(cfg), b = init_loss_grads_trace(cfg);
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
