@@ -24,6 +24,7 @@
 #include "infer/decoder.h"
 #include "model/config.h"
 #include "model/language_model.h"
+#include "ops/matmul.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -121,9 +122,11 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
   threads = omp_get_max_threads();
 #endif
+  const bool blas1 = cpu::blas_single_threaded_for_inference();  // as moessm generate does
   const char* wait = std::getenv("OMP_WAIT_POLICY");
-  std::printf("bench_infer_cpu: batch 1, prompt %lld tokens, %lld generated, %d repetitions, %d threads, OMP_WAIT_POLICY=%s\n",
-              (long long)P, (long long)G, reps, threads, wait ? wait : "(unset)");
+  std::printf("bench_infer_cpu: batch 1, prompt %lld tokens, %lld generated, %d repetitions, %d threads, OMP_WAIT_POLICY=%s, "
+              "BLAS threads %s\n",
+              (long long)P, (long long)G, reps, threads, wait ? wait : "(unset)", blas1 ? "1" : "OPENBLAS_NUM_THREADS");
   std::vector<Result> rows;
   try {
     for (const std::string& c : configs) rows.push_back(run(c, reps, P, G));

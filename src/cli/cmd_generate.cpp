@@ -17,6 +17,7 @@
 #include "cli/command.h"
 #include "core/check.h"
 #include "infer/decoder.h"
+#include "ops/matmul.h"
 #include "infer/generator.h"
 #include "infer/state_file.h"
 #include "io/file_util.h"
@@ -253,6 +254,7 @@ int cmd_generate(int argc, char** argv) {
                               : run_cuda<__nv_bfloat16>(a, *model, *tok, texts, prompts, opts, s);
 #endif
   }
+  cpu::blas_single_threaded_for_inference();  // OpenMP alone runs the threads (ops/matmul.h)
   Decoder<float> dec(*model, B, a.integer("prefill-chunk"));
   Generator<float> gen(dec, opts);
 

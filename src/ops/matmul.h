@@ -33,6 +33,12 @@ void matmul_backward(T* din, idx_t din_ld, T* dweight, T* dbias, const T* dout, 
 
 const char* matmul_backend_name();  // "openblas" or "builtin"; logged once at start-up
 
+// Inference (many small ops between the prefill's GEMMs): OpenBLAS's own thread pool and
+// OpenMP's spin against each other on few cores (bench_infer_cpu on 2 cores: prefill median
+// 1.8k tokens/s with 2 BLAS threads, range 1.7k-31.6k; 33.5k with 1). Gives OpenBLAS one thread
+// unless OPENBLAS_NUM_THREADS is set; true when it did. Training keeps BLAS's threads.
+bool blas_single_threaded_for_inference();
+
 }  // namespace cpu
 }  // namespace moessm
 

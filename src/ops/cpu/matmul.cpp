@@ -14,8 +14,10 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
                  int lda, const float* B, int ldb, float beta, float* C, int ldc);
 void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, const double* A,
                  int lda, const double* B, int ldb, double beta, double* C, int ldc);
+void openblas_set_num_threads(int n);
 }
 #endif
+#include <cstdlib>
 
 namespace moessm::cpu {
 
@@ -59,6 +61,16 @@ void blas_gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, double alpha, const 
 #endif
 
 }  // namespace
+
+bool blas_single_threaded_for_inference() {
+#ifdef MOESSM_HAVE_BLAS
+  if (std::getenv("OPENBLAS_NUM_THREADS")) return false;  // the user's choice stands
+  openblas_set_num_threads(1);
+  return true;
+#else
+  return false;
+#endif
+}
 
 const char* matmul_backend_name() {
 #ifdef MOESSM_HAVE_BLAS
