@@ -657,14 +657,16 @@ idx_t resident_blocks(K kernel, int threads, size_t smem) {
   return r;
 }
 
-// Splits nch chunks into segments. Automatic: one segment when B·Di alone fills the device
-// (a segment costs an extra local pass over its tokens), else enough segments for about four
-// waves of resident blocks (H200, N 16, bench_scan's segment sweep: B 2 T 8192 fwd+bwd 4.96 ms
-// at 16 segments against 5.47 at one wave's 2; B 1 T 2048 0.54 against 0.67 ms; B 8 T 2048 4.07
-// at 1 against 4.62 at 2). Segments never exceed max_chunks (the backward's partial budget).
+// Splits nch chunks into segments. Automatic: one segment when B·Di alone fills half the
+// device's resident blocks or more (a segment costs an extra local pass over its tokens), else
+// enough segments for about four waves (H200, N 16, bench_scan's segment sweep: B 2 T 8192
+// fwd+bwd 4.96 ms at 16 segments against 5.47 at one wave's 2; B 1 T 2048 0.54 against 0.67 ms;
+// B 8 T 2048, 512 forward blocks for 528 resident: forward 0.83 ms at 1 segment, 1.17 at 5).
+// Segments never exceed max_chunks (the backward's partial-buffer budget).
 Segments choose_segments(idx_t nch, idx_t blocks_per_segment, idx_t resident, idx_t max_chunks) {
   idx_t S = g_forced_segments.load();
-  if (S <= 0) S = blocks_per_segment >= resident ? 1 : (4 * resident + blocks_per_segment - 1) / blocks_per_segment;
+  if (S <= 0)
+    S = 2 * blocks_per_segment >= resident ? 1 : (4 * resident + blocks_per_segment - 1) / blocks_per_segment;
   S = std::min(std::max<idx_t>(S, 1), nch);
   idx_t seg_chunks = std::min((nch + S - 1) / S, std::max<idx_t>(1, max_chunks));
   S = (nch + seg_chunks - 1) / seg_chunks;
