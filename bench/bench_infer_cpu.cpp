@@ -57,7 +57,7 @@ Result run(const std::string& path, int reps, idx_t P, idx_t G) {
   LanguageModel<float> m(cfg);
   m.init(1);
   Decoder<float> dec(m, 1);
-  const idx_t V = dec.vocab(), Vreal = cfg.vocab_size;
+  const idx_t Vreal = cfg.vocab_size;
   std::vector<int32_t> prompt(static_cast<size_t>(P));
   for (idx_t i = 0; i < P; ++i) prompt[static_cast<size_t>(i)] = int32_t((i * 2654435761u) % uint64_t(Vreal));
   std::vector<double> pp, tg;
@@ -78,7 +78,6 @@ Result run(const std::string& path, int reps, idx_t P, idx_t G) {
     pp.push_back(double(P) / tp);
     tg.push_back(double(G) / tt);
   }
-  (void)V;
   Result res;
   res.config = path;
   res.params = m.table().total();

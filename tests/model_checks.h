@@ -12,6 +12,7 @@
 //     with the state carried between calls (state_in aliasing state_out, as the decoder does);
 //   - init_loss_grads_trace: parameters after init(42), then ce, aux and every gradient of two
 //     loss passes on a fixed random batch (bitwise-determinism tests compare two traces);
+//   - short_run_options: the 60-step CPU training run the config tests use (B 4 × T 32);
 //   - make_word_data: a small prepared data directory (byte tokenizer) from a random word
 //     sequence, persuasion.txt held out, for trainer tests.
 #pragma once
@@ -28,6 +29,7 @@
 #include "data/prepare.h"
 #include "io/file_util.h"
 #include "model/language_model.h"
+#include "train/train_options.h"
 #include "testing.h"
 
 namespace moessm::testing {
@@ -153,6 +155,23 @@ inline std::vector<float> init_loss_grads_trace(const ModelConfig& cfg, idx_t B 
     out.insert(out.end(), m.grads.begin(), m.grads.end());
   }
   return out;
+}
+
+inline TrainOptions short_run_options(const std::string& data) {
+  TrainOptions o;
+  o.data = data;
+  o.out = data + "/../run";
+  o.max_steps = 60;
+  o.batch_size = 4;
+  o.seq_len = 32;
+  o.lr = 3e-3;
+  o.min_lr = 3e-4;
+  o.warmup_steps = 5;
+  o.eval_every = 0;
+  o.eval_tokens = 2048;
+  o.checkpoint_every = 0;
+  o.log_every = 100;
+  return o;
 }
 
 inline std::vector<std::string> loss_fields(const std::string& metrics) {

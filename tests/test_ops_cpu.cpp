@@ -90,8 +90,9 @@ TEST(Matmul, BuiltinGemmMatchesNaiveForEveryTransposeAndBeta) {
 }
 
 TEST(Matmul, SmallRowCountPathMatchesBlasPath) {
-  // M <= 8 takes the row-streaming path used by decode steps (blocks of 4 rows, then single
-  // rows); compare with the GEMM path.
+  // M <= 8 takes the row-streaming paths used by decode steps (blocks of 4 input rows, then the
+  // few-rows path that dots 4 weight rows at once; N = 37 leaves a weight row over); compare
+  // with the GEMM path.
   Rng rng(12);
   const idx_t N = 37, K = 53;
   Vec w = random_vector<double>(N * K, rng), x = random_vector<double>(20 * K, rng);

@@ -41,33 +41,12 @@ using bf16 = __nv_bfloat16;
 namespace {
 
 // Awkward sizes: Di = 80 (not a multiple of 32), N = 12, R = 3, V = 300 → padded 304, T = 70
-// (not a multiple of the scan chunk 64).
+// (not a multiple of the scan chunk 16).
 ModelConfig awkward_config() {
   return ModelConfig::from_json(Json::parse(R"({"d_model": 40, "n_layer": 3, "vocab_size": 300, "d_state": 12,
                                                "pad_vocab_size_multiple": 8})"), "test");
 }
 
-void compare_fp32(bool with_state) {
-  const ModelConfig cfg = awkward_config();
-  const idx_t B = 2, T = 70;
-  const auto params = init_params(cfg, 3);
-  const auto ids = random_ids(size_t(B * T), 300, 4);
-  const auto st = random_state(cfg, B, 5);
-  const std::vector<float>* s = with_state ? &st : nullptr;
-  const Outputs ref = run_cpu<double>(cfg, params, ids, B, T, s);
-  const Outputs naive = run_cpu<float>(cfg, params, ids, B, T, s);
-  const Outputs fast = run_cuda<float>(cfg, params, ids, B, T, s);
-  const std::string tag = with_state ? " (carried state)" : "";
-  expect_within_budget("logits" + tag, rel_err(fast.logits, ref.logits), rel_err(naive.logits, ref.logits), 2e-5);
-  EXPECT_NEAR(fast.loss, ref.loss, 1e-5 * std::fabs(ref.loss)) << tag;
-  LanguageModel<float> layout(cfg);
-  for (const ParamInfo& p : layout.table().entries()) {
-    const std::vector<double> r(ref.grads.begin() + p.offset, ref.grads.begin() + p.offset + p.numel);
-    const std::vector<double> f(fast.grads.begin() + p.offset, fast.grads.begin() + p.offset + p.numel);
-    const std::vector<double> n(naive.grads.begin() + p.offset, naive.grads.begin() + p.offset + p.numel);
-    expect_within_budget("grad " + p.name + tag, rel_err(f, r), rel_err(n, r), 2e-4);
-  }
-}
 
 ModelConfig small_vocab_config() {
   return ModelConfig::from_json(Json::parse(R"({"d_model": 48, "n_layer": 2, "vocab_size": 256, "d_state": 16})"), "test");
@@ -77,12 +56,12 @@ ModelConfig small_vocab_config() {
 
 TEST(CudaModel, Fp32LogitsAndGradsMatchTheCpu) {
   REQUIRE_GPU();
-  compare_fp32(false);
+  expect_fp32_model_matches_cpu(awkward_config(), false, false, "awkward dense");
 }
 
 TEST(CudaModel, Fp32WithACarriedStateMatchesTheCpu) {
   REQUIRE_GPU();
-  compare_fp32(true);
+  expect_fp32_model_matches_cpu(awkward_config(), false, true, "awkward dense");
 }
 
 // bf16 activations and GEMM operands: the logits and every gradient stay within a relative L2

@@ -99,8 +99,13 @@ void gemm(bool ta, bool tb, idx_t M, idx_t N, idx_t K, T alpha, const T* A, idx_
 // Few rows (decode steps): every weight row is read once and dotted with all M inputs, which
 // stay in cache. BLAS would first copy (pack) the whole weight matrix, which for M = 1 costs
 // more than the product itself. Four input rows share each load of the weight row (four
-// independent accumulator chains), so a batch of 8 costs far less than 8 single rows.
+// independent accumulator chains), so a batch of 8 costs far less than 8 single rows; the
+// M % 4 leftover rows go through matmul_few_rows.
 constexpr idx_t kSmallM = 8;
+
+template <typename T>
+void matmul_few_rows(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N, idx_t K,
+                     bool accumulate);
 
 template <typename T>
 void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M,
@@ -112,8 +117,7 @@ void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* wei
 #pragma omp parallel for schedule(static) if (N * K > 32768)
   for (idx_t n = 0; n < N; ++n) {
     const T* w = weight + n * K;
-    idx_t m = 0;
-    for (; m + 4 <= M; m += 4) {
+    for (idx_t m = 0; m + 4 <= M; m += 4) {
       const T *x0 = in + m * in_ld, *x1 = x0 + in_ld, *x2 = x1 + in_ld, *x3 = x2 + in_ld;
       T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 #pragma omp simd reduction(+ : a0, a1, a2, a3)
@@ -129,18 +133,14 @@ void matmul_small_m(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* wei
       put(m + 2, n, a2);
       put(m + 3, n, a3);
     }
-    for (; m < M; ++m) {
-      const T* x = in + m * in_ld;
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (idx_t k = 0; k < K; ++k) acc += w[k] * x[k];
-      put(m, n, acc);
-    }
   }
+  const idx_t done = M - M % 4;
+  if (done < M) matmul_few_rows(out + done * out_ld, out_ld, in + done * in_ld, in_ld, weight, M - done, N, K, accumulate);
 }
 
-// M < 4 (batch-1..3 decode): four weight rows share each load of the input row (four
-// independent accumulator chains instead of one per output); leftover rows one at a time.
+// M < 4 (batch-1..3 decode, and small_m's leftover rows): four weight rows share each load of
+// the input row (four independent accumulator chains instead of one per output); the N % 4
+// leftover weight rows one at a time.
 template <typename T>
 void matmul_few_rows(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t M, idx_t N, idx_t K,
                      bool accumulate) {

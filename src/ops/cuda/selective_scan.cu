@@ -210,8 +210,9 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
 // walks the S segments per (b, c, n); then the full passes run every segment in parallel from
 // its true boundary value. The result equals the sequential scan up to fp32 rounding.
 
-// Per-token inputs of one tile [t0, t0+len) of a block's channels, staged in shared memory:
-// u (or 0), Δ after bias / softplus, and g = dout · silu(z) (backward local) or unused.
+// The local pass of one segment (blockIdx.z = segment - seg0): forward, the end state from 0;
+// backward, the dh leaving the segment's start from 0 at its end; both also Σ Δ (or -1 when the
+// segment holds a document start). Tiles of the block's channels are staged in shared memory.
 template <typename Tin, int TPC, int NPT>
 __global__ void __launch_bounds__(threads_for<TPC>())
 scan_local_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segments sg, int seg0,
