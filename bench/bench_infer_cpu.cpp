@@ -106,10 +106,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    auto count = [&](long hi) -> int {  // a whole number in [1, hi], else a message naming the flag
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > hi) {
+        std::fprintf(stderr, "bench_infer_cpu: %s expects a whole number in [1, %ld], found '%s'\n", a.c_str(), hi, v.c_str());
+        std::exit(2);
+      }
+      return int(n);
+    };
     if (a == "--json") json = value();
-    else if (a == "--reps") reps = std::max(1, std::atoi(value().c_str()));
-    else if (a == "--prompt") P = std::max(1, std::atoi(value().c_str()));
-    else if (a == "--gen") G = std::max(1, std::atoi(value().c_str()));
+    else if (a == "--reps") reps = count(1000);
+    else if (a == "--prompt") P = count(1 << 20);
+    else if (a == "--gen") G = count(1 << 20);
     else if (a == "--config") configs.push_back(value());
     else {
       std::fprintf(stderr, "usage: bench_infer_cpu [--json FILE] [--reps R] [--prompt P] [--gen G] [--config PATH ...]\n");
