@@ -68,7 +68,7 @@ GemmRate gemm_rate(idx_t M, idx_t E, idx_t Kd, idx_t N, int reps) {
   bench::fill_bf16(in.as<bf16>(), size_t(M * Kd), -1, 1, 1);
   bench::fill_bf16(out.as<bf16>(), size_t(M * N), -1, 1, 2);
   bench::fill_bf16(w.as<bf16>(), size_t(E * N * Kd), -0.05f, 0.05f, 3);
-  CUDA_CHECK(cudaMemset(dw.data(), 0, dw.bytes()));
+  dw.fill_bytes(0);
   GemmRate r;
   r.flops = 2.0 * double(M) * double(Kd) * double(N);
   auto grouped_fwd = [&] {

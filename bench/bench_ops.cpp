@@ -94,8 +94,8 @@ int main(int argc, char** argv) {
     DeviceBuffer p(static_cast<size_t>(n) * 4), m(static_cast<size_t>(n) * 4), v(static_cast<size_t>(n) * 4), g(static_cast<size_t>(n) * 4), p16(static_cast<size_t>(n) * 2), nsq(8), sc(4);
     bench::fill_f32(p.as<float>(), static_cast<size_t>(n), -1, 1, 11);
     bench::fill_f32(g.as<float>(), static_cast<size_t>(n), -1, 1, 12);
-    CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
-    CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
+    m.fill_bytes(0);
+    v.fill_bytes(0);
     double ms = bench::time_ms([&] { cuda::grad_norm_squared(nsq.as<double>(), g.as<float>(), n, nullptr); });
     rows.push_back({"grad norm 130M", ms, double(n) * 4 / (ms * 1e-3) / 1e9, "GB/s"});
     cuda::clip_scale(sc.as<float>(), nsq.as<double>(), 1.0, 1.0, nullptr);

@@ -99,6 +99,7 @@ inline void fill_f32(float* d, size_t n, float lo, float hi, uint64_t seed) {
     const size_t k = std::min(h.size(), n - off);
     CUDA_CHECK(cudaMemcpy(d + off, h.data(), k * sizeof(float), cudaMemcpyHostToDevice));
   }
+  device_sync();  // landed before any stream's kernels read it
 }
 inline void fill_bf16(__nv_bfloat16* d, size_t n, float lo, float hi, uint64_t seed) {
   DeviceBuffer tmp(std::min<size_t>(n, size_t(1) << 24) * sizeof(float));

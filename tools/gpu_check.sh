@@ -13,12 +13,16 @@
 #   BENCH="moe model scan ops"  benchmarks to run (bench_NAME; empty: none); default "moe"
 #   EXCLUDE=REGEX               ctest -E (e.g. ShortRom, the 66 s CUDA-vs-CPU training runs)
 #   TESTS=0                     skip the tests
+#   CTEST_J=2                   run that many GPU test programs at once (default 1)
 #   PROFILE="dense rom"         ncu per-kernel times of one fwd+bwd layer (bench_moe --profile),
 #                               summed by tools/ncu_summary.py into $OUT/ncu.txt
 #   PEER=1                      build the peers' extensions in the background at the start and
 #                               run .peer/bench_peer.py (PEER_ONLY, default env,mamba,rom,swimba,train)
 #                               after our benchmarks; bench/moe_vs_peer.py prints both
 #   HF=1                        tools/hf_check.sh (transformers against our CPU build)
+#   FIRST="test_eval_cuda:Cuda*"   builds and runs these test binaries (tests/cuda/NAME.cpp, gtest
+#                               filter after the colon) before everything else, logs in first.log,
+#                               so a lease that runs out of time still answers the urgent question
 # Exit status: non-zero when the build or any GPU test failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,15 +45,26 @@ for b in $BENCH; do TARGETS+=("bench_$b"); done
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -1; } > "$OUT/device.log" 2>&1
 t0=$(date +%s)
+first_rc=0
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
   -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=ON "${GT[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 2; }
+if [ -n "${FIRST:-}" ]; then
+  FT=(moessm)
+  for f in $FIRST; do FT+=("gpu_${f%%:*}"); done
+  ninja -C "$BUILD" -j"$JOBS" "${FT[@]}" > "$OUT/build_first.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build_first.log" | head -40; exit 2; }
+  for f in $FIRST; do
+    echo "==== ${f%%:*} --gtest_filter=${f#*:} ====" >> "$OUT/first.log"
+    (cd "$BUILD" && "./gpu_${f%%:*}" --gtest_filter="${f#*:}") >> "$OUT/first.log" 2>&1 || first_rc=1
+  done
+  echo "==== first (rc $first_rc) ===="; grep -E "^\[  (FAILED|PASSED|  OK) |Failure|expected|Which is|error" "$OUT/first.log" | head -60
+fi
 ninja -C "$BUILD" -j"$JOBS" "${TARGETS[@]}" > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 2; }
 t1=$(date +%s)
 test_rc=0
 if [ "${TESTS:-1}" != 0 ]; then
   EX=()
   [ -n "${EXCLUDE:-}" ] && EX=(-E "$EXCLUDE")
-  ctest --test-dir "$BUILD" -L gpu "${EX[@]}" --output-on-failure > "$OUT/ctest.log" 2>&1
+  ctest --test-dir "$BUILD" -L gpu "${EX[@]}" -j"${CTEST_J:-1}" --output-on-failure > "$OUT/ctest.log" 2>&1
   test_rc=$?
 fi
 t2=$(date +%s)
@@ -90,4 +105,5 @@ echo "build $((t1-t0)) s, tests $((t2-t1)) s, profile+benchmarks $((t3-t2)) s, p
 [ -f "$OUT/ctest.log" ] && grep -E "tests passed|tests failed" "$OUT/ctest.log"
 (cd "$OUT" && tar czf logs.tar.gz --exclude=logs.tar.gz ./*.log ./*.txt ./*.json ./*.csv 2>/dev/null)
 find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt -delete
+[ "$first_rc" = 0 ] || test_rc=1
 exit $test_rc

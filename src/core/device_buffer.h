@@ -1,7 +1,12 @@
 // DeviceBuffer: RAII owner of one plain cudaMalloc allocation (never managed memory).
 // Move-only; the destructor frees without throwing (a failed free during unwinding is ignored).
-// Typed views: as<T>() and count<T>(). Host copies are synchronous helpers for tests and
-// set-up code; hot paths use the raw pointer with their own stream.
+// Typed views: as<T>() and count<T>(). Host copies and DeviceVector's zero fill are synchronous
+// with the whole device (set-up and tests): a copy to the host waits for the work of every
+// stream, and an upload or fill has landed before it returns. (cudaMemcpy / cudaMemset run on
+// the legacy default stream, which the backends' non-blocking streams do not wait for: without
+// the device syncs a fill could land after a kernel's writes, or a kernel read an upload before
+// its DMA finished. That race zeroed the weights of GPU tests run two at a time.)
+// Hot paths use the raw pointer with their own stream.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -12,6 +17,9 @@
 #include "core/cuda_check.h"
 
 namespace moessm {
+
+// Waits for every stream of the current device.
+inline void device_sync() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 class DeviceBuffer {
  public:
@@ -57,17 +65,27 @@ class DeviceBuffer {
   template <typename T> static DeviceBuffer from_host(const std::vector<T>& v) {
     DeviceBuffer b(v.size() * sizeof(T));
     if (!v.empty()) CUDA_CHECK(cudaMemcpy(b.ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    device_sync();
     return b;
   }
   template <typename T> std::vector<T> to_host() const {
     std::vector<T> v(bytes_ / sizeof(T));
+    device_sync();
     if (!v.empty()) CUDA_CHECK(cudaMemcpy(v.data(), ptr_, v.size() * sizeof(T), cudaMemcpyDeviceToHost));
     return v;
+  }
+  // Sets every byte to `byte` (device-synchronous, like the copies).
+  void fill_bytes(int byte) {
+    device_sync();
+    if (bytes_) CUDA_CHECK(cudaMemset(ptr_, byte, bytes_));
+    device_sync();
   }
   template <typename T> void upload(const std::vector<T>& v) {
     CHECK(v.size() * sizeof(T) <= bytes_, "DeviceBuffer::upload: ", v.size() * sizeof(T),
           " bytes into a buffer of ", bytes_);
+    device_sync();  // no stream still reads the old contents
     if (!v.empty()) CUDA_CHECK(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    device_sync();
   }
 
  private:
@@ -84,6 +102,7 @@ class DeviceVector {
     buf_.resize(n * sizeof(U));
     n_ = n;
     if (n) CUDA_CHECK(cudaMemset(buf_.data(), 0, n * sizeof(U)));
+    device_sync();  // the fill lands before any stream's later work (see the file comment)
   }
   U* data() { return buf_.as<U>(); }
   const U* data() const { return buf_.as<U>(); }

@@ -176,7 +176,7 @@ inline double prefill_steps_max_rel_diff(Model<CudaBackend<float>>& m, const std
     for (idx_t t = 0; t < P; ++t) pre[b * P + t] = ids[b * T + t];
   ids_dev.upload(pre);
   DeviceBuffer st(m.state_bytes(B));
-  CUDA_CHECK(cudaMemset(st.data(), 0, st.bytes()));
+  st.fill_bytes(0);
   double worst = 0, scale = 0;
   for (idx_t t = P; t <= T; ++t) {
     if (t == P) {

@@ -212,7 +212,7 @@ TEST(PermuteCuda, PlanIsGraphCapturable) {
   CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   cuda::moe_permute_plan(OFF.as<int32_t>(), ROWS.as<int32_t>(), I.as<int32_t>(), M, E, K, st);  // sizes the workspace
   CUDA_CHECK(cudaStreamSynchronize(st));
-  CUDA_CHECK(cudaMemset(ROWS.data(), 0xff, ROWS.bytes()));
+  ROWS.fill_bytes(0xff);
   cudaGraph_t g;
   cudaGraphExec_t ge;
   CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));

@@ -108,8 +108,8 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
     max_forced = std::max(max_forced, n);
     stats_.forced_tokens += n;
   }
-  CUDA_CHECK(cudaMemcpy(forced_.data(), forced.data(), forced.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(slots_.data(), slots.data(), slots.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  forced_.upload(forced);  // device-synchronous: the steps' stream sees the data
+  slots_.upload(slots);
   if (graph_) {  // buffers may have moved (forced_ resized): capture again
     CUDA_CHECK(cudaGraphExecDestroy(graph_));
     graph_ = nullptr;
@@ -158,9 +158,7 @@ std::vector<SlotOutput> CudaGenerator<Act>::run(const std::vector<std::vector<in
   stats_.step_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
 
   // 4. results
-  std::vector<int32_t> host_slots(slots.size()), out(static_cast<size_t>(std::max<int64_t>(1, opts_.max_new_tokens) * B_));
-  CUDA_CHECK(cudaMemcpy(host_slots.data(), slots_.data(), host_slots.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaMemcpy(out.data(), out_.data(), out.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  const std::vector<int32_t> host_slots = slots_.to_host<int32_t>(), out = out_.to_host<int32_t>();
   std::vector<SlotOutput> res(static_cast<size_t>(B_));
   for (idx_t b = 0; b < B_; ++b) {
     const int32_t n = host_slots[kNOut * B_ + b];
