@@ -55,6 +55,12 @@ void ScanParamsT<Tin>::validate() const {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
+// Kernel-lab knob: 1 (default) issues the next tile's / chunk's global loads before the current
+// one's steps (registers), 0 loads each tile just before its steps.
+#ifndef MOESSM_SCAN_PREFETCH
+#define MOESSM_SCAN_PREFETCH 1
+#endif
+constexpr bool kScanPrefetch = MOESSM_SCAN_PREFETCH != 0;
 constexpr idx_t kPartialBudgetBytes = idx_t(256) << 20;  // dB/dC partials per slab (default)
 std::atomic<idx_t> g_partial_budget{0};
 
@@ -128,6 +134,64 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
   }
   const float Dc = p.D ? p.D[cc] : 0.f;
 
+  // A tile's inputs: fetch() issues this thread's share of the global loads into registers,
+  // commit() converts them into the shared tile. With kScanPrefetch the next tile's fetch is
+  // issued before the current tile's steps, so its latency hides behind them.
+  static_assert(TS <= NT, "one thread per tile step for the document starts");
+  constexpr int PBC = (TS * NP + NT - 1) / NT, PS = (TS * CPB + NT - 1) / NT;
+  Tin fB[PBC], fC[PBC], fU[PS], fD[PS], fZ[PS];
+  int fSt = 0;
+  auto fetch = [&](idx_t t0) {
+    const int len = int(min(idx_t(TS), t_stop - t0));
+#pragma unroll
+    for (int j = 0; j < PBC; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / NP, n = e % NP;
+      const bool ok = e < TS * NP && i < len && n < N;
+      const idx_t row = b * T + t0 + i;
+      fB[j] = p.Bm[ok ? row * p.B_ld + n : 0];
+      fC[j] = p.Cm[ok ? row * p.C_ld + n : 0];
+    }
+#pragma unroll
+    for (int j = 0; j < PS; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / CPB, q = e % CPB;
+      const bool ok = e < TS * CPB && i < len && c0 + q < Di;
+      const idx_t row = b * T + t0 + i, cg = c0 + q;
+      fU[j] = p.u[ok ? row * p.u_ld + cg : 0];
+      fD[j] = p.delta[ok ? row * p.delta_ld + cg : 0];
+      if (p.z) fZ[j] = p.z[ok ? row * p.z_ld + cg : 0];
+    }
+    if (packed) fSt = int(threadIdx.x) < len && doc_start(p.seq_idx, b, T, t0 + threadIdx.x);
+  };
+  auto commit = [&](idx_t t0) {
+    const int len = int(min(idx_t(TS), t_stop - t0));
+#pragma unroll
+    for (int j = 0; j < PBC; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / NP, n = e % NP;
+      if (e >= TS * NP) continue;
+      const bool ok = i < len && n < N;
+      sB[e] = ok ? to_f32(fB[j]) : 0.f;
+      sC[e] = ok ? to_f32(fC[j]) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < PS; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / CPB, q = e % CPB;
+      if (e >= TS * CPB) continue;
+      const idx_t cg = c0 + q;
+      float uv = 0.f, dt = 0.f, zv = 1.f;
+      if (i < len && cg < Di) {
+        uv = to_f32(fU[j]);
+        const float v = to_f32(fD[j]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
+        dt = p.delta_softplus ? softplus_f(v) : v;
+        if (p.z) zv = silu_f(to_f32(fZ[j]));
+      }
+      sU[e] = uv;
+      sDt[e] = dt;
+      sZ[e] = zv;
+    }
+    if (packed && threadIdx.x < TS) sSt[threadIdx.x] = fSt;
+  };
+
+  if (kScanPrefetch) fetch(sg.t_begin(seg));
   for (idx_t t0 = sg.t_begin(seg); t0 < t_stop; t0 += TS) {
     if (p.chunk_states && t0 % kScanChunk == 0 && valid) {
       float* s = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
@@ -137,33 +201,11 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
         if (lane_n * NPT + k < N) s[lane_n * NPT + k] = st ? 0.f : h[k];
     }
     const int len = int(min(idx_t(TS), t_stop - t0));
-    __syncthreads();  // the previous tile's sY has been stored
-    // Stage the tile: B / C rows and the block's channels of u, Δ, z (coalesced, all in flight).
-    for (int e = threadIdx.x; e < TS * NP; e += NT) {
-      const int i = e / NP, n = e % NP;
-      const bool ok = i < len && n < N;
-      const idx_t row = b * T + t0 + i;
-      sB[e] = ok ? to_f32(p.Bm[row * p.B_ld + n]) : 0.f;
-      sC[e] = ok ? to_f32(p.Cm[row * p.C_ld + n]) : 0.f;
-    }
-    for (int e = threadIdx.x; e < TS * CPB; e += NT) {
-      const int i = e / CPB, q = e % CPB;
-      const idx_t cg = c0 + q, row = b * T + t0 + i;
-      const bool ok = i < len && cg < Di;
-      float uv = 0.f, dt = 0.f, zv = 1.f;
-      if (ok) {
-        uv = to_f32(p.u[row * p.u_ld + cg]);
-        const float v = to_f32(p.delta[row * p.delta_ld + cg]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
-        dt = p.delta_softplus ? softplus_f(v) : v;
-        if (p.z) zv = silu_f(to_f32(p.z[row * p.z_ld + cg]));
-      }
-      sU[e] = uv;
-      sDt[e] = dt;
-      sZ[e] = zv;
-    }
-    if (packed)
-      for (int e = threadIdx.x; e < TS; e += NT) sSt[e] = e < len && doc_start(p.seq_idx, b, T, t0 + e);
+    __syncthreads();  // the previous tile's shared inputs are read and its sY stored
+    if (!kScanPrefetch) fetch(t0);
+    commit(t0);
     __syncthreads();
+    if (kScanPrefetch && t0 + TS < t_stop) fetch(t0 + TS);
     // Branch-free step (every lane of the channel finishes y; lane 0's store is predicated) so
     // the unrolled steps interleave: only h carries a dependency from step to step.
 #pragma unroll 8
@@ -353,9 +395,9 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>(), NS = kScanChunk / SUB;
   extern __shared__ float smem[];
-  float* sB = smem;                    // [SUB][NP]
-  float* sC = sB + SUB * NP;           // [SUB][NP]
-  float* rB = sC + SUB * NP;           // [SUB][W][NP] per-warp dB sums
+  float* sB = smem;                    // [kScanChunk][NP]
+  float* sC = sB + kScanChunk * NP;    // [kScanChunk][NP]
+  float* rB = sC + kScanChunk * NP;    // [SUB][W][NP] per-warp dB sums
   float* rC = rB + SUB * W * NP;       // [SUB][W][NP]
   // The chunk's per-channel streams, staged once per chunk (coalesced), and its outputs.
   float* sU = rC + SUB * W * NP;       // [kScanChunk][CPB] u
@@ -394,57 +436,91 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
   const float Dc = p.D ? p.D[cc] : 0.f;
   float accD = 0.f, accBias = 0.f;
 
-  // Stages B (and C when with_c) rows [tb, tb+len) into shared memory.
-  auto stage = [&](idx_t tb, int len, bool with_c) {
-    __syncthreads();
-    for (int e = threadIdx.x; e < SUB * NP; e += NT) {
-      const int i = e / NP, n = e % NP;
-      const bool ok = i < len && n < N;
-      const idx_t row = (b * T + tb + i);
-      sB[e] = ok ? to_f32(p.Bm[row * p.B_ld + n]) : 0.f;
-      if (with_c) sC[e] = ok ? to_f32(p.Cm[row * p.C_ld + n]) : 0.f;
+  // A chunk's inputs: fetch() issues this thread's share of the chunk's global loads (the
+  // per-channel streams, the B / C rows, the document starts and the saved entering state) into
+  // registers, commit() converts them into shared memory. With kScanPrefetch the next (earlier)
+  // chunk's fetch is issued before the current chunk's passes, so its latency hides behind them.
+  static_assert(kScanChunk <= NT, "one thread per chunk step for the document starts");
+  constexpr int PBC = (kScanChunk * NP + NT - 1) / NT, PS = (kScanChunk * CPB + NT - 1) / NT;
+  Tin fB[PBC], fC[PBC], fU[PS], fD[PS], fZ[PS], fG[PS];
+  float fH[NPT];
+  int fSt = 0;
+  auto fetch = [&](int k) {
+    const idx_t t0 = idx_t(k) * kScanChunk;
+    const int len = int(min(idx_t(kScanChunk), T - t0));
+#pragma unroll
+    for (int j = 0; j < PBC; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / NP, n = e % NP;
+      const bool ok = e < kScanChunk * NP && i < len && n < N;
+      const idx_t row = b * T + t0 + i;
+      fB[j] = p.Bm[ok ? row * p.B_ld + n : 0];
+      fC[j] = p.Cm[ok ? row * p.C_ld + n : 0];
     }
-    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < PS; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / CPB, q = e % CPB;
+      const bool ok = e < kScanChunk * CPB && i < len && c0 + q < Di;
+      const idx_t row = b * T + t0 + i, cg = c0 + q;
+      fU[j] = p.u[ok ? row * p.u_ld + cg : 0];
+      fD[j] = p.delta[ok ? row * p.delta_ld + cg : 0];
+      fG[j] = g.dout[ok ? row * g.dout_ld + cg : 0];
+      if (p.z) fZ[j] = p.z[ok ? row * p.z_ld + cg : 0];
+    }
+    fSt = packed && int(threadIdx.x) < len && doc_start(p.seq_idx, b, T, t0 + threadIdx.x);
+    const float* hs = p.chunk_states + ((b * nch + k) * Di + cc) * N;
+#pragma unroll
+    for (int q = 0; q < NPT; ++q) fH[q] = (valid && lane_n * NPT + q < N) ? hs[lane_n * NPT + q] : 0.f;
+  };
+  auto commit = [&](int k) {
+    const int len = int(min(idx_t(kScanChunk), T - idx_t(k) * kScanChunk));
+#pragma unroll
+    for (int j = 0; j < PBC; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / NP, n = e % NP;
+      if (e >= kScanChunk * NP) continue;
+      const bool ok = i < len && n < N;
+      sB[e] = ok ? to_f32(fB[j]) : 0.f;
+      sC[e] = ok ? to_f32(fC[j]) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < PS; ++j) {
+      const int e = threadIdx.x + j * NT, i = e / CPB, q = e % CPB;
+      if (e >= kScanChunk * CPB) continue;
+      const idx_t cg = c0 + q;
+      float uv = 0.f, dt = 0.f, sgv = 0.f, zv = 0.f, gv = 0.f;
+      if (i < len && cg < Di) {
+        uv = to_f32(fU[j]);
+        const float v = to_f32(fD[j]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
+        dt = p.delta_softplus ? softplus_f(v) : v;
+        sgv = p.delta_softplus ? softplus_grad_f(v) : 1.f;
+        if (p.z) zv = to_f32(fZ[j]);
+        gv = to_f32(fG[j]);
+      }
+      sU[e] = uv;
+      sDt[e] = dt;
+      sSg[e] = sgv;
+      sZ[e] = zv;
+      sG[e] = gv;
+    }
+    if (threadIdx.x < kScanChunk) sSt[threadIdx.x] = fSt;
   };
 
+  if (kScanPrefetch) fetch(k_hi - 1);
   for (int k = k_hi - 1; k >= k_lo; --k) {
     const idx_t t0 = idx_t(k) * kScanChunk;
     const int len = int(min(idx_t(kScanChunk), T - t0));
     const int nsub = (len + SUB - 1) / SUB;
-    __syncthreads();  // the previous chunk's outputs have been stored
-    for (int e = threadIdx.x; e < kScanChunk * CPB; e += NT) {
-      const int i = e / CPB, q = e % CPB;
-      const idx_t cg = c0 + q, row = b * T + t0 + i;
-      const bool ok = i < len && cg < Di;
-      float uv = 0.f, dt = 0.f, sg = 0.f, zv = 0.f, gv = 0.f;
-      if (ok) {
-        uv = to_f32(p.u[row * p.u_ld + cg]);
-        const float v = to_f32(p.delta[row * p.delta_ld + cg]) + (p.delta_bias ? p.delta_bias[cg] : 0.f);
-        dt = p.delta_softplus ? softplus_f(v) : v;
-        sg = p.delta_softplus ? softplus_grad_f(v) : 1.f;
-        if (p.z) zv = to_f32(p.z[row * p.z_ld + cg]);
-        gv = to_f32(g.dout[row * g.dout_ld + cg]);
-      }
-      sU[e] = uv;
-      sDt[e] = dt;
-      sSg[e] = sg;
-      sZ[e] = zv;
-      sG[e] = gv;
-    }
-    for (int e = threadIdx.x; e < kScanChunk; e += NT) sSt[e] = packed && e < len && doc_start(p.seq_idx, b, T, t0 + e);
-    __syncthreads();
+    __syncthreads();  // the previous chunk's shared inputs are read and its outputs stored
+    if (!kScanPrefetch) fetch(k);
+    commit(k);
     float hb[NS][NPT];
-    {
-      const float* s = p.chunk_states + ((b * nch + k) * Di + cc) * N;
 #pragma unroll
-      for (int q = 0; q < NPT; ++q)
-        hb[0][q] = (valid && lane_n * NPT + q < N) ? s[lane_n * NPT + q] : 0.f;
-    }
+    for (int q = 0; q < NPT; ++q) hb[0][q] = fH[q];
+    __syncthreads();
+    if (kScanPrefetch && k > k_lo) fetch(k - 1);
     // Pass 1: states at the sub-chunk boundaries.
 #pragma unroll
     for (int s = 0; s + 1 < NS; ++s) {
       if (s + 1 < nsub) {
-        stage(t0 + s * SUB, SUB, false);
         float h[NPT];
 #pragma unroll
         for (int q = 0; q < NPT; ++q) h[q] = hb[s][q];
@@ -453,7 +529,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
           const int ci = (s * SUB + i) * CPB + chl;
           const float dt = sDt[ci];
           const float dtu = dt * sU[ci];
-          const float* Bi = sB + i * NP + lane_n * NPT;
+          const float* Bi = sB + (s * SUB + i) * NP + lane_n * NPT;
           const float keep = sSt[s * SUB + i] ? 0.f : 1.f;
 #pragma unroll
           for (int q = 0; q < NPT; ++q) h[q] = fmaf(exp2f(dt * A2[q]), keep * h[q], dtu * Bi[q]);
@@ -468,7 +544,6 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
       if (s < nsub) {
         const idx_t ts = t0 + s * SUB;
         const int slen = min(SUB, len - s * SUB);
-        stage(ts, slen, true);
         float hs[SUB][NPT];
 #pragma unroll
         for (int i = 0; i < SUB; ++i) {
@@ -476,7 +551,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
             const int ci = (s * SUB + i) * CPB + chl;
             const float dt = sDt[ci];
             const float dtu = dt * sU[ci];
-            const float* Bi = sB + i * NP + lane_n * NPT;
+            const float* Bi = sB + (s * SUB + i) * NP + lane_n * NPT;
             const float keep = sSt[s * SUB + i] ? 0.f : 1.f;
 #pragma unroll
             for (int q = 0; q < NPT; ++q)
@@ -490,8 +565,8 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
             const float dt = sDt[ci];
             const float uv = sU[ci];
             const float dtu = dt * uv;
-            const float* Bi = sB + i * NP + lane_n * NPT;
-            const float* Ci = sC + i * NP + lane_n * NPT;
+            const float* Bi = sB + (s * SUB + i) * NP + lane_n * NPT;
+            const float* Ci = sC + (s * SUB + i) * NP + lane_n * NPT;
             float dy = sG[ci];
             if (p.z) {
               float y = 0.f;
@@ -561,6 +636,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
           x.partB[row * N + n] = sb;
           x.partC[row * N + n] = sc;
         }
+        if (s > 0) __syncthreads();  // the next sub-chunk rewrites rB / rC
       }
     }
     __syncthreads();
@@ -733,7 +809,7 @@ template <typename Tin, int TPC, int NPT>
 void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>();
-  const size_t smem = (size_t(2) * SUB * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB + kScanChunk) *
+  const size_t smem = (size_t(2) * kScanChunk * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB + kScanChunk) *
                       sizeof(float);
   static bool attr_set = false;
   if (!attr_set) {
