@@ -36,4 +36,7 @@ using idx_t = int64_t;
 // length, roughly): below it, waking the other threads costs more than the loop (a batch-1
 // decode step runs dozens of tiny ops; with OMP_WAIT_POLICY=passive each wake-up is a futex).
 constexpr idx_t kParallelMinWork = idx_t(1) << 15;
+// The scan's cost per (channel, state, step) in those units: an exp polynomial and three
+// multiply-adds, about 16 (a batch-1 decode step's scan, Di 256 x N 16, is then worth two threads).
+constexpr idx_t kScanStateWork = 16;
 }

@@ -149,7 +149,7 @@ void matmul_few_rows(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* we
     *o = accumulate ? *o + acc : acc;
   };
   const idx_t N4 = N / 4;
-#pragma omp parallel for schedule(static) if (N * K > 32768)
+#pragma omp parallel for schedule(static) if (M * N * K >= kParallelMinWork / 2)
   for (idx_t q = 0; q < N4 + (N % 4); ++q) {
     if (q < N4) {
       const idx_t n = 4 * q;

@@ -45,7 +45,7 @@ template <typename T>
 void selective_scan_forward(const ScanParams<T>& p) {
   p.validate();
   const idx_t Bn = p.B, T_ = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T_);
-#pragma omp parallel for collapse(2) schedule(static) if (Bn * Di * T_ * N >= kParallelMinWork)
+#pragma omp parallel for collapse(2) schedule(static) if (Bn * Di * T_ * N * kScanStateWork >= kParallelMinWork)
   for (idx_t b = 0; b < Bn; ++b)
     for (idx_t c = 0; c < Di; ++c) {
       T h[kMaxN];
@@ -103,7 +103,7 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
     for (idx_t i = 0; i < Di * N; ++i) dh_all[i] = g.dh_last ? g.dh_last[b * Di * N + i] : T(0);
     for (idx_t k = nwin - 1; k >= 0; --k) {
       const idx_t t0 = k * L, t1 = std::min(T_, t0 + L), len = t1 - t0;
-#pragma omp parallel for schedule(static) if (Di * len * N >= kParallelMinWork)
+#pragma omp parallel for schedule(static) if (Di * len * N * kScanStateWork >= kParallelMinWork)
       for (idx_t c = 0; c < Di; ++c) {
         // States h[t0-1 .. t1-1] and decays a[t0 .. t1-1] = exp(Δ·A) of this chunk: on the
         // stack for N <= 16, else on the heap.
@@ -182,7 +182,7 @@ void selective_scan_backward(const ScanGrads<T>& g, const ScanParams<T>& p) {
         }
       }
       // Ordered reduction over channels for this chunk's dB, dC (c ascending, n contiguous).
-#pragma omp parallel for schedule(static) if (len * Di * N >= kParallelMinWork)
+#pragma omp parallel for schedule(static) if (len * Di * N * kScanStateWork >= kParallelMinWork)
       for (idx_t i = 0; i < len; ++i) {
         const idx_t bt = b * T_ + t0 + i;
         T* sb = g.dB + bt * g.dB_ld;
