@@ -4,7 +4,8 @@
 // same run (cuBLASLt bf16 8192³ TFLOP/s; device copy GB/s counting read + write).
 // Times are medians of CUDA-event-timed runs after warm-up. GB/s counts the essential bytes
 // (every token-stream input read once, every output written once; chunk states extra, listed).
-// Rows for each kernel-lab variant: the automatic choice first, then 4 states per lane, then
+// Rows for each kernel-lab variant: the automatic choice first (forward 4 states per lane,
+// backward 2 at N <= 64), then both directions forced to 2, then to 4, then
 // forced time-segment counts (1 = the sequential scan; 0 in the table = automatic). Reference: mamba_ssm's
 // selective_scan_fn on an H100 of this workplace (issue 7). Usage: bench_scan [--json FILE]
 #include <cmath>
@@ -112,7 +113,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Size& s : sizes) {
     rows.push_back(run(s, 0, 0));  // the shipped choice first
-    rows.push_back(run(s, 4, 0));
+    rows.push_back(run(s, 2, 0));  // both directions at 2 states per lane
+    rows.push_back(run(s, 4, 0));  // both at 4
     for (int seg : {1, 2, 4, 8, 16, 32}) rows.push_back(run(s, 0, seg));
   }
 

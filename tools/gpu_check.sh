@@ -18,7 +18,8 @@
 #                               summed by tools/ncu_summary.py into $OUT/ncu.txt
 #   PEER=1                      build the peers' extensions in the background at the start and
 #                               run .peer/bench_peer.py (PEER_ONLY, default env,mamba,rom,swimba,train)
-#                               after our benchmarks; bench/moe_vs_peer.py prints both
+#                               after our benchmarks; bench/moe_vs_peer.py and (with BENCH
+#                               holding scan and model) bench/dense_vs_peer.py print both
 #   HF=1                        tools/hf_check.sh (transformers against our CPU build)
 #   FIRST="test_eval_cuda:Cuda*"   builds and runs these test binaries (tests/cuda/NAME.cpp, gtest
 #                               filter after the colon) before everything else, logs in first.log,
@@ -84,6 +85,8 @@ if [ "${PEER:-0}" = 1 ]; then
   PEER_EXT_DIRS=/tmp/peer PYTHONPATH=.peer/src/mamba:.peer/src/causal-conv1d \
     python3 .peer/bench_peer.py --out "$OUT/peer.json" --only "${PEER_ONLY:-env,mamba,rom,swimba,train}" > "$OUT/peer.log" 2>&1
   [ -f "$OUT/bench_moe.json" ] && python3 bench/moe_vs_peer.py "$OUT/bench_moe.json" "$OUT/peer.json" > "$OUT/moe_vs_peer.txt" 2>&1
+  [ -f "$OUT/bench_scan.json" ] && [ -f "$OUT/bench_model.json" ] &&
+    python3 bench/dense_vs_peer.py "$OUT/bench_scan.json" "$OUT/bench_model.json" "$OUT/peer.json" > "$OUT/dense_vs_peer.txt" 2>&1
 fi
 t4=$(date +%s)
 hf_rc=-
@@ -99,11 +102,12 @@ echo "==== device ===="; cat "$OUT/device.log"
 for b in $BENCH; do echo "==== bench_$b (rc ${bench_rc[$b]}) ===="; tail -24 "$OUT/bench_$b.log"; done
 [ -f "$OUT/ncu.txt" ] && { echo "==== ncu ===="; head -c 6000 "$OUT/ncu.txt"; }
 [ -f "$OUT/moe_vs_peer.txt" ] && { echo "==== moe vs peer ===="; cat "$OUT/moe_vs_peer.txt"; }
+[ -f "$OUT/dense_vs_peer.txt" ] && { echo "==== dense vs peer ===="; cat "$OUT/dense_vs_peer.txt"; }
 [ "$hf_rc" != - ] && { echo "==== hf_check (rc $hf_rc) ===="; grep -E "PASS|FAIL|max|==" "$OUT/hf_check.log" | tail -12; }
 echo "==== summary ===="
 echo "build $((t1-t0)) s, tests $((t2-t1)) s, profile+benchmarks $((t3-t2)) s, peer $((t4-t3)) s, hf $((t5-t4)) s"
 [ -f "$OUT/ctest.log" ] && grep -E "tests passed|tests failed" "$OUT/ctest.log"
 (cd "$OUT" && tar czf logs.tar.gz --exclude=logs.tar.gz ./*.log ./*.txt ./*.json ./*.csv 2>/dev/null)
-find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt -delete
+find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt ! -name dense_vs_peer.txt -delete
 [ "$first_rc" = 0 ] || test_rc=1
 exit $test_rc

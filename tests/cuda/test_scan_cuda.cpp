@@ -258,18 +258,21 @@ TEST_P(ScanCuda, BackwardIsBitwiseDeterministic) {
 INSTANTIATE_TEST_SUITE_P(Sizes, ScanCuda, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& i) { return name_of(i.param); });
 
-// The other kernel variant (4 states per lane; the automatic choice takes 2 for N <= 64)
-// computes the same function.
-TEST(ScanCudaLab, FourStatesPerLaneMatches) {
+// Both kernel variants in both directions (the automatic choice takes 4 states per lane for the
+// forward and 2 for the backward at N <= 64; a forced count applies to both) compute the same
+// function.
+TEST(ScanCudaLab, TwoAndFourStatesPerLaneMatch) {
   REQUIRE_GPU();
   const Case c{2, 150, 40, 16, true, true, true, true, true, 0};
   const HostScan h = make_data(c, 14, false);
   const ScanOut ref = run_cpu<double>(c, h, false);
   const ScanOut naive = run_cpu<float>(c, h, false);
-  cuda::selective_scan_set_states_per_thread(4);
-  const ScanOut fast = run_gpu<float>(c, h).o;
-  cuda::selective_scan_set_states_per_thread(0);
-  check_all(c, h, fast, naive, ref, 2e-6, "npt4 " + name_of(c));
+  for (int npt : {2, 4}) {
+    cuda::selective_scan_set_states_per_thread(npt);
+    const ScanOut fast = run_gpu<float>(c, h).o;
+    cuda::selective_scan_set_states_per_thread(0);
+    check_all(c, h, fast, naive, ref, 2e-6, "npt" + std::to_string(npt) + " " + name_of(c));
+  }
 }
 
 // Large batch x time through the slab path (partial buffer bounded): B·G·N·T beyond one slab.

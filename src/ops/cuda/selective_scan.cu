@@ -55,12 +55,19 @@ void ScanParamsT<Tin>::validate() const {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-// Kernel-lab knob: 1 (default) issues the next tile's / chunk's global loads before the current
-// one's steps (registers), 0 loads each tile just before its steps.
-#ifndef MOESSM_SCAN_PREFETCH
-#define MOESSM_SCAN_PREFETCH 1
+// Kernel-lab knobs: 1 issues the next tile's (forward) / chunk's (backward) global loads into
+// registers before the current one's steps, 0 loads each just before its steps. H200, N 16,
+// bench_scan (2026-12-02): the backward gains 3% (B 8 T 2048 2.87 against 2.94 ms, with 2
+// resident blocks per SM: its 153 registers otherwise leave one); the forward loses 6%
+// (0.78 against 0.74 ms), so it stays off.
+#ifndef MOESSM_SCAN_FWD_PREFETCH
+#define MOESSM_SCAN_FWD_PREFETCH 0
 #endif
-constexpr bool kScanPrefetch = MOESSM_SCAN_PREFETCH != 0;
+#ifndef MOESSM_SCAN_BWD_PREFETCH
+#define MOESSM_SCAN_BWD_PREFETCH 1
+#endif
+constexpr bool kScanFwdPrefetch = MOESSM_SCAN_FWD_PREFETCH != 0;
+constexpr bool kScanBwdPrefetch = MOESSM_SCAN_BWD_PREFETCH != 0;
 constexpr idx_t kPartialBudgetBytes = idx_t(256) << 20;  // dB/dC partials per slab (default)
 std::atomic<idx_t> g_partial_budget{0};
 
@@ -135,7 +142,7 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
   const float Dc = p.D ? p.D[cc] : 0.f;
 
   // A tile's inputs: fetch() issues this thread's share of the global loads into registers,
-  // commit() converts them into the shared tile. With kScanPrefetch the next tile's fetch is
+  // commit() converts them into the shared tile. With kScanFwdPrefetch the next tile's fetch is
   // issued before the current tile's steps, so its latency hides behind them.
   static_assert(TS <= NT, "one thread per tile step for the document starts");
   constexpr int PBC = (TS * NP + NT - 1) / NT, PS = (TS * CPB + NT - 1) / NT;
@@ -191,7 +198,7 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
     if (packed && threadIdx.x < TS) sSt[threadIdx.x] = fSt;
   };
 
-  if (kScanPrefetch) fetch(sg.t_begin(seg));
+  if (kScanFwdPrefetch) fetch(sg.t_begin(seg));
   for (idx_t t0 = sg.t_begin(seg); t0 < t_stop; t0 += TS) {
     if (p.chunk_states && t0 % kScanChunk == 0 && valid) {
       float* s = p.chunk_states + ((b * nch + t0 / kScanChunk) * Di + c) * N;
@@ -202,10 +209,10 @@ scan_fwd_kernel(const ScanParamsT<Tin> p, const Segments sg, const float* h_star
     }
     const int len = int(min(idx_t(TS), t_stop - t0));
     __syncthreads();  // the previous tile's shared inputs are read and its sY stored
-    if (!kScanPrefetch) fetch(t0);
+    if (!kScanFwdPrefetch) fetch(t0);
     commit(t0);
     __syncthreads();
-    if (kScanPrefetch && t0 + TS < t_stop) fetch(t0 + TS);
+    if (kScanFwdPrefetch && t0 + TS < t_stop) fetch(t0 + TS);
     // Branch-free step (every lane of the channel finishes y; lane 0's store is predicated) so
     // the unrolled steps interleave: only h carries a dependency from step to step.
 #pragma unroll 8
@@ -385,9 +392,10 @@ __global__ void scan_combine_kernel(float* bound, const float* local, const floa
 
 // ------------------------------------------------------------------------------------------
 // Kernel-lab knob: minimum resident backward blocks per SM asked of the register allocator
-// (1 = as many registers as it likes).
+// (1 = as many registers as it likes). 2: the 8x2 and 16x2 kernels fit 128 registers without
+// spilling, two 256-thread blocks per SM (B 8 T 2048 backward 2.87 ms against 4.98 at one).
 #ifndef MOESSM_SCAN_BWD_MINBLOCKS
-#define MOESSM_SCAN_BWD_MINBLOCKS 1
+#define MOESSM_SCAN_BWD_MINBLOCKS 2
 #endif
 template <typename Tin, int TPC, int NPT>
 __global__ void __launch_bounds__(threads_for<TPC>(), MOESSM_SCAN_BWD_MINBLOCKS)
@@ -438,7 +446,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
 
   // A chunk's inputs: fetch() issues this thread's share of the chunk's global loads (the
   // per-channel streams, the B / C rows, the document starts and the saved entering state) into
-  // registers, commit() converts them into shared memory. With kScanPrefetch the next (earlier)
+  // registers, commit() converts them into shared memory. With kScanBwdPrefetch the next (earlier)
   // chunk's fetch is issued before the current chunk's passes, so its latency hides behind them.
   static_assert(kScanChunk <= NT, "one thread per chunk step for the document starts");
   constexpr int PBC = (kScanChunk * NP + NT - 1) / NT, PS = (kScanChunk * CPB + NT - 1) / NT;
@@ -504,19 +512,19 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
     if (threadIdx.x < kScanChunk) sSt[threadIdx.x] = fSt;
   };
 
-  if (kScanPrefetch) fetch(k_hi - 1);
+  if (kScanBwdPrefetch) fetch(k_hi - 1);
   for (int k = k_hi - 1; k >= k_lo; --k) {
     const idx_t t0 = idx_t(k) * kScanChunk;
     const int len = int(min(idx_t(kScanChunk), T - t0));
     const int nsub = (len + SUB - 1) / SUB;
     __syncthreads();  // the previous chunk's shared inputs are read and its outputs stored
-    if (!kScanPrefetch) fetch(k);
+    if (!kScanBwdPrefetch) fetch(k);
     commit(k);
     float hb[NS][NPT];
 #pragma unroll
     for (int q = 0; q < NPT; ++q) hb[0][q] = fH[q];
     __syncthreads();
-    if (kScanPrefetch && k > k_lo) fetch(k - 1);
+    if (kScanBwdPrefetch && k > k_lo) fetch(k - 1);
     // Pass 1: states at the sub-chunk boundaries.
 #pragma unroll
     for (int s = 0; s + 1 < NS; ++s) {
@@ -703,12 +711,15 @@ struct Config {
   int tpc, npt;
 };
 
-Config choose(idx_t B, idx_t Di, idx_t N) {
+// The two directions choose independently (the chunk states' layout does not depend on the
+// mapping). Automatic: the forward holds 4 states per lane (H200, N 16, 2026-12-02: 0.645 against
+// 0.736 ms at B 8 T 2048, 0.974 / 1.097 at B 2 T 8192, 0.118 / 0.128 at B 1 Di 1536); the
+// backward 2 up to N = 64 (fwd+bwd with both at 2 against both at 4: 4.41 vs 6.05 ms at
+// B 8 T 2048, 9.29 vs 13.38 at B 2 T 8192), 4 beyond. A forced count applies to both.
+Config choose(idx_t B, idx_t Di, idx_t N, bool backward) {
   int npt = g_forced_npt.load();
   if (npt == 2 && N > 64) npt = 0;
-  // Automatic: 2 states per lane up to N = 64 (H200, N 16: fwd+bwd 4.41 vs 6.05 ms at B8/T2048,
-  // 9.29 vs 13.38 ms at B2/T8192; bench_scan measures both), 4 beyond.
-  if (npt == 0) npt = N <= 64 ? 2 : 4;
+  if (npt == 0) npt = (backward && N <= 64) ? 2 : 4;
   if (N > 32 * npt) npt = 8;  // only N in (128, 256]
   int tpc = 1;
   while (tpc * npt < N) tpc *= 2;
@@ -874,9 +885,9 @@ void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_
     CUDA_CHECK(cudaMemcpyAsync(g.dh0, x.dh0, size_t(per) * sizeof(float), cudaMemcpyDeviceToDevice, st));
 }
 
-#define MOESSM_SCAN_DISPATCH(FN, ...)                                                     \
+#define MOESSM_SCAN_DISPATCH(BACKWARD, FN, ...)                                           \
   do {                                                                                    \
-    const Config cfg = choose(p.B, p.Di, p.N);                                            \
+    const Config cfg = choose(p.B, p.Di, p.N, BACKWARD);                                  \
     switch (cfg.npt * 100 + cfg.tpc) {                                                    \
       case 401: FN<Tin, 1, 4>(__VA_ARGS__); break;                                        \
       case 402: FN<Tin, 2, 4>(__VA_ARGS__); break;                                        \
@@ -921,9 +932,10 @@ void selective_scan_set_partial_budget(idx_t bytes) {
 
 const char* selective_scan_config_name(idx_t B, idx_t Di, idx_t N) {
   static thread_local char buf[128];
-  const Config c = choose(B, Di, N);
-  std::snprintf(buf, sizeof(buf), "register scan, %d lanes/channel x %d states/lane, chunk %d",
-                c.tpc, c.npt, kScanChunk);
+  const Config f = choose(B, Di, N, false), b = choose(B, Di, N, true);
+  std::snprintf(buf, sizeof(buf),
+                "register scan, lanes/channel x states/lane: forward %dx%d, backward %dx%d; chunk %d",
+                f.tpc, f.npt, b.tpc, b.npt, kScanChunk);
   return buf;
 }
 
@@ -931,7 +943,7 @@ template <typename Tin>
 void selective_scan_forward(const ScanParamsT<Tin>& p, cudaStream_t stream) {
   p.validate();
   log_config_once(p.B, p.Di, p.N);
-  MOESSM_SCAN_DISPATCH(launch_fwd, p, stream);
+  MOESSM_SCAN_DISPATCH(false, launch_fwd, p, stream);
 }
 
 template <typename Tin>
@@ -946,7 +958,7 @@ void selective_scan_backward(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p
   CHECK(g.dB_ld >= p.N && g.dC_ld >= p.N, "cuda selective_scan_backward: dB/dC strides ", g.dB_ld,
         "/", g.dC_ld, " must be >= N=", p.N);
   log_config_once(p.B, p.Di, p.N);
-  MOESSM_SCAN_DISPATCH(launch_bwd, g, p, stream);
+  MOESSM_SCAN_DISPATCH(true, launch_bwd, g, p, stream);
 }
 
 namespace {
