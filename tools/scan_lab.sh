@@ -6,7 +6,7 @@
 # launch/occupancy/stall sections of the first launch of each scan kernel (NCU=0 skips).
 # NCU_KERNELS="bwd fwd" picks the kernels profiled (default bwd fwd local).
 # EXTRA_TESTS="gpu_test_x gpu_test_y" builds and runs more GPU test programs after the scan's.
-# VARIANT_TESTS=1 also builds and runs the scan test program in every variant's build.
+# VARIANT_TESTS=1 also builds and runs the scan test programs (plain and packed) in every variant's build.
 # Writes logs under $OUT (default ./out/scan_lab) and packs them into $OUT/logs.tar.gz.
 # Needs the vendored ./.gtest and ./.nlohmann (see tools/gpu_check.sh).
 set -uo pipefail
@@ -28,7 +28,7 @@ for v in "${VLIST[@]}"; do
   [ -z "$v" ] && continue
   n=${v%%=*} f=${v#*=}
   vt=()
-  [ "${VARIANT_TESTS:-0}" = 1 ] && vt=(gpu_test_scan_cuda)
+  [ "${VARIANT_TESTS:-0}" = 1 ] && vt=(gpu_test_scan_cuda gpu_test_scan_pack_cuda)
   (conf "$ROOT/build-gpu-$n" "$f" && ninja -C "$ROOT/build-gpu-$n" -j8 bench_scan "${vt[@]}" > "$OUT/build_$n.log" 2>&1 \
      || echo "variant $n failed to build") &
   pids+=($!)
@@ -51,9 +51,11 @@ for v in "${VLIST[@]}"; do
   [ -z "$v" ] && continue
   n=${v%%=*}
   if [ "${VARIANT_TESTS:-0}" = 1 ]; then
-    "$ROOT/build-gpu-$n/gpu_test_scan_cuda" > "$OUT/test_scan_$n.log" 2>&1
-    echo "variant $n scan tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_scan_$n.log" | tr '\n' ' ')"
-    grep -E "Failure|FAILED" "$OUT/test_scan_$n.log" | head -10
+    for t in gpu_test_scan_cuda gpu_test_scan_pack_cuda; do
+      "$ROOT/build-gpu-$n/$t" > "$OUT/${t}_$n.log" 2>&1
+      echo "variant $n $t rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/${t}_$n.log" | tr '\n' ' ')"
+      grep -E "Failure|FAILED" "$OUT/${t}_$n.log" | head -10
+    done
   fi
   "$ROOT/build-gpu-$n/bench_scan" --json "$OUT/bench_scan_$n.json" > "$OUT/bench_scan_$n.log" 2>&1
   echo "--- variant $v"; sed -n '/^case/,$p' "$OUT/bench_scan_$n.log"

@@ -68,6 +68,19 @@ constexpr float kLog2e = 1.4426950408889634f;
 #endif
 constexpr bool kScanFwdPrefetch = MOESSM_SCAN_FWD_PREFETCH != 0;
 constexpr bool kScanBwdPrefetch = MOESSM_SCAN_BWD_PREFETCH != 0;
+// Kernel-lab knob: 1 defers the backward's per-step sums over a channel's lanes (y for dz, dΔ,
+// du) to one pass per sub-chunk: each lane stores its partials in shared memory and the lanes
+// of a channel then finish one step each (fixed order), instead of three butterflies per step;
+// the gate's silu(z)·dout is computed once per element at staging.
+#ifndef MOESSM_SCAN_BWD_DEFER
+#define MOESSM_SCAN_BWD_DEFER 0
+#endif
+constexpr bool kScanBwdDefer = MOESSM_SCAN_BWD_DEFER != 0;
+// Shared-memory footprint of the deferred partials: [3][SUB][NT + 1] (the +1 row pad puts the
+// lanes a finishing thread reads in distinct banks) and the gated dout [kScanChunk][CPB].
+template <int NT, int SUB, int CPB> constexpr size_t bwd_defer_floats() {
+  return kScanBwdDefer ? size_t(3) * SUB * (NT + 1) + size_t(kScanChunk) * CPB : 0;
+}
 constexpr idx_t kPartialBudgetBytes = idx_t(256) << 20;  // dB/dC partials per slab (default)
 std::atomic<idx_t> g_partial_budget{0};
 
@@ -416,7 +429,13 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
   float* sDu = sG + kScanChunk * CPB;  // du
   float* sDd = sDu + kScanChunk * CPB; // ddelta
   float* sDz = sDd + kScanChunk * CPB; // dz
-  int* sSt = reinterpret_cast<int*>(sDz + kScanChunk * CPB);  // [kScanChunk] document starts
+  // Deferred mode (kScanBwdDefer): gated dout, and the lanes' partials of y, dΔ, du per step.
+  constexpr int RS = NT + 1;
+  float* sDy = sDz + kScanChunk * CPB;                       // [kScanChunk][CPB] dout·silu(z)
+  float* sPy = sDy + (kScanBwdDefer ? kScanChunk * CPB : 0); // [SUB][RS]
+  float* sPd = sPy + (kScanBwdDefer ? SUB * RS : 0);
+  float* sPu = sPd + (kScanBwdDefer ? SUB * RS : 0);
+  int* sSt = reinterpret_cast<int*>(sPu + (kScanBwdDefer ? SUB * RS : 0));  // [kScanChunk] document starts
   const bool packed = p.seq_idx != nullptr;
   const int chl = threadIdx.x / TPC;
   const idx_t c0 = idx_t(blockIdx.x) * CPB;
@@ -508,6 +527,7 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
       sSg[e] = sgv;
       sZ[e] = zv;
       sG[e] = gv;
+      if (kScanBwdDefer) sDy[e] = p.z ? gv * silu_f(zv) : gv;
     }
     if (threadIdx.x < kScanChunk) sSt[threadIdx.x] = fSt;
   };
@@ -575,16 +595,20 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
             const float dtu = dt * uv;
             const float* Bi = sB + (s * SUB + i) * NP + lane_n * NPT;
             const float* Ci = sC + (s * SUB + i) * NP + lane_n * NPT;
-            float dy = sG[ci];
+            float dy = kScanBwdDefer ? sDy[ci] : sG[ci];
             if (p.z) {
               float y = 0.f;
 #pragma unroll
               for (int q = 0; q < NPT; ++q) y = fmaf(Ci[q], hs[i][q], y);
-              y = group_sum<TPC>(y);
-              y = fmaf(Dc, uv, y);
-              const float zv = sZ[ci];
-              if (lane_n == 0) sDz[ci] = dy * y * silu_grad_f(zv);
-              dy *= silu_f(zv);
+              if (kScanBwdDefer) {
+                sPy[i * RS + threadIdx.x] = y;
+              } else {
+                y = group_sum<TPC>(y);
+                y = fmaf(Dc, uv, y);
+                const float zv = sZ[ci];
+                if (lane_n == 0) sDz[ci] = dy * y * silu_grad_f(zv);
+                dy *= silu_f(zv);
+              }
             }
             float ddt = 0.f, du = 0.f, vb[NPT], vc[NPT];
             const float keep = sSt[s * SUB + i] ? 0.f : 1.f;  // 0 at a document start
@@ -601,15 +625,20 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
               du = fmaf(gq * dt, Bi[q], du);
               dh[q] = keep * gq * a;
             }
-            ddt = group_sum<TPC>(ddt);
-            du = group_sum<TPC>(du);
-            du = fmaf(dy, Dc, du);
-            accD = fmaf(dy, uv, accD);  // meaningful in lane 0, which alone publishes it
-            const float dv = ddt * sSg[ci];
-            accBias += dv;
-            if (lane_n == 0) {
-              sDd[ci] = dv;
-              sDu[ci] = du;
+            if (kScanBwdDefer) {
+              sPd[i * RS + threadIdx.x] = ddt;
+              sPu[i * RS + threadIdx.x] = du;
+            } else {
+              ddt = group_sum<TPC>(ddt);
+              du = group_sum<TPC>(du);
+              du = fmaf(dy, Dc, du);
+              accD = fmaf(dy, uv, accD);  // meaningful in lane 0, which alone publishes it
+              const float dv = ddt * sSg[ci];
+              accBias += dv;
+              if (lane_n == 0) {
+                sDd[ci] = dv;
+                sDu[ci] = du;
+              }
             }
             // Sum over the warp's channels (lanes with equal lane_n), fixed butterfly order.
 #pragma unroll
@@ -644,7 +673,33 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
           x.partB[row * N + n] = sb;
           x.partC[row * N + n] = sc;
         }
-        if (s > 0) __syncthreads();  // the next sub-chunk rewrites rB / rC
+        if (kScanBwdDefer) {
+          // Lane l of channel chl finishes the sub-chunk's steps i = l, l + TPC, ...: its lanes'
+          // partials summed in lane order, then du, dΔ, dz and the D / Δ-bias sums (which this
+          // lane accumulates over its steps; the lanes are summed at the end).
+          for (int i = lane_n; i < slen; i += TPC) {
+            const int ci = (s * SUB + i) * CPB + chl;
+            const float* py = sPy + i * RS + chl * TPC;
+            const float* pd = sPd + i * RS + chl * TPC;
+            const float* pu = sPu + i * RS + chl * TPC;
+            float y = 0.f, ddt = 0.f, du = 0.f;
+#pragma unroll
+            for (int l = 0; l < TPC; ++l) {
+              ddt += pd[l];
+              du += pu[l];
+              if (p.z) y += py[l];
+            }
+            const float uv = sU[ci], dyg = sDy[ci];
+            du = fmaf(dyg, Dc, du);
+            accD = fmaf(dyg, uv, accD);
+            const float dv = ddt * sSg[ci];
+            accBias += dv;
+            sDd[ci] = dv;
+            sDu[ci] = du;
+            if (p.z) sDz[ci] = sG[ci] * fmaf(Dc, uv, y) * silu_grad_f(sZ[ci]);
+          }
+        }
+        if (s > 0) __syncthreads();  // the next sub-chunk rewrites rB / rC (and the partials)
       }
     }
     __syncthreads();
@@ -656,6 +711,10 @@ scan_bwd_kernel(const ScanParamsT<Tin> p, const ScanGradsT<Tin> g, const Segment
       g.ddelta[row * g.ddelta_ld + cg] = from_f32<Tin>(sDd[e]);
       if (p.z) g.dz[row * g.dz_ld + cg] = from_f32<Tin>(sDz[e]);
     }
+  }
+  if (kScanBwdDefer) {  // each lane holds its steps' share: sum over the channel's lanes
+    accD = group_sum<TPC>(accD);
+    accBias = group_sum<TPC>(accBias);
   }
   if (valid) {
 #pragma unroll
@@ -820,7 +879,8 @@ template <typename Tin, int TPC, int NPT>
 void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT, W = NT / 32;
   constexpr int SUB = bwd_sub<NPT>();
-  const size_t smem = (size_t(2) * kScanChunk * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB + kScanChunk) *
+  const size_t smem = (size_t(2) * kScanChunk * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB +
+                       bwd_defer_floats<NT, SUB, CPB>() + kScanChunk) *
                       sizeof(float);
   static bool attr_set = false;
   if (!attr_set) {
