@@ -11,21 +11,7 @@ A missing peer figure prints as "-".
 import json
 import sys
 
-
-def get(d, *path):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
-def fmt(x, spec="{:.3f}"):
-    return "-" if x is None else spec.format(x)
-
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
+from peer_table import fmt, get, ratio
 
 
 def main():
