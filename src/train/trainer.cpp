@@ -216,13 +216,13 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) { return 
 
 TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Communicator& comm) {
   o.validate();
-  check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   // Data parallelism (docs/distributed.md): W processes, each with batch_size rows of every
   // global batch of W·batch_size; rank 0 alone prints, writes metrics and checkpoints.
   const int W = comm.world_size(), rank = comm.rank();
   const bool lead = comm.is_lead();
   CHECK(W == 1 || o.device == "cpu", "train --device ", o.device, " with ", W, " processes: data-parallel training "
         "runs on the CPU only so far (multi-GPU is a later step, docs/distributed.md); use --device cpu or one process");
+  check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
   // A resumed run: the checkpoint, its state and the checks against it come before the run
   // directory is touched.
