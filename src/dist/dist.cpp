@@ -14,6 +14,8 @@
 #include "core/check.h"
 
 #ifdef MOESSM_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only: no deprecated C++ bindings
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 
@@ -43,13 +45,12 @@ void finalize_at_exit() {
 }
 
 // Aborts the run when an MPI call did not succeed, naming the rank, the call and MPI's reason.
-void check_mpi(int rc, const char* call, const Communicator& c) {
+void check_mpi(int rc, const char* call, Communicator& c) {
   if (rc == MPI_SUCCESS) return;
   char reason[MPI_MAX_ERROR_STRING] = {0};
   int len = 0;
   MPI_Error_string(rc, reason, &len);
-  Communicator& w = const_cast<Communicator&>(c);
-  w.abort(std::string(call) + " failed: " + reason);
+  c.abort(std::string(call) + " failed: " + reason);
 }
 
 template <typename T>
@@ -62,7 +63,7 @@ MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
 // One segment (n <= kSegment) of the deterministic all-reduce (dist.h): reduce-scatter through
 // MPI_Alltoallv with the rank-order sum, then MPI_Allgatherv of the reduced chunks.
 template <typename T>
-void all_reduce_segment(T* data, size_t n, const Communicator& c) {
+void all_reduce_segment(T* data, size_t n, Communicator& c) {
   const int W = c.world_size(), r = c.rank();
   std::vector<int> counts(W), displs(W);
   for (int p = 0, off = 0; p < W; ++p) {
@@ -90,7 +91,7 @@ void all_reduce_segment(T* data, size_t n, const Communicator& c) {
 #endif
 
 template <typename T>
-void all_reduce_impl(T* data, size_t n, const Communicator& c) {
+void all_reduce_impl(T* data, size_t n, Communicator& c) {
   if (c.world_size() == 1) return;  // the identity: one process sums nothing
 #ifdef MOESSM_MPI
   for (size_t at = 0; at < n; at += Communicator::kSegment)

@@ -236,13 +236,16 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     CHECK(diff.empty(), "--resume ", ck, ": the model config differs from the checkpoint's: ", diff);
     st = read_trainer_state(ck);
     std::vector<std::string> changed = changed_options_on_resume(st.at("options"), o);
-    // The batch that must match is the global one (world size × batch_size): a run may resume
-    // with another number of processes as long as it is the same.
-    changed.erase(std::remove_if(changed.begin(), changed.end(),
-                                 [](const std::string& c) { return c.rfind("batch_size:", 0) == 0; }),
-                  changed.end());
+    // The batch that must match is the global one (processes × batch_size): a run may resume
+    // with another number of processes as long as it is the same. (With the same number, the
+    // batch_size line above says it.)
     const int64_t recorded_global = recorded_global_batch(st), global = int64_t(W) * o.batch_size;
-    if (recorded_global != global)
+    if (W != recorded_world_size(st)) {
+      changed.erase(std::remove_if(changed.begin(), changed.end(),
+                                   [](const std::string& c) { return c.rfind("batch_size:", 0) == 0; }),
+                    changed.end());
+    }
+    if (W != recorded_world_size(st) && recorded_global != global)
       changed.push_back("global batch (processes × batch_size): checkpoint " + std::to_string(recorded_global) + " (" +
                         std::to_string(recorded_world_size(st)) + " × " +
                         std::to_string(recorded_global / std::max<int64_t>(1, recorded_world_size(st))) + "), now " +
