@@ -5,7 +5,7 @@
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in g++ cmake ninja-build libopenblas-dev libpcre2-dev libgtest-dev nlohmann-json3-dev python3-matplotlib "$@"; do
+for p in g++ cmake ninja-build libopenblas-dev libpcre2-dev libgtest-dev nlohmann-json3-dev python3-matplotlib openmpi-bin libopenmpi-dev "$@"; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,6 +2,8 @@
 #include "testing.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -9,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -83,6 +86,63 @@ int run_cli_env(const std::vector<std::string>& args, const std::vector<std::str
   int status = 0;
   ::waitpid(pid, &status, 0);
   if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_argv(const std::vector<std::string>& args, const std::vector<std::string>& env, double timeout_s,
+             std::string* output) {
+  if (args.empty()) return -1;
+  std::vector<std::string> vars;  // this process's environment, env's names replaced
+  for (char** e = environ; *e; ++e) {
+    const std::string v = *e, name = v.substr(0, v.find('='));
+    bool replaced = false;
+    for (const std::string& x : env) replaced = replaced || x.substr(0, x.find('=')) == name;
+    if (!replaced) vars.push_back(v);
+  }
+  vars.insert(vars.end(), env.begin(), env.end());
+  std::vector<char*> envp, argv;
+  for (std::string& v : vars) envp.push_back(const_cast<char*>(v.c_str()));
+  envp.push_back(nullptr);
+  std::vector<std::string> all = args;
+  for (std::string& a : all) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {  // the child: its own process group, so a timeout ends everything it started
+    ::setpgid(0, 0);
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  ::close(fds[1]);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::string out;
+  bool timed_out = false;
+  char buf[4096];
+  for (;;) {
+    const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      timed_out = true;
+      ::kill(-pid, SIGKILL);
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, int(std::min(left, 1.0) * 1000) + 1) <= 0) continue;
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, size_t(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (output) *output = out;
+  if (timed_out) return -2;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

@@ -20,6 +20,12 @@ int run_cli_argv(const std::vector<std::string>& args, std::string* output);
 // The same with extra environment variables ("NAME=value") added to this process's environment;
 // returns the exit code (a process that _exit(137)s returns 137), -1 if it did not exit.
 int run_cli_env(const std::vector<std::string>& args, const std::vector<std::string>& env, std::string* output);
+// Any program without a shell (argv[0] its path), in a process group of its own, with env
+// ("NAME=value") replacing or adding to this process's variables; stdout+stderr into *output.
+// After timeout_s seconds the group is killed (SIGKILL) and -2 returned; else the exit code
+// (-1 when it ended by a signal or could not start).
+int run_argv(const std::vector<std::string>& argv, const std::vector<std::string>& env, double timeout_s,
+             std::string* output);
 
 template <typename T>
 std::vector<T> random_vector(size_t n, Rng& rng, double lo = -1.0, double hi = 1.0) {

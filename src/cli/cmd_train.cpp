@@ -3,13 +3,16 @@
 // and the config's "train" object parse the same value the same way. With --resume RUN the
 // run's checkpoint supplies the model config, the data directory and the options (the run
 // directory defaults to RUN); the config and flags may still override them, checked by the
-// trainer against the checkpoint.
+// trainer against the checkpoint. Started by mpirun, the processes train one model data-parallel
+// (dist/dist.h, docs/distributed.md): only rank 0 prints; a resume with another number of
+// processes inherits the batch_size that keeps the recorded global batch.
 #include <cmath>
 #include <cstdio>
 #include <string>
 
 #include "cli/command.h"
 #include "core/check.h"
+#include "dist/dist.h"
 #include "io/file_util.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -44,6 +47,7 @@ int cmd_train(int argc, char** argv) {
   }
   a.flag("print-options", "print the resolved options (run state, config, flags) as JSON and exit without training");
   if (!a.parse(argc, argv)) return 0;
+  dist::Communicator& comm = dist::world();  // joins the MPI world when started by mpirun
 
   Json overrides = Json::object();
   for (int i = 0; i < kNumTrainOptions; ++i) {
@@ -66,18 +70,20 @@ int cmd_train(int argc, char** argv) {
     const std::string ck = find_run_checkpoint(resume);
     CHECK(!ck.empty(), "--resume ", resume, ": no complete checkpoint found (expected ",
           path_join(resume, "checkpoint-<step>"), "/ with its ", kCheckpointMarker, " marker)");
-    o.inherit(read_trainer_state(ck).at("options"), path_join(ck, "trainer_state.json"));
+    const Json state = read_trainer_state(ck);
+    o.inherit(state.at("options"), path_join(ck, "trainer_state.json"));
+    inherit_batch_for_world(o, state, comm.world_size());
     if (!have_config) cfg = load_model_config(ck);
   }
   if (have_config && !cfg.train.is_null()) o.apply_json(cfg.train, a.str("config"));
   o.apply_json(overrides, "command line");
   if (!o.resume.empty() && o.out.empty()) o.out = o.resume;
   if (a.on("print-options")) {
-    std::printf("%s\n", o.to_json().dump(2).c_str());
+    if (comm.is_lead()) std::printf("%s\n", o.to_json().dump(2).c_str());
     return 0;
   }
-  TrainResult r = train_model(cfg, o);
-  if (r.last_val_loss >= 0) {
+  TrainResult r = train_model(cfg, o, comm);
+  if (r.last_val_loss >= 0 && comm.is_lead()) {
     const double gain = r.unigram_entropy - r.last_val_loss;
     std::printf("done: step %lld, train loss %.4f, validation loss %.4f (unigram baseline %.4f, %.3f nats %s)\n",
                 (long long)r.last_step, r.last_loss, r.last_val_loss, r.unigram_entropy, std::fabs(gain),

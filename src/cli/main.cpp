@@ -6,6 +6,7 @@
 
 #include "cli/command.h"
 #include "core/check.h"
+#include "dist/dist.h"
 #include "ops/matmul.h"
 
 namespace {
@@ -34,13 +35,13 @@ int main(int argc, char** argv) {
   }
   argc = n;
   if (argc >= 2 && (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "version"))) {
-    std::printf("moessm %s (CUDA backend %s; matmul %s)\n", MOESSM_VERSION,
+    std::printf("moessm %s (CUDA backend %s; matmul %s; MPI %s)\n", MOESSM_VERSION,
 #ifdef MOESSM_CUDA
                 "on",
 #else
                 "off",
 #endif
-                moessm::cpu::matmul_backend_name());
+                moessm::cpu::matmul_backend_name(), moessm::dist::transport_name());
     return 0;
   }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
@@ -52,12 +53,10 @@ int main(int argc, char** argv) {
     if (c.name != argv[1]) continue;
     try {
       return c.run(argc - 1, argv + 1);
-    } catch (const moessm::Error& e) {
-      std::fprintf(stderr, "error: %s\n", verbose ? e.what() : e.message().c_str());
-      return 1;
+    } catch (const moessm::Error& e) {  // in a run of several processes: names the rank, ends them all
+      return moessm::dist::report_error(verbose ? e.what() : e.message());
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
-      return 1;
+      return moessm::dist::report_error(e.what());
     }
   }
   std::fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);

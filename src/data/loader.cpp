@@ -59,21 +59,24 @@ void DataLoader::check_shape(int64_t B, int64_t T) const {
         " a window needs (use a shorter sequence length or more data)");
 }
 
-void DataLoader::batch_at(uint64_t step, int32_t* inputs, int32_t* targets, int64_t B,
-                          int64_t T) const {
+void DataLoader::batch_at(uint64_t step, int32_t* inputs, int32_t* targets, int64_t B, int64_t T,
+                          int64_t first_row) const {
   check_shape(B, T);
+  CHECK(first_row >= 0 && first_row <= (int64_t(1) << kRowBits) - B, "DataLoader: first row of a batch shard: "
+        "expected 0 <= first_row and first_row + B <= ", int64_t(1) << kRowBits, ", found first_row=", first_row,
+        " B=", B);
   const int32_t* ids = shard_->ids.data();
   const uint64_t starts = num_tokens() - uint64_t(T);  // window [s, s+T] needs s+T <= n-1
   for (int64_t r = 0; r < B; ++r) {
-    Rng rng(seed_, window_stream(step, uint64_t(r)));
+    Rng rng(seed_, window_stream(step, uint64_t(first_row + r)));
     uint64_t s = rng.below(starts);
     std::memcpy(inputs + r * T, ids + s, sizeof(int32_t) * size_t(T));
     std::memcpy(targets + r * T, ids + s + 1, sizeof(int32_t) * size_t(T));
   }
 }
 
-void DataLoader::next_batch(int32_t* inputs, int32_t* targets, int64_t B, int64_t T) {
-  batch_at(step_, inputs, targets, B, T);
+void DataLoader::next_batch(int32_t* inputs, int32_t* targets, int64_t B, int64_t T, int64_t first_row) {
+  batch_at(step_, inputs, targets, B, T, first_row);
   ++step_;
 }
 
@@ -97,24 +100,32 @@ int64_t DataLoader::val_batches(int64_t B, int64_t T) const {
 
 int64_t DataLoader::val_batch(int64_t i, int32_t* inputs, int32_t* targets, int64_t B,
                               int64_t T) const {
+  return val_batch(i, inputs, targets, B, T, 0, B);
+}
+
+int64_t DataLoader::val_batch(int64_t i, int32_t* inputs, int32_t* targets, int64_t B, int64_t T,
+                              int64_t first_row, int64_t rows) const {
   const int64_t nb = val_batches(B, T);
   CHECK(i >= 0 && i < nb, shard_name(*shard_), ": validation batch index: expected 0 <= i < ", nb,
         " (B=", B, ", T=", T, "), found ", i);
+  CHECK(first_row >= 0 && rows >= 1 && first_row <= B - rows, shard_name(*shard_),
+        ": validation batch shard: expected rows [first_row, first_row + rows) inside the batch of B=", B,
+        ", found first_row=", first_row, " rows=", rows);
   const int64_t nw = num_windows(T);
   const int32_t* ids = shard_->ids.data();
-  int64_t rows = 0;
-  for (int64_t r = 0; r < B; ++r) {
-    const int64_t w = i * B + r;
+  int64_t real = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t w = i * B + first_row + r;
     if (w < nw) {
       std::memcpy(inputs + r * T, ids + w * T, sizeof(int32_t) * size_t(T));
       std::memcpy(targets + r * T, ids + w * T + 1, sizeof(int32_t) * size_t(T));
-      ++rows;
+      ++real;
     } else {
       std::fill(inputs + r * T, inputs + (r + 1) * T, 0);
       std::fill(targets + r * T, targets + (r + 1) * T, -1);
     }
   }
-  return rows;
+  return real;
 }
 
 }  // namespace moessm

@@ -5,11 +5,15 @@
 // (seed, step, B, T, shard) and not on what was drawn before, the thread count or the host.
 // targets[b, t] = inputs[b, t+1] of the same window (next-token prediction). The state is
 // (seed, step); state() / restore() and the Json forms let a checkpoint resume the exact stream.
+// A row depends on (seed, step, row) only, so a process of a data-parallel run takes rows
+// [first_row, first_row + B) of the global batch and W processes together draw exactly the
+// rows one process with batch W·B would (docs/distributed.md).
 //
 // Evaluation (val_batch): the shard cut into non-overlapping windows in order, window w covering
 // tokens [w·T, w·T+T] (inputs w·T.., targets w·T+1..), floor((n-1)/T) windows, B per batch; the
 // last batch may be partial: its unused rows get inputs 0 and targets -1 (ignored by
-// cross_entropy). Stateless: batch i is the same whenever it is asked for.
+// cross_entropy). Stateless: batch i is the same whenever it is asked for. A shard of batch i
+// (rows [first_row, first_row + rows) of a batch of B) fills the same rows the whole batch has.
 //
 // Buffers are row-major [B, T] int32. A shard with fewer than T+1 tokens is an error naming it.
 #pragma once
@@ -38,10 +42,12 @@ class DataLoader {
   DataLoader(std::shared_ptr<const Shard> shard, uint64_t seed);
   DataLoader(const std::string& shard_path, uint64_t seed);  // read_shard(shard_path)
 
-  // Random windows for step `state().step`, then step += 1.
-  void next_batch(int32_t* inputs, int32_t* targets, int64_t B, int64_t T);
+  // Random windows for step `state().step`, then step += 1: rows [first_row, first_row + B) of
+  // the step's batch (B rows written; first_row 0 for a single process).
+  void next_batch(int32_t* inputs, int32_t* targets, int64_t B, int64_t T, int64_t first_row = 0);
   // The same without advancing: the batch of any step (next_batch == batch_at(step) then ++step).
-  void batch_at(uint64_t step, int32_t* inputs, int32_t* targets, int64_t B, int64_t T) const;
+  void batch_at(uint64_t step, int32_t* inputs, int32_t* targets, int64_t B, int64_t T,
+                int64_t first_row = 0) const;
 
   State state() const { return {seed_, step_, num_tokens()}; }
   void restore(const State& s);  // checks s.num_tokens against this shard unless it is 0
@@ -51,6 +57,10 @@ class DataLoader {
   int64_t val_batches(int64_t B, int64_t T) const;  // ceil(num_windows / B)
   // Fills batch i (0 <= i < val_batches); returns the number of real rows (B except maybe last).
   int64_t val_batch(int64_t i, int32_t* inputs, int32_t* targets, int64_t B, int64_t T) const;
+  // Rows [first_row, first_row + rows) of batch i of B (rows written); returns the real ones
+  // among them (0 when the shard lies wholly past the split's last window).
+  int64_t val_batch(int64_t i, int32_t* inputs, int32_t* targets, int64_t B, int64_t T, int64_t first_row,
+                    int64_t rows) const;
 
   uint64_t num_tokens() const { return shard_->ids.size(); }
   const Shard& shard() const { return *shard_; }

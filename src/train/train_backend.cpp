@@ -38,6 +38,14 @@ class ModelTrainBackend : public TrainBackend {
     return model_.loss(ids, targets, B, T, backward, nullptr, nullptr, seq_idx);
   }
   std::string seq_idx_missing() const override { return model_.seq_idx_missing(); }
+  void all_reduce_grads(dist::Communicator& comm) override {
+    if constexpr (Bk::kOnDevice) {
+      CHECK(comm.world_size() == 1, "train backend ", name(), ": gradients in device memory are not all-reduced "
+            "across processes yet (world size ", comm.world_size(), "; docs/distributed.md)");
+    } else {
+      comm.all_reduce_sum(model_.grads.data(), model_.grads.size());
+    }
+  }
   double grad_norm_squared() override {
     Bk::grad_norm_squared(model_.ctx(), scalar_.data(), model_.grads.data(), idx_t(model_.grads.size()));
     double v = 0;

@@ -1,6 +1,6 @@
-// TrainBackend: what the trainer needs from a device: the model's forward/backward, the global
-// gradient norm, the AdamW step over the parameter table, and host copies of the weights and
-// moments for checkpoints. The trainer (train/trainer.cpp) is written once against it, and ONE
+// TrainBackend: what the trainer needs from a device: the model's forward/backward, the
+// gradient all-reduce of data-parallel runs, the global gradient norm, the AdamW step over the
+// parameter table, and host copies of the weights and moments for checkpoints. The trainer (train/trainer.cpp) is written once against it, and ONE
 // implementation (train_backend.cpp: ModelTrainBackend<Bk>) serves every backend: it owns a
 // Model<Bk> and the AdamW moments in backend memory. CUDA training builds no host model: the
 // weights reach the host only when a checkpoint is written (download), straight from the
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/dist.h"
 #include "io/json.h"
 #include "model/language_model.h"
 #include "train/train_options.h"
@@ -31,6 +32,9 @@ class TrainBackend {
                           const int32_t* seq_idx = nullptr) = 0;
   // "" when this model on this device takes packed documents, else why not (Model::seq_idx_missing).
   virtual std::string seq_idx_missing() const = 0;
+  // Sums the flat gradient buffer over the processes of a data-parallel run (in place, one
+  // call; dist.h). The identity for world size 1; a device backend takes world size 1 only.
+  virtual void all_reduce_grads(dist::Communicator& comm) = 0;
   virtual double grad_norm_squared() = 0;
   // One AdamW step with gradients scaled by grad_scale (accumulation and clipping), per-tensor
   // weight decay from the table (no_decay → 0).

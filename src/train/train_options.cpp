@@ -22,7 +22,7 @@ const TrainOptionSpec kTrainOptions[] = {
     {"resume", &O::resume, "run directory to continue (its newest complete checkpoint; the config, data and "
                            "options come from the run unless given)", P, true},
     {"max_steps", &O::max_steps, "optimizer steps in total", F},
-    {"batch_size", &O::batch_size, "sequences per micro-batch", K},
+    {"batch_size", &O::batch_size, "sequences per micro-batch (per process under mpirun: the global batch is processes × this)", K},
     {"seq_len", &O::seq_len, "tokens per sequence", K},
     {"grad_accum", &O::grad_accum, "micro-batches accumulated per optimizer step", K},
     {"lr", &O::lr, "peak learning rate", K},

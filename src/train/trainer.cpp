@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "data/packing.h"
 #include "data/shards.h"
+#include "dist/dist.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
 #include "model/accounting.h"
@@ -159,7 +160,27 @@ Json read_trainer_state(const std::string& ck) {
   CHECK(step >= 0, sp, ": step must be a non-negative integer, found ", step);
   st.at("elapsed_s", sp).as_number(sp + ": elapsed_s");
   CHECK(st.at("options", sp).is_object(), sp, ": options must be a JSON object");
+  for (const char* field : {"world_size", "global_batch"})
+    if (const Json* v = st.get(field))
+      CHECK(v->as_int(sp + ": " + field) >= 1, sp, ": ", field, " must be a positive integer, found ", v->dump());
   return st;
+}
+
+int64_t recorded_global_batch(const Json& st) {
+  if (const Json* g = st.get("global_batch")) return g->as_int("trainer state: global_batch");
+  // A state from before data-parallel runs: one process, its batch_size.
+  const Json* b = st.at("options", "trainer state").get("batch_size");
+  return b ? b->as_int("trainer state: options.batch_size") : 0;
+}
+
+int64_t recorded_world_size(const Json& st) {
+  const Json* w = st.get("world_size");
+  return w ? w->as_int("trainer state: world_size") : 1;
+}
+
+void inherit_batch_for_world(TrainOptions& o, const Json& st, int world_size) {
+  const int64_t global = recorded_global_batch(st);
+  if (global > 0 && world_size != recorded_world_size(st) && global % world_size == 0) o.batch_size = global / world_size;
 }
 
 std::string first_config_difference(const Json& a, const Json& b, const std::string& prefix) {
@@ -191,8 +212,16 @@ std::string first_config_difference(const Json& a, const Json& b, const std::str
   return "";
 }
 
-TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
+TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) { return train_model(cfg, o, dist::world()); }
+
+TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Communicator& comm) {
   o.validate();
+  // Data parallelism (docs/distributed.md): W processes, each with batch_size rows of every
+  // global batch of W·batch_size; rank 0 alone prints, writes metrics and checkpoints.
+  const int W = comm.world_size(), rank = comm.rank();
+  const bool lead = comm.is_lead();
+  CHECK(W == 1 || o.device == "cpu", "train --device ", o.device, " with ", W, " processes: data-parallel training "
+        "runs on the CPU only so far (multi-GPU is a later step, docs/distributed.md); use --device cpu or one process");
   check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
   // A resumed run: the checkpoint, its state and the checks against it come before the run
@@ -206,14 +235,29 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     const std::string diff = first_config_difference(load_model_config(ck).to_json(), cfg.to_json());
     CHECK(diff.empty(), "--resume ", ck, ": the model config differs from the checkpoint's: ", diff);
     st = read_trainer_state(ck);
-    const std::vector<std::string> changed = changed_options_on_resume(st.at("options"), o);
+    std::vector<std::string> changed = changed_options_on_resume(st.at("options"), o);
+    // The batch that must match is the global one (processes × batch_size): a run may resume
+    // with another number of processes as long as it is the same. (With the same number, the
+    // batch_size line above says it.)
+    const int64_t recorded_global = recorded_global_batch(st), global = int64_t(W) * o.batch_size;
+    if (W != recorded_world_size(st)) {
+      changed.erase(std::remove_if(changed.begin(), changed.end(),
+                                   [](const std::string& c) { return c.rfind("batch_size:", 0) == 0; }),
+                    changed.end());
+    }
+    if (W != recorded_world_size(st) && recorded_global != global)
+      changed.push_back("global batch (processes × batch_size): checkpoint " + std::to_string(recorded_global) + " (" +
+                        std::to_string(recorded_world_size(st)) + " × " +
+                        std::to_string(recorded_global / std::max<int64_t>(1, recorded_world_size(st))) + "), now " +
+                        std::to_string(global) + " (" + std::to_string(W) + " × " + std::to_string(o.batch_size) + ")");
     if (!changed.empty()) {
       std::string list;
       for (const std::string& c : changed) list += "\n  " + c;
       CHECK(o.allow_changed_options, "--resume ", ck, ": options differ from the run's:", list,
             "\n(pass --allow-changed-options to continue with the new values)");
-      std::fprintf(stderr, "warning: --resume %s: continuing with changed options (--allow-changed-options):%s\n",
-                   ck.c_str(), list.c_str());
+      if (lead)
+        std::fprintf(stderr, "warning: --resume %s: continuing with changed options (--allow-changed-options):%s\n",
+                     ck.c_str(), list.c_str());
     }
   }
   // The data is checked before the run directory is touched: both splits present, and made
@@ -237,15 +281,17 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     CHECK(missing.empty(), "--pack-documents on --device ", o.device, ": ", missing);
   }
   // Silent misconfigurations get a warning (the run goes on).
-  if (o.warmup_steps >= o.max_steps)
+  if (lead && o.warmup_steps >= o.max_steps)
     std::fprintf(stderr, "warning: warmup_steps %lld >= max_steps %lld: the learning rate never reaches lr %g\n",
                  (long long)o.warmup_steps, (long long)o.max_steps, o.lr);
-  if (int64_t(train_header.vocab_size) < cfg.vocab_size)
+  if (lead && int64_t(train_header.vocab_size) < cfg.vocab_size)
     std::fprintf(stderr, "warning: the data's vocabulary has %u ids but the model's vocab_size is %lld: %lld embedding "
                  "rows are never trained (set vocab_size to the tokenizer's size)\n", train_header.vocab_size,
                  (long long)cfg.vocab_size, (long long)(cfg.vocab_size - int64_t(train_header.vocab_size)));
-  prepare_run_dir(o);
-  make_dirs(o.out);
+  if (lead) {  // only rank 0 touches the run directory
+    prepare_run_dir(o);
+    make_dirs(o.out);
+  }
   auto train_shard = std::make_shared<Shard>(read_shard(train_path));
   auto val_shard = std::make_shared<Shard>(read_shard(val_path));
   CHECK(int64_t(train_shard->header.vocab_size) <= cfg.vocab_size, train_path, ": the data's vocabulary (",
@@ -269,41 +315,58 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
   if (!o.resume.empty()) {
     const size_t n = backend->table().total();
     std::vector<float> params(n), m(n), v(n);
-    read_weights(path_join(ck, "model.safetensors"), backend->table(), params.data());
-    SafetensorsFile f = SafetensorsFile::open(path_join(ck, "optimizer.safetensors"));
-    backend->table().visit([&](const ParamInfo& p) {
-      f.read_into<float>("exp_avg." + p.name, p.shape, m.data() + p.offset);
-      f.read_into<float>("exp_avg_sq." + p.name, p.shape, v.data() + p.offset);
-    });
-    backend->upload(params, m, v);
+    if (lead) {  // the others receive rank 0's copy below
+      read_weights(path_join(ck, "model.safetensors"), backend->table(), params.data());
+      SafetensorsFile f = SafetensorsFile::open(path_join(ck, "optimizer.safetensors"));
+      backend->table().visit([&](const ParamInfo& p) {
+        f.read_into<float>("exp_avg." + p.name, p.shape, m.data() + p.offset);
+        f.read_into<float>("exp_avg_sq." + p.name, p.shape, v.data() + p.offset);
+      });
+      backend->upload(params, m, v);
+    }
     const std::string sp = path_join(ck, "trainer_state.json");
     step = st.at("step", sp).as_int(sp + ": step");
     elapsed_before = st.at("elapsed_s", sp).as_number(sp + ": elapsed_s");
     loader.restore(DataLoader::State::from_json(st.at("loader", sp)));
     CHECK(step <= o.max_steps, "--resume: the checkpoint is at step ", step, ", beyond max_steps ", o.max_steps);
-    truncate_metrics(metrics_path, step);
-    const std::string ck_name = std::filesystem::path(ck).filename().string();
-    if (resumes_in_place(o) && checkpoint_generation_step(ck_name) >= 0) publish_generation(o.out, ck_name);
-    std::printf("resumed from %s at step %lld\n", ck.c_str(), (long long)step);
+    if (lead) {
+      truncate_metrics(metrics_path, step);
+      const std::string ck_name = std::filesystem::path(ck).filename().string();
+      if (resumes_in_place(o) && checkpoint_generation_step(ck_name) >= 0) publish_generation(o.out, ck_name);
+      std::printf("resumed from %s at step %lld\n", ck.c_str(), (long long)step);
+    }
   } else {
     backend->init(uint64_t(o.seed));
-    write_file_atomic(metrics_path, "");
+    if (lead) write_file_atomic(metrics_path, "");
+  }
+  if (W > 1) {  // every rank starts from rank 0's weights and moments (one process has them already)
+    std::vector<float> params, m, v;
+    backend->download(params, m, v);
+    for (std::vector<float>* x : {&params, &m, &v}) comm.broadcast(x->data(), x->size() * sizeof(float));
+    backend->upload(params, m, v);
   }
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
   const MixerCounts counts = backend->counts();
-  std::printf("%s", describe_counts(counts).c_str());
-  std::printf("data: %llu train tokens, %llu validation tokens (vocab %u); device %s%s%s\n",
-              (unsigned long long)train_shard->ids.size(), (unsigned long long)val_shard->ids.size(),
-              train_shard->header.vocab_size, backend->name().c_str(),
-              o.device == "cpu" ? ", matmul backend " : "", o.device == "cpu" ? cpu::matmul_backend_name() : "");
-  std::printf("baseline: unigram entropy of the validation tokens = %.4f nats\n", res.unigram_entropy);
-  if (o.pack_documents)
-    std::printf("packed documents: each end-of-text id (%d) starts a document; conv and scan state reset there\n",
-                separator);
-  std::fflush(stdout);
+  if (lead) {
+    std::printf("%s", describe_counts(counts).c_str());
+    std::printf("data: %llu train tokens, %llu validation tokens (vocab %u); device %s%s%s\n",
+                (unsigned long long)train_shard->ids.size(), (unsigned long long)val_shard->ids.size(),
+                train_shard->header.vocab_size, backend->name().c_str(),
+                o.device == "cpu" ? ", matmul backend " : "", o.device == "cpu" ? cpu::matmul_backend_name() : "");
+    std::printf("baseline: unigram entropy of the validation tokens = %.4f nats\n", res.unigram_entropy);
+    if (o.pack_documents)
+      std::printf("packed documents: each end-of-text id (%d) starts a document; conv and scan state reset there\n",
+                  separator);
+    if (W > 1)
+      std::printf("data parallel: %d processes x batch_size %lld = global batch %lld (rank 0 logs and checkpoints)\n",
+                  W, (long long)o.batch_size, (long long)(int64_t(W) * o.batch_size));
+    std::fflush(stdout);
+  }
 
-  const int64_t B = o.batch_size, T = o.seq_len, tokens_per_step = B * T * o.grad_accum;
+  // This rank's rows of every global batch of W·B: [rank·B, rank·B + B).
+  const int64_t B = o.batch_size, T = o.seq_len, global_B = int64_t(W) * B, first_row = int64_t(rank) * B;
+  const int64_t tokens_per_step = global_B * T * o.grad_accum;
   backend->prepare(B, T);
   std::vector<int32_t> inputs(B * T), targets(B * T), seq_idx(o.pack_documents ? B * T : 0);
   // The document index of the rows in `inputs` (packed documents), or nullptr.
@@ -312,21 +375,27 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     document_index_from_separators(seq_idx.data(), inputs.data(), B, T, separator);
     return seq_idx.data();
   };
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
-  CHECK(metrics, "cannot open ", metrics_path, " for appending");
+  std::FILE* metrics = nullptr;
+  if (lead) {
+    metrics = std::fopen(metrics_path.c_str(), "a");
+    CHECK(metrics, "cannot open ", metrics_path, " for appending");
+  }
 
+  // The validation batches of the global batch, each rank its rows; the summed losses and token
+  // counts are all-reduced, so every rank returns the loss over the same windows one process
+  // with batch W·B evaluates.
   auto evaluate = [&]() {
-    const int64_t nb = val_loader.val_batches(B, T);
-    const int64_t limit = o.eval_tokens > 0 ? std::max<int64_t>(1, o.eval_tokens / (B * T)) : nb;
-    double sum = 0;
-    int64_t count = 0;
+    const int64_t nb = val_loader.val_batches(global_B, T);
+    const int64_t limit = o.eval_tokens > 0 ? std::max<int64_t>(1, o.eval_tokens / (global_B * T)) : nb;
+    double sums[2] = {0, 0};  // loss × tokens, tokens
     for (int64_t i = 0; i < std::min(nb, limit); ++i) {
-      val_loader.val_batch(i, inputs.data(), targets.data(), B, T);
+      if (val_loader.val_batch(i, inputs.data(), targets.data(), global_B, T, first_row, B) == 0) continue;
       LossResult r = backend->loss(inputs.data(), targets.data(), B, T, false, documents());
-      sum += r.ce * double(r.count);
-      count += r.count;
+      sums[0] += r.ce * double(r.count);
+      sums[1] += double(r.count);
     }
-    return sum / double(count);
+    comm.all_reduce_sum(sums, 2);
+    return sums[0] / sums[1];
   };
 
   auto state_json = [&](double elapsed) {
@@ -335,6 +404,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     st.set("elapsed_s", elapsed);
     st.set("loader", loader.state().to_json());
     st.set("options", o.to_json());
+    st.set("world_size", int64_t(W));
+    st.set("global_batch", global_B);
     return st;
   };
 
@@ -345,18 +416,22 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     const auto t0 = Clock::now();
     ++step;
     backend->zero_grads();
-    double loss_sum = 0, aux_sum = 0;
+    double sums[2] = {0, 0};  // cross-entropy, aux loss: summed over micro-batches, then ranks
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      loader.next_batch(inputs.data(), targets.data(), B, T);
+      loader.next_batch(inputs.data(), targets.data(), B, T, first_row);
       LossResult r = backend->loss(inputs.data(), targets.data(), B, T, true, documents());
-      loss_sum += r.ce;
-      aux_sum += r.aux;
+      sums[0] += r.ce;
+      sums[1] += r.aux;
     }
-    const double loss = loss_sum / double(o.grad_accum), aux = aux_sum / double(o.grad_accum);
-    const double inv_accum = 1.0 / double(o.grad_accum);
+    // Each rank's gradient is that of its rows' mean loss: the sum over ranks scaled by
+    // 1/(grad_accum·W) is the gradient of the mean over the global batch, before clipping.
+    comm.all_reduce_sum(sums, 2);
+    backend->all_reduce_grads(comm);
+    const double inv_accum = 1.0 / double(o.grad_accum * W);
+    const double loss = sums[0] / double(o.grad_accum * W), aux = sums[1] / double(o.grad_accum * W);
     const double gnorm = std::sqrt(backend->grad_norm_squared()) * inv_accum;
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
-      std::fclose(metrics);
+      if (metrics) std::fclose(metrics);
       FAIL("training diverged at step ", step, ": loss ", loss, ", gradient norm ", gnorm,
            "; the last good checkpoint is kept in ", find_run_checkpoint(o.out).empty() ? "(none yet)" : find_run_checkpoint(o.out),
            " (lower the learning rate or raise warm-up, then --resume)");
@@ -384,8 +459,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
       Json st = backend->stats();
       if (!st.is_null()) line.set("layers", st);
     }
-    append_to_file(metrics, metrics_path, line.dump() + "\n");
-    if (step % o.log_every == 0 || eval_now || step == 1) {
+    if (lead) append_to_file(metrics, metrics_path, line.dump() + "\n");
+    if (lead && (step % o.log_every == 0 || eval_now || step == 1)) {
       std::printf("step %5lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | elapsed %s | ETA %s",
                   (long long)step, (long long)o.max_steps, loss, lr, gnorm, double(tokens_per_step) / ema_step_s,
                   fmt_duration(elapsed).c_str(), fmt_duration(ema_step_s * double(o.max_steps - step)).c_str());
@@ -397,17 +472,19 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o) {
     res.last_step = step;
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
-    if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
+    if (lead && ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt)) {
       save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json, special);
     }
     if (halt) {
       res.halted = true;
-      std::printf("halted after %lld steps (checkpoint at step %lld; continue with --resume %s)\n",
-                  (long long)steps_this_run, (long long)step, o.out.c_str());
+      if (lead)
+        std::printf("halted after %lld steps (checkpoint at step %lld; continue with --resume %s)\n",
+                    (long long)steps_this_run, (long long)step, o.out.c_str());
       break;
     }
   }
-  std::fclose(metrics);
+  if (metrics) std::fclose(metrics);
+  comm.barrier();  // the others end after rank 0's last checkpoint is written
   return res;
 }
 

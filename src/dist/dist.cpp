@@ -1,0 +1,203 @@
+// Communicator over MPI, or world size 1 without it (see dist.h). Only this file includes mpi.h;
+// CMake compiles it with MOESSM_MPI=1 when MPI is found and the option is on.
+#include "dist/dist.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "core/check.h"
+
+#ifdef MOESSM_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only: no deprecated C++ bindings
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
+namespace moessm::dist {
+
+namespace {
+
+std::unique_ptr<Communicator> g_world;
+
+// A non-negative integer environment variable, or -1 when unset.
+long env_int(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return -1;
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v, &end, 10);
+  CHECK(*v != '\0' && end && *end == '\0' && errno != ERANGE && x >= 0 && x <= INT_MAX, "environment variable ", name,
+        ": expected a non-negative integer (set by the MPI launcher), found '", v, "'");
+  return x;
+}
+
+#ifdef MOESSM_MPI
+void finalize_at_exit() {
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) MPI_Finalize();
+}
+
+// Aborts the run when an MPI call did not succeed, naming the rank, the call and MPI's reason.
+void check_mpi(int rc, const char* call, Communicator& c) {
+  if (rc == MPI_SUCCESS) return;
+  char reason[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  MPI_Error_string(rc, reason, &len);
+  c.abort(std::string(call) + " failed: " + reason);
+}
+
+template <typename T>
+MPI_Datatype mpi_type();
+template <>
+MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+
+// One segment (n <= kSegment) of the deterministic all-reduce (dist.h): reduce-scatter through
+// MPI_Alltoallv with the rank-order sum, then MPI_Allgatherv of the reduced chunks.
+template <typename T>
+void all_reduce_segment(T* data, size_t n, Communicator& c) {
+  const int W = c.world_size(), r = c.rank();
+  std::vector<int> counts(W), displs(W);
+  for (int p = 0, off = 0; p < W; ++p) {
+    counts[p] = int(n / size_t(W) + (size_t(p) < n % size_t(W) ? 1 : 0));
+    displs[p] = off;
+    off += counts[p];
+  }
+  const int mine = counts[r];
+  std::vector<T> recv(size_t(mine) * size_t(W));
+  std::vector<int> rcounts(W, mine), rdispls(W);
+  for (int p = 0; p < W; ++p) rdispls[p] = p * mine;
+  check_mpi(MPI_Alltoallv(data, counts.data(), displs.data(), mpi_type<T>(), recv.data(), rcounts.data(),
+                          rdispls.data(), mpi_type<T>(), MPI_COMM_WORLD),
+            "MPI_Alltoallv (all_reduce_sum)", c);
+  T* out = data + displs[r];
+  for (int i = 0; i < mine; ++i) {
+    double acc = double(recv[size_t(i)]);
+    for (int p = 1; p < W; ++p) acc += double(recv[size_t(p) * size_t(mine) + size_t(i)]);
+    out[i] = T(acc);
+  }
+  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), data, counts.data(), displs.data(), mpi_type<T>(),
+                           MPI_COMM_WORLD),
+            "MPI_Allgatherv (all_reduce_sum)", c);
+}
+#endif
+
+template <typename T>
+void all_reduce_impl(T* data, size_t n, Communicator& c) {
+  if (c.world_size() == 1) return;  // the identity: one process sums nothing
+#ifdef MOESSM_MPI
+  for (size_t at = 0; at < n; at += Communicator::kSegment)
+    all_reduce_segment(data + at, std::min(Communicator::kSegment, n - at), c);
+#else
+  (void)data;
+  (void)n;
+#endif
+}
+
+}  // namespace
+
+Launch launch_from_env() {
+  Launch l;
+  const char* size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+  const char* rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK"};
+  for (int i = 0; i < 2; ++i) {
+    const long size = env_int(size_vars[i]);
+    if (size < 0) continue;
+    const long rank = env_int(rank_vars[i]);
+    CHECK(size >= 1, "environment variable ", size_vars[i], ": expected a world size >= 1, found ", size);
+    CHECK(rank >= 0 && rank < size, "environment variable ", rank_vars[i], ": expected a rank in [0, ", size,
+          ") (", size_vars[i], " is ", size, "), found ", rank < 0 ? std::string("(unset)") : std::to_string(rank));
+    l.size = int(size);
+    l.rank = int(rank);
+    l.size_var = size_vars[i];
+    return l;
+  }
+  return l;
+}
+
+Communicator& world() {
+  if (g_world) return *g_world;
+  const Launch l = launch_from_env();
+  std::unique_ptr<Communicator> c(new Communicator());
+#ifdef MOESSM_MPI
+  if (!l.size_var.empty()) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      FAIL("MPI_Init_thread failed (", l.size_var, "=", l.size, ": started by an MPI launcher)");
+    std::atexit(finalize_at_exit);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    c->mpi_ = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size_);
+    CHECK(c->size_ == l.size && c->rank_ == l.rank, "MPI reports rank ", c->rank_, " of ", c->size_, " but ",
+          l.size_var, " says rank ", l.rank, " of ", l.size, " (a launcher of another MPI?)");
+  }
+#else
+  CHECK(l.size == 1, l.size_var, "=", l.size, ": started as one of ", l.size,
+        " processes, but this moessm was built without MPI (install libopenmpi-dev, which scripts/setup.sh does, "
+        "and configure with -DMOESSM_MPI=ON)");
+#endif
+  g_world = std::move(c);
+  return *g_world;
+}
+
+bool world_started() { return g_world != nullptr; }
+
+const char* transport_name() {
+#ifdef MOESSM_MPI
+  return "on";
+#else
+  return "off";
+#endif
+}
+
+void Communicator::all_reduce_sum(float* data, size_t n) { all_reduce_impl(data, n, *this); }
+void Communicator::all_reduce_sum(double* data, size_t n) { all_reduce_impl(data, n, *this); }
+
+void Communicator::broadcast(void* data, size_t bytes, int root) {
+  CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of a world of ", size_);
+  if (size_ == 1) return;
+#ifdef MOESSM_MPI
+  constexpr size_t kPiece = size_t(1) << 30;  // MPI counts are int
+  char* p = static_cast<char*>(data);
+  for (size_t at = 0; at < bytes; at += kPiece)
+    check_mpi(MPI_Bcast(p + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast",
+              *this);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+void Communicator::barrier() {
+  if (size_ == 1) return;
+#ifdef MOESSM_MPI
+  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", *this);
+#endif
+}
+
+void Communicator::abort(const std::string& why) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "error: rank %d of %d: %s\n", rank_, size_, why.c_str());
+  std::fflush(stderr);
+#ifdef MOESSM_MPI
+  if (mpi_) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+  std::exit(1);
+}
+
+int report_error(const std::string& message) {
+  if (world_started() && g_world->world_size() > 1) g_world->abort(message);
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace moessm::dist

@@ -1,0 +1,72 @@
+// Communicator: the processes of one data-parallel run (docs/distributed.md). world() is made on
+// its first call from the launcher's environment: a process started by mpirun (Open MPI's
+// OMPI_COMM_WORLD_SIZE / _RANK, or PMI_SIZE / PMI_RANK of MPICH-style launchers) joins the MPI
+// world (MPI_Init_thread, FUNNELED: only the calling thread talks to MPI; MPI_Finalize at exit);
+// any other process is world size 1 and never touches MPI. A build without MPI (MOESSM_MPI off)
+// offers world size 1 only and refuses a launch of more processes, naming the variable.
+//
+// World size 1 goes through the same calls: all_reduce_sum, broadcast and barrier are then the
+// identity / no-ops, so a single process computes bitwise what it did before this module.
+//
+// all_reduce_sum is deterministic: element i of the result is
+//   x_0[i] + x_1[i] + ... + x_{W-1}[i]   summed in rank order (in double; float results rounded once)
+// on every rank, whatever MPI's own reduction algorithm. It is a reduce-scatter (MPI_Alltoallv:
+// rank r receives chunk r of every rank's buffer and sums it in rank order) followed by an
+// MPI_Allgatherv of the reduced chunks, segment by segment (at most kSegment elements at a time,
+// so counts fit MPI's int and the receive buffer stays about one segment). Every rank must call
+// the collectives in the same order with the same n.
+//
+// Errors: an MPI call that fails aborts the whole run naming the rank, the call and MPI's reason.
+// report_error (main's error path) prints "error: rank R of W: <message>" and, with W > 1, ends
+// every process (MPI_Abort), so a rank that fails never leaves the others waiting.
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace moessm::dist {
+
+class Communicator {
+ public:
+  int rank() const { return rank_; }
+  int world_size() const { return size_; }
+  bool is_lead() const { return rank_ == 0; }  // rank 0: the only one that writes and prints
+  bool uses_mpi() const { return mpi_; }
+
+  // In place; every rank ends with the same sums (see the top of the file).
+  void all_reduce_sum(float* data, size_t n);
+  void all_reduce_sum(double* data, size_t n);
+  // Root's bytes to every rank.
+  void broadcast(void* data, size_t bytes, int root = 0);
+  void barrier();
+  // Prints "error: rank R of W: why" and ends every process of the run (exit status 1).
+  [[noreturn]] void abort(const std::string& why);
+
+  static constexpr size_t kSegment = size_t(1) << 26;  // elements per all-reduce segment
+
+ private:
+  friend Communicator& world();
+  Communicator() = default;
+  int rank_ = 0, size_ = 1;
+  bool mpi_ = false;
+};
+
+// The run's processes (made on the first call; errors in the launcher's environment throw).
+Communicator& world();
+// Whether world() has been made (main's error path asks before reporting with a rank).
+bool world_started();
+// "on" when this build has MPI, else "off" (--version).
+const char* transport_name();
+// main's error path: prints the message ("error: ...", with "rank R of W: " when W > 1) and,
+// with W > 1, aborts every process; returns the exit status (1) otherwise.
+int report_error(const std::string& message);
+
+// The launcher's environment: world size and rank (1 and 0 when not started by a launcher), and
+// the name of the variable that gave the size ("" when none). Malformed values throw, naming the
+// variable.
+struct Launch {
+  int size = 1, rank = 0;
+  std::string size_var;
+};
+Launch launch_from_env();
+
+}  // namespace moessm::dist
