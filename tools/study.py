@@ -289,6 +289,9 @@ def resolve_model(arm, exp_path):
     m = arm["model"]
     if isinstance(m, str):
         p = m if os.path.isabs(m) else os.path.join(ROOT, m)
+        if not os.path.isfile(p):
+            raise ConfigError(f"{rel(exp_path)}: arm {arm['name']}: model: {m}: no such file "
+                              "(paths are relative to the repository root)")
         model = read_json(p, f"model of arm {arm['name']} in {rel(exp_path)}")
         src = rel(p)
     else:
@@ -822,7 +825,11 @@ def run(args):
             with open(cfg_path, "w", encoding="utf-8") as fh:
                 json.dump(model, fh, indent=2)
                 fh.write("\n")
-            acc = accounting(args.moessm, cfg_path, tmp)
+            try:
+                acc = accounting(args.moessm, cfg_path, tmp)
+            except ConfigError as e:
+                raise ConfigError(f"{rel(exp_path)}: arm {a['name']}: its model ({src} with the arm's override"
+                                  f"{' and the quick block' if args.quick else ''}) is refused: {e}")
             arms.append({"name": a["name"], "lr": a["lr"], "model": model, "model_source": src, "cfg_path": cfg_path,
                          "accounting": acc})
             log(f"arm {a['name']} ({src}): params total {acc['total_params']:,}, active {acc['active_params']:,}; "
