@@ -8,6 +8,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in g++ cmake ninja-build libopenblas-dev libpcre2-dev libgtest-dev nlohmann-json3-dev python3-matplotlib openmpi-bin libopenmpi-dev "$@"; do
   have_pkg "$p" || need+=("$p")
 done
+have_pkg zstd || need+=(zstd)   # tools/study.py decompresses the study corpus (data/corpus/*.zst)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] installing: ${need[*]}"
   SUDO=""

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""CPU test of the study pipeline (issue 17): runs `tools/study.py rom_vs_dense --quick` into a
+temporary directory with the given moessm program and checks that results.json holds every arm of
+the experiment with finite losses for every seed, that the chosen lr is one of the arm's sweep and
+that table.md and loss.png were written. Also checks that a second run into the same directory is
+refused without --overwrite, and that a malformed experiment file is refused naming the field.
+No timing assertions.   usage: study_quick_test.py MOESSM"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY = os.path.join(ROOT, "tools", "study.py")
+
+
+def main():
+    moessm = os.path.abspath(sys.argv[1])
+    py = sys.executable
+    tmp = tempfile.mkdtemp(prefix="moessm_study_test_")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    env.setdefault("OMP_WAIT_POLICY", "passive")
+    try:
+        argv = [py, STUDY, "rom_vs_dense", "--quick", "--out", tmp, "--moessm", moessm]
+        p = subprocess.run(argv, env=env)
+        assert p.returncode == 0, f"study.py exited {p.returncode}"
+        d = os.path.join(tmp, "rom_vs_dense_quick")
+        for f in ("results.json", "table.md", "loss.png"):
+            assert os.path.isfile(os.path.join(d, f)) and os.path.getsize(os.path.join(d, f)) > 0, f"{f} missing"
+        with open(os.path.join(d, "loss.png"), "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n", "loss.png is not a PNG"
+        with open(os.path.join(d, "results.json")) as fh:
+            res = json.load(fh)
+        with open(os.path.join(ROOT, "configs", "study", "rom_vs_dense.json")) as fh:
+            exp = json.load(fh)
+        assert res["quick"] is True
+        seeds = exp["quick"]["seeds"]
+        assert set(res["arms"]) == {a["name"] for a in exp["arms"]}, sorted(res["arms"])
+        for name, arm in res["arms"].items():
+            assert arm["failed_runs"] == 0, name
+            assert arm["chosen_lr"] in exp["quick"]["arms"][name]["lr"], (name, arm["chosen_lr"])
+            assert len(arm["lr_sweep"]) == len(exp["quick"]["arms"][name]["lr"]), name
+            assert [s["seed"] for s in arm["seeds"]] == seeds, (name, arm["seeds"])
+            for s in arm["seeds"]:
+                assert s["ok"] and math.isfinite(s["val_loss"]) and s["val_loss"] > 0, (name, s)
+                for c in exp["quick"]["eval"]["ctx"]:
+                    assert math.isfinite(s["eval"][str(c)]["loss"]), (name, c, s)
+            assert arm["summary"]["val_loss"]["n"] == len(seeds), name
+            acc = arm["accounting"]
+            assert acc["active_params"] > 0 and acc["fwd_flops"] > 0, acc
+        assert all(m["ok"] for m in res["matching"]) and len(res["matching"]) == 2, res["matching"]
+        with open(os.path.join(d, "table.md"), encoding="utf-8") as fh:
+            table = fh.read()
+        assert "QUICK" in table and all(f"| {a['name']} |" in table for a in exp["arms"]), table
+        # a second run into the same directory is refused without --overwrite (before any training)
+        p = subprocess.run(argv, env=env, stderr=subprocess.PIPE, text=True)
+        assert p.returncode != 0 and "--overwrite" in p.stderr, p.stderr
+        # a malformed experiment is refused naming the file and the field
+        bad = dict(exp)
+        bad["arms"] = [dict(exp["arms"][0], lr=[])]
+        bad_path = os.path.join(tmp, "bad_exp.json")
+        with open(bad_path, "w") as fh:
+            json.dump(bad, fh)
+        p = subprocess.run([py, STUDY, bad_path, "--check", "--moessm", moessm], env=env,
+                           stderr=subprocess.PIPE, text=True)
+        assert p.returncode != 0 and "bad_exp.json" in p.stderr and "arms[0].lr" in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("study quick test passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
