@@ -26,6 +26,9 @@ import os
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from debian_python import reexec_if_no_matplotlib  # noqa: E402
+
 
 def read_metrics(path):
     """The metrics.jsonl lines of a run directory (or of the file itself), in step order."""
@@ -234,21 +237,8 @@ def self_test():
     print(f"plot self-test passed ({d})")
 
 
-def use_debian_python_if_needed():
-    """Debian's matplotlib lives in /usr/bin/python3; a pyenv / venv python3 first on PATH lacks
-    it: run this script again under Debian's interpreter (no shell involved)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        deb = "/usr/bin/python3"
-        if (os.path.exists(deb) and os.path.realpath(sys.executable) != os.path.realpath(deb)
-                and not os.environ.get("MOESSM_PLOT_REEXEC")):
-            os.environ["MOESSM_PLOT_REEXEC"] = "1"
-            os.execv(deb, [deb, os.path.abspath(__file__)] + sys.argv[1:])
-
-
 def main():
-    use_debian_python_if_needed()
+    reexec_if_no_matplotlib(__file__, "MOESSM_PLOT_REEXEC")
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,

@@ -40,6 +40,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from debian_python import reexec_if_no_matplotlib  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_KEYS_FROM_EXPERIMENT = {"max_steps", "batch_size", "seq_len", "grad_accum", "warmup_steps", "weight_decay",
                               "beta1", "beta2", "eps", "grad_clip", "eval_every", "eval_tokens", "log_every",
@@ -49,19 +52,6 @@ TASKS = ("mqar", "copy", "induction")
 
 class ConfigError(Exception):
     pass
-
-
-def use_debian_python_if_needed():
-    """Debian's matplotlib lives in /usr/bin/python3; a pyenv / venv python3 first on PATH lacks
-    it: run this script again under Debian's interpreter (no shell involved)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        deb = "/usr/bin/python3"
-        if (os.path.exists(deb) and os.path.realpath(sys.executable) != os.path.realpath(deb)
-                and not os.environ.get("MOESSM_STUDY_REEXEC")):
-            os.environ["MOESSM_STUDY_REEXEC"] = "1"
-            os.execv(deb, [deb, os.path.abspath(__file__)] + sys.argv[1:])
 
 
 def log(msg):
@@ -769,7 +759,7 @@ def default_moessm(device):
 
 
 def main():
-    use_debian_python_if_needed()
+    reexec_if_no_matplotlib(__file__, "MOESSM_STUDY_REEXEC")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="experiment: configs/study/NAME.json, or a path to an experiment file")
