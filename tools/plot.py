@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from debian_python import reexec_if_no_matplotlib  # noqa: E402
+from plot_common import ema, reexec_if_no_matplotlib  # noqa: E402
 
 
 def read_metrics(path):
@@ -48,14 +48,6 @@ def read_metrics(path):
     rows = [r for r in rows if isinstance(r, dict) and "step" in r]
     rows.sort(key=lambda r: r["step"])
     return rows
-
-
-def ema(values, alpha=0.05):
-    out, m = [], None
-    for v in values:
-        m = v if m is None else (1 - alpha) * m + alpha * v
-        out.append(m)
-    return out
 
 
 def load_entropy(load):

@@ -41,7 +41,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from debian_python import reexec_if_no_matplotlib  # noqa: E402
+from plot_common import ema, reexec_if_no_matplotlib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_KEYS_FROM_EXPERIMENT = {"max_steps", "batch_size", "seq_len", "grad_accum", "warmup_steps", "weight_decay",
@@ -726,7 +726,7 @@ def plot(path, exp, name, quick, arms_out, results):
             ax.fill_between(x, lo, hi, color=colour, alpha=0.2, linewidth=0)
             tr = [(p["step"] * tps * scale, p["loss"]) for p in runs[0]["curve"] if p.get("loss") is not None]
             if tr:
-                ax.plot([u for u, _ in tr], _ema([v for _, v in tr]), color=colour, alpha=0.35, linewidth=0.8)
+                ax.plot([u for u, _ in tr], ema([v for _, v in tr], alpha=0.1), color=colour, alpha=0.35, linewidth=0.8)
     axes[0].set_xlabel("training tokens")
     axes[1].set_xlabel("training FLOPs (3 × fwd FLOPs/token × tokens)")
     for ax in axes:
@@ -738,14 +738,6 @@ def plot(path, exp, name, quick, arms_out, results):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _ema(values, alpha=0.1):
-    out, m = [], None
-    for v in values:
-        m = v if m is None else (1 - alpha) * m + alpha * v
-        out.append(m)
-    return out
 
 
 # ---- main ----------------------------------------------------------------------------------------------
