@@ -22,6 +22,14 @@ uint64_t window_stream(uint64_t step, uint64_t row) {
 
 std::string shard_name(const Shard& s) { return s.path.empty() ? std::string("<in-memory shard>") : s.path; }
 
+// targets[0..T) = ids[first..first+T), -1 where the shard's mask says a token is not scored.
+void copy_targets(const Shard& sh, int32_t* targets, uint64_t first, int64_t T) {
+  std::memcpy(targets, sh.ids.data() + first, sizeof(int32_t) * size_t(T));
+  if (!sh.scored.empty())
+    for (int64_t t = 0; t < T; ++t)
+      if (!sh.scored[first + uint64_t(t)]) targets[t] = -1;
+}
+
 }  // namespace
 
 Json DataLoader::State::to_json() const {
@@ -45,6 +53,8 @@ DataLoader::State DataLoader::State::from_json(const Json& j) {
 DataLoader::DataLoader(std::shared_ptr<const Shard> shard, uint64_t seed)
     : shard_(std::move(shard)), seed_(seed) {
   CHECK(shard_ != nullptr, "DataLoader: null shard");
+  CHECK(shard_->scored.empty() || shard_->scored.size() == shard_->ids.size(), shard_name(*shard_),
+        ": scored mask of ", shard_->scored.size(), " entries for ", shard_->ids.size(), " tokens");
 }
 
 DataLoader::DataLoader(const std::string& shard_path, uint64_t seed)
@@ -71,7 +81,7 @@ void DataLoader::batch_at(uint64_t step, int32_t* inputs, int32_t* targets, int6
     Rng rng(seed_, window_stream(step, uint64_t(first_row + r)));
     uint64_t s = rng.below(starts);
     std::memcpy(inputs + r * T, ids + s, sizeof(int32_t) * size_t(T));
-    std::memcpy(targets + r * T, ids + s + 1, sizeof(int32_t) * size_t(T));
+    copy_targets(*shard_, targets + r * T, s + 1, T);
   }
 }
 
@@ -118,7 +128,7 @@ int64_t DataLoader::val_batch(int64_t i, int32_t* inputs, int32_t* targets, int6
     const int64_t w = i * B + first_row + r;
     if (w < nw) {
       std::memcpy(inputs + r * T, ids + w * T, sizeof(int32_t) * size_t(T));
-      std::memcpy(targets + r * T, ids + w * T + 1, sizeof(int32_t) * size_t(T));
+      copy_targets(*shard_, targets + r * T, uint64_t(w * T + 1), T);
       ++real;
     } else {
       std::fill(inputs + r * T, inputs + (r + 1) * T, 0);

@@ -16,6 +16,7 @@
 // (rows [first_row, first_row + rows) of a batch of B) fills the same rows the whole batch has.
 //
 // Buffers are row-major [B, T] int32. A shard with fewer than T+1 tokens is an error naming it.
+// A shard with a `scored` mask (shards.h) gives target -1 wherever the target token is not scored.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -43,6 +43,9 @@ struct Shard {
   std::string path;  // where it was read from ("" when built in memory)
   ShardHeader header;
   std::vector<int32_t> ids;  // widened to int32 in memory whatever the on-disk width
+  // Optional, in memory only: scored[i] == 0 means token i is never a scored target (the loader
+  // gives it target -1); empty: every token is scored. Set by the trainer's answers_only.
+  std::vector<uint8_t> scored;
 };
 
 // 2 when vocab_size <= 65535, else 4.

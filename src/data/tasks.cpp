@@ -151,6 +151,16 @@ void write_task_data(const TaskOptions& o, int64_t train_examples, int64_t val_e
   write_file_atomic(path_join(dir, "meta.json"), meta.dump(2) + "\n");
 }
 
+std::vector<uint8_t> task_answer_flags(const TaskOptions& o, uint64_t first, int64_t n) {
+  std::vector<uint8_t> flags;
+  flags.reserve(size_t(n * o.length));
+  for (int64_t i = 0; i < n; ++i) {
+    const TaskExample ex = make_task_example(o, first + uint64_t(i));
+    flags.insert(flags.end(), ex.answer.begin(), ex.answer.end());
+  }
+  return flags;
+}
+
 TaskOptions read_task_options(const std::string& dir) {
   const std::string mj = path_join(dir, "meta.json");
   CHECK(file_exists(mj), dir, ": no meta.json (make task data with `moessm task make`)");

@@ -45,6 +45,10 @@ int64_t task_vocab_size(const TaskOptions& o);
 // Example `index` of the stream (seed, index): deterministic.
 TaskExample make_task_example(const TaskOptions& o, uint64_t index);
 
+// The answer flags of examples [first, first + n) of the stream, concatenated as the shards hold
+// their ids (1 where the token is an answer): the trainer's answers_only mask.
+std::vector<uint8_t> task_answer_flags(const TaskOptions& o, uint64_t first, int64_t n);
+
 // A prepared data directory (train.bin, val.bin, meta.json with the task's options under
 // "task"): train examples 0 .. train-1, validation examples train .. train+val-1, concatenated.
 // The shards carry the byte tokenizer's hash (the ids are < 256; no tokenizer.json).

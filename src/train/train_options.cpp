@@ -41,7 +41,10 @@ const TrainOptionSpec kTrainOptions[] = {
     {"pack_documents", &O::pack_documents,
      "packed documents: every end-of-text id in a row starts a new document, and the conv window and "
      "scan state reset there, so nothing leaks from one document into the next (training and "
-     "validation; needs a tokenizer with an end-of-text id; cpu only until the CUDA scan kernel has it)", K},
+     "validation; needs a tokenizer with an end-of-text id; cpu and cuda)", K},
+    {"answers_only", &O::answers_only,
+     "score the loss (training and validation) only at the answer positions of a `moessm task make` data "
+     "directory, as Zoology trains MQAR; the model still reads every token", K},
     {"device", &O::device, "cpu or cuda (one GPU, every layer type: bf16 activations, fp32 master weights)", F},
     {"halt_after", &O::halt_after, "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)", P},
     {"overwrite", &O::overwrite, "replace an existing run or checkpoint in the run directory (else refused)", P},

@@ -26,6 +26,7 @@ struct TrainOptions {
   int64_t log_every = 10, seed = 1337, halt_after = 0;
   bool overwrite = false, allow_changed_options = false;
   bool pack_documents = false;  // reset the recurrent state at every end-of-text (data/packing.h)
+  bool answers_only = false;    // task data: score only the answer positions (data/tasks.h)
 
   // Applies a JSON object of options (keys as the field names); errors name `source` and the key.
   void apply_json(const Json& j, const std::string& source);

@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "data/packing.h"
 #include "data/shards.h"
+#include "data/tasks.h"
 #include "dist/dist.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
@@ -280,6 +281,9 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     const std::string missing = train_seq_idx_missing(o.device, cfg);
     CHECK(missing.empty(), "--pack-documents on --device ", o.device, ": ", missing);
   }
+  // answers_only regenerates the answer flags from the task options the directory was made with.
+  TaskOptions task_opts;
+  if (o.answers_only) task_opts = read_task_options(o.data);  // errors name meta.json
   // Silent misconfigurations get a warning (the run goes on).
   if (lead && o.warmup_steps >= o.max_steps)
     std::fprintf(stderr, "warning: warmup_steps %lld >= max_steps %lld: the learning rate never reaches lr %g\n",
@@ -294,6 +298,20 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   }
   auto train_shard = std::make_shared<Shard>(read_shard(train_path));
   auto val_shard = std::make_shared<Shard>(read_shard(val_path));
+  if (o.answers_only) {  // examples [first, first + n) of the task stream, checked against the shard
+    auto mask = [&](Shard& sh, uint64_t first, const std::string& path) {
+      const size_t L = size_t(task_opts.length);
+      CHECK(sh.ids.size() % L == 0 && !sh.ids.empty(), path, ": ", sh.ids.size(), " tokens are not whole ", L,
+            "-token examples of the task in ", path_join(o.data, "meta.json"), " (answers_only)");
+      const TaskExample ex = make_task_example(task_opts, first);
+      CHECK(std::equal(ex.ids.begin(), ex.ids.end(), sh.ids.begin()), path,
+            ": its first example differs from the task's example ", first, " regenerated from ",
+            path_join(o.data, "meta.json"), " (made by another moessm version? make the data again)");
+      sh.scored = task_answer_flags(task_opts, first, int64_t(sh.ids.size() / L));
+    };
+    mask(*train_shard, 0, train_path);
+    mask(*val_shard, uint64_t(train_shard->ids.size() / size_t(task_opts.length)), val_path);
+  }
   CHECK(int64_t(train_shard->header.vocab_size) <= cfg.vocab_size, train_path, ": the data's vocabulary (",
         train_shard->header.vocab_size, " ids) is larger than the model's vocab_size ", cfg.vocab_size);
   // Read once (bounded as every tokenizer.json); each checkpoint carries a copy.
