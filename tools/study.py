@@ -46,7 +46,7 @@ from plot_common import ema, reexec_if_no_matplotlib  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_KEYS_FROM_EXPERIMENT = {"max_steps", "batch_size", "seq_len", "grad_accum", "warmup_steps", "weight_decay",
                               "beta1", "beta2", "eps", "grad_clip", "eval_every", "eval_tokens", "log_every",
-                              "pack_documents"}
+                              "pack_documents", "answers_only"}
 TASKS = ("mqar", "copy", "induction")
 
 
