@@ -12,6 +12,7 @@
 //     with the state carried between calls (state_in aliasing state_out, as the decoder does);
 //   - init_loss_grads_trace: parameters after init(42), then ce, aux and every gradient of two
 //     loss passes on a fixed random batch (bitwise-determinism tests compare two traces);
+//   - tiny_stack: the small model of the layer-type tests;
 //   - short_run_options: the 60-step CPU training run the config tests use (B 4 × T 32);
 //   - make_word_data: a small prepared data directory (byte tokenizer) from a random word
 //     sequence, persuasion.txt held out, for trainer tests.
@@ -155,6 +156,16 @@ inline std::vector<float> init_loss_grads_trace(const ModelConfig& cfg, idx_t B 
     out.insert(out.end(), m.grads.begin(), m.grads.end());
   }
   return out;
+}
+
+// A D 8, V 13 (padded to 16), N 3 stack of n_layer layers from a JSON list body ("mamba", {...}):
+// the layer-type tests' model (test_mlp, test_attention).
+inline ModelConfig tiny_stack(const std::string& layers, int n_layer) {
+  return ModelConfig::from_json(
+      Json::parse(R"({"d_model": 8, "n_layer": )" + std::to_string(n_layer) +
+                  R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8,
+                     "layers": [)" + layers + "]}"),
+      "test.json");
 }
 
 inline TrainOptions short_run_options(const std::string& data) {

@@ -44,13 +44,7 @@ using Vec = std::vector<double>;
 
 namespace {
 
-ModelConfig tiny(const std::string& layers, int n_layer) {
-  return ModelConfig::from_json(
-      Json::parse(R"({"d_model": 8, "n_layer": )" + std::to_string(n_layer) +
-                  R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8,
-                     "layers": [)" + layers + "]}"),
-      "test.json");
-}
+ModelConfig tiny(const std::string& layers, int n_layer) { return tiny_stack(layers, n_layer); }
 
 // ---- a naive reference: the whole masked score matrix of one (b, h) ----------------------------
 

@@ -108,16 +108,8 @@ TEST(Tasks, DeterministicPerIndexAndOptionsChecked) {
                    "more than 2^28 tokens");
 }
 
-TEST(Tasks, DataDirectoryTrainsDirectly) {
-  const std::string dir = temp_dir("task_data");
-  const TaskOptions o = opts("induction", 32, 0, 16);
-  write_task_data(o, 200, 20, dir + "/data");
-  const TaskOptions back = read_task_options(dir + "/data");
-  EXPECT_EQ(back.to_json().dump(), o.to_json().dump());
-  const Shard val = read_shard(dir + "/data/val.bin");
-  ASSERT_EQ(val.ids.size(), size_t(20 * 32));
-  EXPECT_EQ(std::vector<int32_t>(val.ids.begin(), val.ids.begin() + 32), make_task_example(o, 200).ids);
-  const ModelConfig cfg = ModelConfig::from_json(Json::parse(R"({"d_model": 16, "n_layer": 1, "vocab_size": 32, "d_state": 4})"), "t");
+// A 3-step run (B 2 × T 32) on the task data in dir/data into dir/run, evaluated at the end.
+static TrainOptions short_task_run(const std::string& dir) {
   TrainOptions t;
   t.data = dir + "/data";
   t.out = dir + "/run";
@@ -129,6 +121,20 @@ TEST(Tasks, DataDirectoryTrainsDirectly) {
   t.eval_tokens = 64;
   t.checkpoint_every = 0;
   t.log_every = 100;
+  return t;
+}
+
+TEST(Tasks, DataDirectoryTrainsDirectly) {
+  const std::string dir = temp_dir("task_data");
+  const TaskOptions o = opts("induction", 32, 0, 16);
+  write_task_data(o, 200, 20, dir + "/data");
+  const TaskOptions back = read_task_options(dir + "/data");
+  EXPECT_EQ(back.to_json().dump(), o.to_json().dump());
+  const Shard val = read_shard(dir + "/data/val.bin");
+  ASSERT_EQ(val.ids.size(), size_t(20 * 32));
+  EXPECT_EQ(std::vector<int32_t>(val.ids.begin(), val.ids.begin() + 32), make_task_example(o, 200).ids);
+  const ModelConfig cfg = ModelConfig::from_json(Json::parse(R"({"d_model": 16, "n_layer": 1, "vocab_size": 32, "d_state": 4})"), "t");
+  TrainOptions t = short_task_run(dir);
   const TrainResult r = train_model(cfg, t);
   EXPECT_TRUE(std::isfinite(r.last_val_loss));
 }
@@ -178,17 +184,7 @@ TEST(Tasks, AnswersOnlyScoresJustTheAnswerPositions) {
   const std::string dir = temp_dir("task_answers");
   write_task_data(o, 200, 20, dir + "/data");
   const ModelConfig cfg = ModelConfig::from_json(Json::parse(R"({"d_model": 16, "n_layer": 1, "vocab_size": 64, "d_state": 4})"), "t");
-  TrainOptions t;
-  t.data = dir + "/data";
-  t.out = dir + "/run";
-  t.max_steps = 3;
-  t.batch_size = 2;
-  t.seq_len = 32;
-  t.warmup_steps = 1;
-  t.eval_every = 0;
-  t.eval_tokens = 64;
-  t.checkpoint_every = 0;
-  t.log_every = 100;
+  TrainOptions t = short_task_run(dir);
   t.answers_only = true;
   const TrainResult r = train_model(cfg, t);
   EXPECT_TRUE(std::isfinite(r.last_val_loss));
