@@ -12,7 +12,7 @@
 //     with the state carried between calls (state_in aliasing state_out, as the decoder does);
 //   - init_loss_grads_trace: parameters after init(42), then ce, aux and every gradient of two
 //     loss passes on a fixed random batch (bitwise-determinism tests compare two traces);
-//   - tiny_stack: the small model of the layer-type tests;
+//   - tiny_stack: the small model of the layer-type tests; cpu_sized: a shipped config at d 32, V 256;
 //   - short_run_options: the 60-step CPU training run the config tests use (B 4 × T 32);
 //   - make_word_data: a small prepared data directory (byte tokenizer) from a random word
 //     sequence, persuasion.txt held out, for trainer tests.
@@ -166,6 +166,14 @@ inline ModelConfig tiny_stack(const std::string& layers, int n_layer) {
                   R"(, "vocab_size": 13, "d_state": 3, "d_conv": 3, "expand": 2, "pad_vocab_size_multiple": 8,
                      "layers": [)" + layers + "]}"),
       "test.json");
+}
+
+// A shipped config (its JSON) shrunk for the CPU training tests: vocab 256 (the byte-level word
+// data of make_word_data), d_model 32.
+inline ModelConfig cpu_sized(Json j, const std::string& name) {
+  j.set("vocab_size", 256);
+  j.set("d_model", 32);
+  return ModelConfig::from_json(j, name);
 }
 
 inline TrainOptions short_run_options(const std::string& data) {

@@ -627,10 +627,7 @@ TEST(AttentionModel, SambaStyleConfigTrains) {
   const std::string data = make_word_data("attn_train", 6000);
   std::string text = read_file(source_dir() + "/configs/samba_style_small.json");
   for (size_t at; (at = text.find("\"window\": 64")) != std::string::npos;) text.replace(at, 12, "\"window\": 16");
-  Json j = Json::parse(text);
-  j.set("vocab_size", 256);
-  j.set("d_model", 32);
-  const ModelConfig cfg = ModelConfig::from_json(j, "samba_style_small.json");
+  const ModelConfig cfg = cpu_sized(Json::parse(text), "samba_style_small.json");
   const TrainOptions o = short_run_options(data);
   const TrainResult r = train_model(cfg, o);
   EXPECT_EQ(r.last_step, 60);

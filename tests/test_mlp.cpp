@@ -358,10 +358,8 @@ TEST(FeedForwardLayers, ExampleConfigsLoadAndMatchInActiveWeights) {
 // the run's checkpoint loads back.
 TEST(FeedForwardLayers, JambaStyleConfigTrains) {
   const std::string data = make_word_data("mlp_train", 6000);
-  Json j = Json::parse(read_file(source_dir() + "/configs/jamba_style_small.json"));
-  j.set("vocab_size", 256);
-  j.set("d_model", 32);
-  const ModelConfig cfg = ModelConfig::from_json(j, "jamba_style_small.json");
+  const ModelConfig cfg = cpu_sized(Json::parse(read_file(source_dir() + "/configs/jamba_style_small.json")),
+                                    "jamba_style_small.json");
   const TrainOptions o = short_run_options(data);
   const TrainResult r = train_model(cfg, o);
   EXPECT_EQ(r.last_step, 60);
