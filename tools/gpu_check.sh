@@ -16,6 +16,7 @@
 #   CTEST_J=2                   run that many GPU test programs at once (default 1)
 #   PROFILE="dense rom"         ncu per-kernel times of one fwd+bwd layer (bench_moe --profile),
 #                               summed by tools/ncu_summary.py into $OUT/ncu.txt
+#   PEER_BUILD=1                only start building the peers' extensions (for a later PEER=1 call)
 #   PEER=1                      build the peers' extensions in the background at the start and
 #                               run .peer/bench_peer.py (PEER_ONLY, default env,mamba,rom,swimba,train)
 #                               after our benchmarks; bench/moe_vs_peer.py and (with BENCH
@@ -33,8 +34,12 @@ JOBS=${JOBS:-16}
 BENCH=${BENCH-moe}
 mkdir -p "$OUT"
 cd "$ROOT"
-if [ "${PEER:-0}" = 1 ]; then
-  setsid nohup bash .peer/build_ext.sh .peer/src /tmp/peer > "$OUT/peer_build.log" 2>&1 < /dev/null &
+# The peers' extensions build once per machine: a later call on the same warm machine (PEER=1, or
+# PEER_BUILD=1 to start the build without running the peer) finds them built or building.
+if [ "${PEER:-0}" = 1 ] || [ "${PEER_BUILD:-0}" = 1 ]; then
+  if [ ! -f /tmp/peer/causal_conv1d_cuda.so ] && mkdir /tmp/peer.building 2>/dev/null; then
+    setsid nohup bash .peer/build_ext.sh .peer/src /tmp/peer > /tmp/peer_build.log 2>&1 < /dev/null &
+  fi
 fi
 GT=()
 [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
@@ -82,6 +87,7 @@ done
 t3=$(date +%s)
 if [ "${PEER:-0}" = 1 ]; then
   for i in $(seq 120); do [ -f /tmp/peer/causal_conv1d_cuda.so ] && break; sleep 5; done
+  cp /tmp/peer_build.log "$OUT/peer_build.log" 2>/dev/null
   PEER_EXT_DIRS=/tmp/peer PYTHONPATH=.peer/src/mamba:.peer/src/causal-conv1d \
     python3 .peer/bench_peer.py --out "$OUT/peer.json" --only "${PEER_ONLY:-env,mamba,rom,swimba,train}" > "$OUT/peer.log" 2>&1
   [ -f "$OUT/bench_moe.json" ] && python3 bench/moe_vs_peer.py "$OUT/bench_moe.json" "$OUT/peer.json" > "$OUT/moe_vs_peer.txt" 2>&1
