@@ -5,13 +5,22 @@
 // the visible (causal / windowed) scores: forward 4·hd per (head, query, visible key), backward
 // 2.5× that (five products to the forward's two, flash-attention's convention), and the ratio to
 // the cuBLASLt bf16 GEMM ceiling measured in the same run.
-// Usage: bench_attention [--json FILE]   (bench/attention_vs_sdpa.py compares with torch SDPA)
+// Then issue 15's stack figures: a Samba-style 130M-class model (samba_config below: 24 layers of
+// (mamba, mlp, attention with a 2048-token window, mlp) at D 768, V 50280, 136M parameters) and
+// the dense Mamba model of the same width and depth: a training step at B 4 × T 4096 (Samba's
+// training context; the window is what attention pays for) in tokens/s, and decode ms/token at
+// batch 1 (CUDA graphs, the 2048-slot ring-buffer KV cache).
+// Usage: bench_attention [--json FILE] [--quick]   (bench/attention_vs_sdpa.py compares with torch SDPA)
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "cuda_bench_util.h"
+#include "backend/cuda_backend.h"
+#include "infer/cuda/cuda_generator.h"
+#include "model/language_model.h"
 #include "ops/attention.h"
+#include "train/train_backend.h"
 
 using namespace moessm;
 using bf16 = __nv_bfloat16;
@@ -28,6 +37,24 @@ struct Row {
 double forward_flops(const Case& c) {
   return 4.0 * double(c.hd) * double(c.B * c.H) * attention_mean_keys(double(c.T), double(c.W)) * double(c.T);
 }
+
+// Samba's layer pattern (arXiv 2406.07522) at the 130M class: (mamba, SwiGLU mlp of 2048,
+// sliding-window attention of 12 heads × 64 with a 2048-token window, mlp) × 6, D 768.
+ModelConfig samba_config() {
+  Json layers = Json::array();
+  for (int g = 0; g < 6; ++g) {
+    layers.push_back(Json::parse(R"({"type": "mamba"})"));
+    layers.push_back(Json::parse(R"({"type": "mlp", "d_ff": 2048})"));
+    layers.push_back(Json::parse(R"({"type": "attention", "n_heads": 12, "window": 2048, "rope_theta": 10000.0})"));
+    layers.push_back(Json::parse(R"({"type": "mlp", "d_ff": 2048})"));
+  }
+  Json j = Json::object();
+  j.set("d_model", 768);
+  j.set("n_layer", 24);
+  j.set("vocab_size", 50280);
+  j.set("layers", layers);
+  return ModelConfig::from_json(j, "bench_attention samba_config");
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,6 +63,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string json = bench::json_path(argc, argv);
+  const bool quick = bench::has_flag(argc, argv, "--quick");
   const bench::Ceilings ceil = bench::measure_ceilings();
   const std::vector<Case> cases = {{8, 2048, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 2048}};
   std::vector<Row> rows;
@@ -76,6 +104,23 @@ int main(int argc, char** argv) {
   }
   std::printf("ceiling: cuBLASLt bf16 8192^3 %.0f TFLOP/s (FLOPs count visible keys only; fwd+bwd = 3.5x fwd)\n",
               ceil.gemm_tflops);
+
+  // The Samba-style stack beside the dense Mamba model of the same width and depth.
+  const int reps = quick ? 3 : 7;
+  const ModelConfig samba = samba_config(), dense = bench::config(768, 24, 50280);
+  const bench::TrainStep ts = bench::train_step(samba, 4, 4096, reps), td = bench::train_step(dense, 4, 4096, reps);
+  auto decode_ms = [&](const ModelConfig& cfg) {
+    Model<CudaBackend<bf16>> m(cfg);
+    m.init(1);
+    return bench::decode(m, 1, quick ? 64 : 256).ms_per_token;
+  };
+  const double ds = decode_ms(samba), dd = decode_ms(dense);
+  std::printf("\n[samba] 24 layers (mamba, mlp 2048, attention 12x64 window 2048, mlp) x 6, D 768, V 50280: "
+              "%.1fM parameters\n", double(ts.counts.total_params) / 1e6);
+  std::printf("[train] B 4 x T 4096: Samba-style %.0f tokens/s (%.1f ms, %.1f GiB); dense Mamba 24 x 768 %.0f tokens/s "
+              "(%.1f ms): %.3fx dense\n", ts.tokens_per_s, ts.step_ms, ts.mem_gib, td.tokens_per_s, td.step_ms,
+              ts.tokens_per_s / td.tokens_per_s);
+  std::printf("[decode] batch 1: Samba-style %.3f ms/token, dense %.3f ms/token: %.3fx dense\n", ds, dd, ds / dd);
   if (!json.empty()) {
     FILE* f = std::fopen(json.c_str(), "w");
     CHECK(f, "bench_attention: cannot write ", json);
@@ -89,7 +134,11 @@ int main(int argc, char** argv) {
                    (long long)r.c.B, (long long)r.c.T, (long long)r.c.H, (long long)r.c.Hkv, (long long)r.c.hd,
                    (long long)r.c.W, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, i + 1 < rows.size() ? "," : "");
     }
-    std::fprintf(f, "]}\n");
+    std::fprintf(f, "],\n \"samba_24x768\": {\"params\": %lld, \"train_b4_t4096_tokens_per_s\": %.0f, "
+                    "\"train_mem_gib\": %.2f, \"decode_b1_ms_per_token\": %.4f},\n",
+                 (long long)ts.counts.total_params, ts.tokens_per_s, ts.mem_gib, ds);
+    std::fprintf(f, " \"dense_24x768\": {\"train_b4_t4096_tokens_per_s\": %.0f, \"decode_b1_ms_per_token\": %.4f}}\n",
+                 td.tokens_per_s, dd);
     std::fclose(f);
     std::printf("wrote %s\n", json.c_str());
   }

@@ -782,8 +782,17 @@ struct Config {
 // 0.736 ms at B 8 T 2048, 0.974 / 1.097 at B 2 T 8192, 0.118 / 0.128 at B 1 Di 1536); the
 // backward 2 up to N = 64 (fwd+bwd with both at 2 against both at 4: 4.41 vs 6.05 ms at
 // B 8 T 2048, 9.29 vs 13.38 at B 2 T 8192), 4 beyond. A forced count applies to both.
+// Kernel-lab knob: states per lane of the forward (and its segments' local pass) for N <= 16
+// when no count is forced: 4 (shipped), 8 (2 lanes per channel) or 16 (one lane: no lane sums).
+#ifndef MOESSM_SCAN_FWD_NPT
+#define MOESSM_SCAN_FWD_NPT 4
+#endif
+static_assert(MOESSM_SCAN_FWD_NPT == 4 || MOESSM_SCAN_FWD_NPT == 8 || MOESSM_SCAN_FWD_NPT == 16,
+              "MOESSM_SCAN_FWD_NPT must be 4, 8 or 16");
 Config choose(idx_t B, idx_t Di, idx_t N, bool backward) {
   int npt = g_forced_npt.load();
+  if (MOESSM_SCAN_FWD_NPT > 4 && !backward && npt == 0 && N <= 16)
+    return {16 / MOESSM_SCAN_FWD_NPT, MOESSM_SCAN_FWD_NPT};
   if (npt == 2 && N > 64) npt = 0;
   if (npt == 0) npt = (backward && N <= 64) ? 2 : 4;
   if (N > 32 * npt) npt = 8;  // only N in (128, 256]
@@ -952,6 +961,13 @@ void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_
     CUDA_CHECK(cudaMemcpyAsync(g.dh0, x.dh0, size_t(per) * sizeof(float), cudaMemcpyDeviceToDevice, st));
 }
 
+#if MOESSM_SCAN_FWD_NPT == 8
+#define MOESSM_SCAN_LAB_CASES(FN, ...) case 802: FN<Tin, 2, 8>(__VA_ARGS__); break;
+#elif MOESSM_SCAN_FWD_NPT == 16
+#define MOESSM_SCAN_LAB_CASES(FN, ...) case 1601: FN<Tin, 1, 16>(__VA_ARGS__); break;
+#else
+#define MOESSM_SCAN_LAB_CASES(FN, ...)
+#endif
 #define MOESSM_SCAN_DISPATCH(BACKWARD, FN, ...)                                           \
   do {                                                                                    \
     const Config cfg = choose(p.B, p.Di, p.N, BACKWARD);                                  \
@@ -967,6 +983,7 @@ void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_
       case 208: FN<Tin, 8, 2>(__VA_ARGS__); break;                                        \
       case 216: FN<Tin, 16, 2>(__VA_ARGS__); break;                                       \
       case 232: FN<Tin, 32, 2>(__VA_ARGS__); break;                                       \
+      MOESSM_SCAN_LAB_CASES(FN, __VA_ARGS__)                                              \
       default: FAIL("cuda selective_scan: no kernel for N=", p.N, " (states/thread ",     \
                     cfg.npt, ", lanes/channel ", cfg.tpc, ")");                           \
     }                                                                                     \
