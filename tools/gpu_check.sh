@@ -10,7 +10,8 @@
 #   (mkdir -p .nlohmann && cp -r /usr/include/nlohmann .nlohmann/), the peers from ./.peer
 #   (cp -r ../shared/peer .peer).
 # Knobs (environment):
-#   BENCH="moe model scan ops"  benchmarks to run (bench_NAME; empty: none); default "moe"
+#   BENCH="moe model scan ops"  benchmarks to run (bench_NAME; empty: none); default "moe";
+#                               "attention" also runs bench/attention_vs_sdpa.py (torch's flash SDPA)
 #   EXCLUDE=REGEX               ctest -E (e.g. ShortRom, the 66 s CUDA-vs-CPU training runs)
 #   TESTS=0                     skip the tests
 #   CTEST_J=2                   run that many GPU test programs at once (default 1)
@@ -84,6 +85,9 @@ for b in $BENCH; do
   "$BUILD/bench_$b" --json "$OUT/bench_$b.json" > "$OUT/bench_$b.log" 2>&1
   bench_rc[$b]=$?
 done
+# torch's flash SDPA beside our attention kernels (python3 with torch is on the GPU machine)
+[ -f "$OUT/bench_attention.json" ] &&
+  python3 bench/attention_vs_sdpa.py "$OUT/bench_attention.json" > "$OUT/attention_vs_sdpa.txt" 2>&1
 t3=$(date +%s)
 if [ "${PEER:-0}" = 1 ]; then
   for i in $(seq 120); do [ -f /tmp/peer/causal_conv1d_cuda.so ] && break; sleep 5; done
@@ -109,11 +113,12 @@ for b in $BENCH; do echo "==== bench_$b (rc ${bench_rc[$b]}) ===="; tail -24 "$O
 [ -f "$OUT/ncu.txt" ] && { echo "==== ncu ===="; head -c 6000 "$OUT/ncu.txt"; }
 [ -f "$OUT/moe_vs_peer.txt" ] && { echo "==== moe vs peer ===="; cat "$OUT/moe_vs_peer.txt"; }
 [ -f "$OUT/dense_vs_peer.txt" ] && { echo "==== dense vs peer ===="; cat "$OUT/dense_vs_peer.txt"; }
+[ -f "$OUT/attention_vs_sdpa.txt" ] && { echo "==== attention vs SDPA ===="; cat "$OUT/attention_vs_sdpa.txt"; }
 [ "$hf_rc" != - ] && { echo "==== hf_check (rc $hf_rc) ===="; grep -E "PASS|FAIL|max|==" "$OUT/hf_check.log" | tail -12; }
 echo "==== summary ===="
 echo "build $((t1-t0)) s, tests $((t2-t1)) s, profile+benchmarks $((t3-t2)) s, peer $((t4-t3)) s, hf $((t5-t4)) s"
 [ -f "$OUT/ctest.log" ] && grep -E "tests passed|tests failed" "$OUT/ctest.log"
 (cd "$OUT" && tar czf logs.tar.gz --exclude=logs.tar.gz ./*.log ./*.txt ./*.json ./*.csv 2>/dev/null)
-find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt ! -name dense_vs_peer.txt -delete
+find "$OUT" -maxdepth 1 -type f ! -name logs.tar.gz ! -name '*.json' ! -name ncu.txt ! -name moe_vs_peer.txt ! -name dense_vs_peer.txt ! -name attention_vs_sdpa.txt -delete
 [ "$first_rc" = 0 ] || test_rc=1
 exit $test_rc
