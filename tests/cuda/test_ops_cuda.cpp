@@ -6,6 +6,7 @@
 // against the CPU float run. Awkward sizes throughout. Skips with a message without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -109,9 +110,50 @@ TEST_P(MatmulCuda, Fp32AndBf16WithinBudget) {
   }
 }
 
+// M <= 8 takes the GEMV kernel (ops/matmul.h): M 1 / 3 / 8 with vector loads (K and ld 16-byte
+// multiples) and scalar ones (in_ld 100: bf16 rows are not 16-byte aligned); M 9 and up cuBLASLt.
 INSTANTIATE_TEST_SUITE_P(Shapes, MatmulCuda,
                          ::testing::Values(MM{67, 45, 33, 40, 47}, MM{1, 17, 5, 5, 17},
-                                           MM{256, 384, 128, 128, 384}, MM{33, 8, 64, 72, 8}));
+                                           MM{256, 384, 128, 128, 384}, MM{33, 8, 64, 72, 8},
+                                           MM{8, 40, 64, 64, 40}, MM{3, 50, 96, 100, 64},
+                                           MM{1, 3072, 768, 768, 3072}, MM{9, 70, 48, 48, 70}));
+
+// The small-M GEMV and cuBLASLt give the same product within one bf16 rounding of the output,
+// and the GEMV is bitwise repeatable and replays inside a CUDA graph.
+TEST(MatmulCuda, SmallMGemvMatchesCublasLtRepeatableAndCapturable) {
+  REQUIRE_GPU();
+  const idx_t M = 5, N = 300, K = 200;
+  Rng rng(77, 1);
+  const auto in = rnd(static_cast<size_t>(M * K), rng, -1, 1, 1), w = rnd(static_cast<size_t>(N * K), rng, -1, 1, 1);
+  DeviceBuffer i = up_bf16(in), W = up_bf16(w), o1 = up_bf16(std::vector<double>(size_t(M * N), 0.0)),
+               o2 = up_bf16(std::vector<double>(size_t(M * N), 0.0)), o3 = up_bf16(std::vector<double>(size_t(M * N), 0.0));
+  auto run = [&](DeviceBuffer& o, cudaStream_t st) {
+    cuda::matmul_forward<bf16>(o.as<bf16>(), N, i.as<bf16>(), K, W.as<bf16>(), nullptr, M, N, K, false, st);
+  };
+  run(o1, nullptr);
+  cudaStream_t st;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  run(o2, st);
+  ASSERT_EQ(cudaStreamEndCapture(st, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, st), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+  cuda::matmul_set_small_m_gemv(false);
+  run(o3, nullptr);
+  cuda::matmul_set_small_m_gemv(true);
+  const auto a = down_bf16(o1), b = down_bf16(o2), c = down_bf16(o3);
+  EXPECT_EQ(a, b) << "the GEMV is not bitwise repeatable (or did not replay in the graph)";
+  EXPECT_LE(rel_err(a, c), 4e-3) << "GEMV against cuBLASLt";
+  double largest = 0;
+  for (double x : a) largest = std::max(largest, std::fabs(x));
+  EXPECT_GT(largest, 0.5) << "the output was not written";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+}
 
 // ------------------------------------------------------------------------------------------
 struct Conv {

@@ -6,6 +6,7 @@
 // row n, its lanes read W_e[n, :] with 16-byte loads (4 floats / 8 bf16, when every row start
 // is 16-byte aligned; scalar loads otherwise), dot it with up to kRowTile input rows at once in
 // fp32, and reduce the lanes in a fixed butterfly (deterministic). No workspace, no host sync.
+// Without offsets (the dense matmul's small-M path) block y = 0 takes every row with weight 0.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -47,10 +48,13 @@ template <> struct Loader<bf16, 8> {
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kWarps * 32)
 grouped_gemv_kernel(T* out, idx_t out_ld, const T* __restrict__ in, idx_t in_ld, const T* __restrict__ weight,
-                    idx_t w_stride, const int32_t* __restrict__ offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows) {
+                    idx_t w_stride, const int32_t* __restrict__ offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows,
+                    bool accumulate) {
   __shared__ idx_t sh[3];  // expert, first row, end row
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (warp == 0) {
+  if (!offsets) {
+    if (threadIdx.x == 0) sh[0] = 0, sh[1] = 0, sh[2] = rows;
+  } else if (warp == 0) {
     const int target = int(blockIdx.y);
     int seen = 0;
     bool done = false;
@@ -100,7 +104,10 @@ grouped_gemv_kernel(T* out, idx_t out_ld, const T* __restrict__ in, idx_t in_ld,
 #pragma unroll
     for (int i = 0; i < kRowTile; ++i) {
       const float s = group_sum<32>(acc[i]);
-      if (lane == 0 && i < nr) out[(r0 + i) * out_ld + n] = from_f32<T>(s);
+      if (lane == 0 && i < nr) {
+        T* o = out + (r0 + i) * out_ld + n;
+        *o = from_f32<T>(accumulate ? s + to_f32(*o) : s);
+      }
     }
   }
 }
@@ -111,10 +118,12 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 template <typename T>
 void grouped_gemv_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* weight, idx_t w_stride,
-                          const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows, cudaStream_t stream) {
+                          const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t rows, cudaStream_t stream,
+                          bool accumulate) {
   CHECK(rows >= 0 && rows <= kGroupedGemvMaxRows, "cuda grouped_gemv: rows=", rows, " outside 0..",
         kGroupedGemvMaxRows, " (kGroupedGemvMaxRows)");
   CHECK(E >= 1 && N > 0 && Kd > 0, "cuda grouped_gemv: sizes E=", E, " N=", N, " Kd=", Kd, " must be positive");
+  CHECK(offsets || E == 1, "cuda grouped_gemv: without offsets E must be 1, found ", E);
   CHECK(in_ld >= Kd && out_ld >= N, "cuda grouped_gemv: strides in_ld=", in_ld, " out_ld=", out_ld,
         " must be >= Kd=", Kd, " / N=", N);
   if (rows == 0) return;
@@ -125,16 +134,16 @@ void grouped_gemv_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const 
   const dim3 grid{unsigned((N + kWarps - 1) / kWarps), unsigned(E < rows ? E : rows)};
   if (vec)
     grouped_gemv_kernel<T, kVec><<<grid, kWarps * 32, 0, stream>>>(out, out_ld, in, in_ld, weight, w_stride,
-                                                                   offsets, E, N, Kd, rows);
+                                                                   offsets, E, N, Kd, rows, accumulate);
   else
     grouped_gemv_kernel<T, 1><<<grid, kWarps * 32, 0, stream>>>(out, out_ld, in, in_ld, weight, w_stride, offsets,
-                                                                E, N, Kd, rows);
+                                                                E, N, Kd, rows, accumulate);
   CUDA_CHECK_LAUNCH("grouped_gemv_kernel");
 }
 
 template void grouped_gemv_forward<float>(float*, idx_t, const float*, idx_t, const float*, idx_t, const int32_t*,
-                                          idx_t, idx_t, idx_t, idx_t, cudaStream_t);
+                                          idx_t, idx_t, idx_t, idx_t, cudaStream_t, bool);
 template void grouped_gemv_forward<bf16>(bf16*, idx_t, const bf16*, idx_t, const bf16*, idx_t, const int32_t*, idx_t,
-                                         idx_t, idx_t, idx_t, cudaStream_t);
+                                         idx_t, idx_t, idx_t, cudaStream_t, bool);
 
 }  // namespace moessm::cuda

@@ -2,9 +2,11 @@
 // cuBLASLt's column-major view by computing Cᵀ = op(B)ᵀ·op(A)ᵀ. The heuristic's choice is
 // cached per problem key (shape, types, transposes, leading dimensions, pointer alignment);
 // each (device, stream) has its own 32 MiB cuBLASLt workspace. Bias add and the bias gradient
-// are small kernels; the bias gradient sums rows in a fixed order (deterministic).
+// are small kernels; the bias gradient sums rows in a fixed order (deterministic). The forward
+// with M <= kDenseGemvMaxRows takes the GEMV kernel of grouped_gemv.cu (one weight pass).
 #include <cublasLt.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -12,6 +14,7 @@
 #include <tuple>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/grouped_gemv.h"
 #include "ops/matmul.h"
 
 namespace moessm::cuda {
@@ -19,6 +22,7 @@ namespace moessm::cuda {
 namespace {
 
 constexpr size_t kLtWorkspace = size_t(32) << 20;
+std::atomic<bool> g_small_m_gemv{true};
 
 template <typename T> cudaDataType_t cuda_type();
 template <> cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
@@ -180,7 +184,10 @@ void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* wei
                     const T* bias, idx_t M, idx_t N, idx_t K, bool accumulate, cudaStream_t stream) {
   CHECK(in_ld >= K && out_ld >= N, "cuda matmul_forward: in_ld=", in_ld, " (K=", K, "), out_ld=",
         out_ld, " (N=", N, ")");
-  gemm<T, T>(false, true, M, N, K, 1.f, in, in_ld, weight, K, accumulate ? 1.f : 0.f, out, out_ld, stream);
+  if (M > 0 && N > 0 && K > 0 && M <= kDenseGemvMaxRows && g_small_m_gemv.load())
+    grouped_gemv_forward<T>(out, out_ld, in, in_ld, weight, 0, nullptr, 1, N, K, M, stream, accumulate);
+  else
+    gemm<T, T>(false, true, M, N, K, 1.f, in, in_ld, weight, K, accumulate ? 1.f : 0.f, out, out_ld, stream);
   if (bias) {
     if constexpr (std::is_same_v<T, float>)
       add_bias_kernel_f32<<<grid_1d(M * N, 256), 256, 0, stream>>>(out, out_ld, bias, M, N);
@@ -189,6 +196,8 @@ void matmul_forward(T* out, idx_t out_ld, const T* in, idx_t in_ld, const T* wei
     CUDA_CHECK_LAUNCH("add_bias_kernel");
   }
 }
+
+void matmul_set_small_m_gemv(bool on) { g_small_m_gemv.store(on); }
 
 template <typename T>
 void matmul_backward(T* din, idx_t din_ld, float* dweight, float* dbias, const T* dout,
