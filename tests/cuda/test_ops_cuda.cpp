@@ -54,7 +54,11 @@ class MatmulCuda : public ::testing::TestWithParam<MM> {};
 TEST_P(MatmulCuda, Fp32AndBf16WithinBudget) {
   REQUIRE_GPU();
   const MM s = GetParam();
-  for (int bf = 0; bf < 2; ++bf) {
+  // M <= 8: both forward paths, cuBLASLt (the default) and the GEMV variant (ops/matmul.h).
+  for (int run = 0; run < (s.M <= 8 ? 4 : 2); ++run) {
+    const int bf = run % 2;
+    cuda::matmul_set_small_m_gemv(run >= 2);
+    SCOPED_TRACE(run >= 2 ? "GEMV path" : "cuBLASLt path");
     Rng rng(21 + bf, 1);
     const auto in = rnd(static_cast<size_t>(s.M * s.in_ld), rng, -1, 1, bf), w = rnd(static_cast<size_t>(s.N * s.K), rng, -1, 1, bf),
                bias = rnd(static_cast<size_t>(s.N), rng, -1, 1, bf), out0 = rnd(static_cast<size_t>(s.M * s.out_ld), rng, -1, 1, bf),
@@ -108,10 +112,11 @@ TEST_P(MatmulCuda, Fp32AndBf16WithinBudget) {
     gputest::expect_within_budget(tag + " dweight", rel_err(fdw, rdw), rel_err(ndw, rdw), floor);
     gputest::expect_within_budget(tag + " dbias", rel_err(fdb, rdb), rel_err(ndb, rdb), floor);
   }
+  cuda::matmul_set_small_m_gemv(false);
 }
 
-// M <= 8 takes the GEMV kernel (ops/matmul.h): M 1 / 3 / 8 with vector loads (K and ld 16-byte
-// multiples) and scalar ones (in_ld 100: bf16 rows are not 16-byte aligned); M 9 and up cuBLASLt.
+// M <= 8 also runs the GEMV variant (ops/matmul.h): M 1 / 3 / 8 with vector loads (K and ld
+// 16-byte multiples) and scalar ones (in_ld 100: bf16 rows are not 16-byte aligned); M 9 never.
 INSTANTIATE_TEST_SUITE_P(Shapes, MatmulCuda,
                          ::testing::Values(MM{67, 45, 33, 40, 47}, MM{1, 17, 5, 5, 17},
                                            MM{256, 384, 128, 128, 384}, MM{33, 8, 64, 72, 8},
@@ -130,6 +135,7 @@ TEST(MatmulCuda, SmallMGemvMatchesCublasLtRepeatableAndCapturable) {
   auto run = [&](DeviceBuffer& o, cudaStream_t st) {
     cuda::matmul_forward<bf16>(o.as<bf16>(), N, i.as<bf16>(), K, W.as<bf16>(), nullptr, M, N, K, false, st);
   };
+  cuda::matmul_set_small_m_gemv(true);
   run(o1, nullptr);
   cudaStream_t st;
   ASSERT_EQ(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
@@ -143,7 +149,6 @@ TEST(MatmulCuda, SmallMGemvMatchesCublasLtRepeatableAndCapturable) {
   ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
   cuda::matmul_set_small_m_gemv(false);
   run(o3, nullptr);
-  cuda::matmul_set_small_m_gemv(true);
   const auto a = down_bf16(o1), b = down_bf16(o2), c = down_bf16(o3);
   EXPECT_EQ(a, b) << "the GEMV is not bitwise repeatable (or did not replay in the graph)";
   EXPECT_LE(rel_err(a, c), 4e-3) << "GEMV against cuBLASLt";

@@ -2,8 +2,9 @@
 // cuBLASLt's column-major view by computing Cᵀ = op(B)ᵀ·op(A)ᵀ. The heuristic's choice is
 // cached per problem key (shape, types, transposes, leading dimensions, pointer alignment);
 // each (device, stream) has its own 32 MiB cuBLASLt workspace. Bias add and the bias gradient
-// are small kernels; the bias gradient sums rows in a fixed order (deterministic). The forward
-// with M <= kDenseGemvMaxRows takes the GEMV kernel of grouped_gemv.cu (one weight pass).
+// are small kernels; the bias gradient sums rows in a fixed order (deterministic). With
+// matmul_set_small_m_gemv(true) the forward with M <= kDenseGemvMaxRows takes the GEMV kernel of
+// grouped_gemv.cu (one weight pass) instead; off by default (ops/matmul.h says why).
 #include <cublasLt.h>
 
 #include <atomic>
@@ -22,7 +23,7 @@ namespace moessm::cuda {
 namespace {
 
 constexpr size_t kLtWorkspace = size_t(32) << 20;
-std::atomic<bool> g_small_m_gemv{true};
+std::atomic<bool> g_small_m_gemv{false};  // measured slower in decoding (ops/matmul.h)
 
 template <typename T> cudaDataType_t cuda_type();
 template <> cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
