@@ -6,7 +6,7 @@
 // 2.5× that (five products to the forward's two, flash-attention's convention), and the ratio to
 // the cuBLASLt bf16 GEMM ceiling measured in the same run.
 // Then issue 15's stack figures: a Samba-style 130M-class model (samba_config below: 24 layers of
-// (mamba, mlp, attention with a 2048-token window, mlp) at D 768, V 50280, 136M parameters) and
+// (mamba, mlp, attention with a 2048-token window, mlp) at D 768, V 50280: 132.0M parameters as measured) and
 // the dense Mamba model of the same width and depth: a training step at B 4 × T 4096 (Samba's
 // training context; the window is what attention pays for) in tokens/s, and decode ms/token at
 // batch 1 (CUDA graphs, the 2048-slot ring-buffer KV cache).
