@@ -3,7 +3,8 @@
 temporary directory with the given moessm program and checks that results.json holds every arm of
 the experiment with finite losses for every seed, that the chosen lr is one of the arm's sweep and
 that table.md and loss.png were written. Also checks that a second run into the same directory is
-refused without --overwrite, and that a malformed experiment file is refused naming the field.
+refused without --overwrite, that --resume into it reuses every finished run (no training) and
+gives the same results, and that a malformed experiment file is refused naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
 import json
 import math
@@ -58,7 +59,19 @@ def main():
         assert "QUICK" in table and all(f"| {a['name']} |" in table for a in exp["arms"]), table
         # a second run into the same directory is refused without --overwrite (before any training)
         p = subprocess.run(argv, env=env, stderr=subprocess.PIPE, text=True)
-        assert p.returncode != 0 and "--overwrite" in p.stderr, p.stderr
+        assert p.returncode != 0 and "--overwrite" in p.stderr and "--resume" in p.stderr, p.stderr
+        # --resume reuses every finished run (each was recorded under done/) and reproduces the results
+        n_done = len(os.listdir(os.path.join(d, "done")))
+        assert n_done >= len(exp["arms"]), n_done
+        p = subprocess.run(argv + ["--resume"], env=env, stderr=subprocess.PIPE, text=True)
+        assert p.returncode == 0, f"--resume exited {p.returncode}: {p.stderr[-2000:]}"
+        assert f"({n_done} runs reused)" in p.stderr, p.stderr[-2000:]
+        with open(os.path.join(d, "results.json")) as fh:
+            res2 = json.load(fh)
+        for name in res["arms"]:
+            a, b = res["arms"][name], res2["arms"][name]
+            assert a["chosen_lr"] == b["chosen_lr"], name
+            assert [s["val_loss"] for s in a["seeds"]] == [s["val_loss"] for s in b["seeds"]], name
         # a malformed experiment is refused naming the file and the field
         bad = dict(exp)
         bad["arms"] = [dict(exp["arms"][0], lr=[])]

@@ -2,7 +2,7 @@
 """One command per experiment of the research-fidelity study (issue 17).
 
   tools/study.py NAME [--quick] [--device cpu|cuda] [--out DIR] [--moessm PATH] [--jobs N]
-                      [--overwrite] [--check]
+                      [--overwrite | --resume] [--no-plot] [--check]
 
 NAME is an experiment file configs/study/NAME.json (or a path to one). The runner
   1. prepares the data once and caches it in OUT/_data/ (language-model experiments: the study
@@ -23,6 +23,13 @@ NAME is an experiment file configs/study/NAME.json (or a path to one). The runne
 --quick applies the experiment's "quick" block (tiny models, few steps, 2 seeds allowed): a
 pipeline smoke test that finishes on a 2-core CPU in minutes; its numbers are not evidence.
 --check only resolves the arms and prints the accounting and the matching (no data, no training).
+--resume continues an interrupted experiment in its existing results directory: every finished
+run (recorded in OUT/NAME/done/, one JSON per run, written when the run's training and evaluation
+have ended) is reused when its record matches the run exactly (the resolved model config, the
+training settings, the data, the device and the evaluation), and only the missing runs are
+trained. A run killed mid-way left no record and is trained again from the start. Re-running
+with --resume after every run is done retrains nothing and rewrites the table and the plot.
+--no-plot skips loss.png (for a machine without matplotlib; a later --resume run draws it).
 Progress with an ETA goes to stderr. Python standard library + matplotlib (Debian's
 python3-matplotlib); subprocesses get argument lists, never a shell string.
 """
@@ -496,6 +503,10 @@ class Runner:
         self.t0 = time.time()
         self.n_done = 0
         self.n_total = 0
+        self.reused = 0
+        self.digests = {}
+        self.done_dir = os.path.join(out_dir, "done")
+        os.makedirs(self.done_dir, exist_ok=True)
         jobs = max(1, args.jobs)
         env = dict(os.environ)
         if "OMP_NUM_THREADS" not in os.environ:
@@ -507,9 +518,57 @@ class Runner:
         t = self.exp["train"]
         return t["max_steps"] * t["batch_size"] * t["seq_len"] * t["grad_accum"]
 
+    def run_key(self, arm, lr, seed, cfg_path, data):
+        """Everything a finished run's result depends on; a resumed run is reused only when equal."""
+        with open(cfg_path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+        cfg.pop("comment", None)
+        return {"arm": arm, "lr": lr, "seed": seed, "config": cfg, "device": self.args.device,
+                "data": self.data_digest(data),
+                "eval": self.exp.get("eval") or self.exp.get("task_eval"),
+                "min_lr_ratio": self.exp["train"]["min_lr_ratio"]}
+
+    def data_digest(self, data):
+        """The token files' contents (not their paths: a record made on another machine still matches)."""
+        with self.lock:
+            if data not in self.digests:
+                meta = read_json(os.path.join(data, "meta.json"), "data meta")
+                h = hashlib.sha256(str(meta.get("vocab_size")).encode())
+                for part in ("train", "val"):
+                    with open(os.path.join(data, meta[part]["file"]), "rb") as fh:
+                        for block in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(block)
+                self.digests[data] = h.hexdigest()[:16]
+            return self.digests[data]
+
+    def reuse(self, path, key):
+        if not (self.args.resume and os.path.isfile(path)):
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rec = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            log(f"resume: {rel(path)} is unreadable: the run is trained again")
+            return None
+        if rec.get("key") != key:
+            log(f"resume: {rel(path)} was made with other settings: the run is trained again")
+            return None
+        return rec["result"]
+
     def job(self, arm, lr, seed, cfg_path, data, cost):
         t = self.exp["train"]
         tag = f"{arm}/lr{lr_tag(lr)}_s{seed}"
+        key = self.run_key(arm, lr, seed, cfg_path, data)
+        done_path = os.path.join(self.done_dir, f"{arm}_lr{lr_tag(lr)}_s{seed}.json")
+        old = self.reuse(done_path, key)
+        if old is not None:
+            with self.lock:
+                self.n_done += 1
+                self.reused += 1
+                self.total_cost -= cost
+                log(f"[{self.n_done}/{self.n_total}] {tag}: reused (val_loss {old['val_loss']:.4f}, "
+                    f"trained in {old.get('train_s', 0):.1f} s by an earlier call)")
+            return old
         run_dir = os.path.join(self.out, "runs", arm, f"lr{lr_tag(lr)}_s{seed}")
         logs = os.path.join(self.out, "logs")
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
@@ -564,6 +623,11 @@ class Runner:
                     ok = False
                     res["error"] = f"moessm task eval exit {rc2}"
             res["ok"] = ok
+        if rc >= 0:  # a run stopped by a signal (interrupted) leaves no record and is trained again
+            tmp_path = done_path + ".tmp"
+            with open(tmp_path, "w", encoding="utf-8") as fh:
+                json.dump({"key": key, "result": res}, fh, indent=1, allow_nan=True)
+            os.replace(tmp_path, done_path)
         with self.lock:
             self.n_done += 1
             self.done_cost += cost
@@ -761,8 +825,13 @@ def main():
     ap.add_argument("--moessm", default=None, help="the moessm program (default build/cpu/moessm, build/gpu for cuda)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (OMP_NUM_THREADS = cores / jobs unless set)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/NAME results directory")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue OUT/NAME: reuse every finished run whose record matches, train the rest")
+    ap.add_argument("--no-plot", action="store_true", help="do not draw loss.png (no matplotlib needed)")
     ap.add_argument("--check", action="store_true", help="print the arms' accounting and the matching, run nothing")
     args = ap.parse_args()
+    if args.resume and args.overwrite:
+        sys.exit("study: --resume and --overwrite exclude each other (continue the results, or replace them)")
     args.moessm = os.path.abspath(args.moessm or default_moessm(args.device))
     if not (os.path.isfile(args.moessm) and os.access(args.moessm, os.X_OK)):
         sys.exit(f"study: {args.moessm}: no moessm program there (build it: ninja -C build/cpu moessm, or pass --moessm)")
@@ -783,16 +852,19 @@ def run(args):
     out_root = os.path.abspath(args.out)
     out_dir = os.path.join(out_root, result_name)
     if not args.check:
-        if os.path.exists(out_dir) and os.listdir(out_dir):
+        if os.path.exists(out_dir) and os.listdir(out_dir) and not args.resume:
             if not args.overwrite:
-                raise ConfigError(f"{out_dir}: a results directory already exists (pass --overwrite to replace it)")
+                raise ConfigError(f"{out_dir}: a results directory already exists (pass --resume to continue it, "
+                                  f"--overwrite to replace it)")
             shutil.rmtree(out_dir)
         os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
         os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise RuntimeError("matplotlib is missing: install Debian's python3-matplotlib (scripts/setup.sh does)")
+        if not args.no_plot:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise RuntimeError("matplotlib is missing: install Debian's python3-matplotlib (scripts/setup.sh "
+                                   "does), or pass --no-plot")
     # arms: resolved configs and the project's accounting
     arms = []
     tmp = tempfile.mkdtemp(prefix="moessm_study_")
@@ -874,9 +946,11 @@ def run(args):
         json.dump(doc, fh, indent=1, allow_nan=True)
         fh.write("\n")
     write_table(os.path.join(out_dir, "table.md"), exp, name, args.quick, arms_out, matching, meta_line, cmdline)
-    plot(os.path.join(out_dir, "loss.png"), exp, name, args.quick, arms_out, results)
+    if not args.no_plot:
+        plot(os.path.join(out_dir, "loss.png"), exp, name, args.quick, arms_out, results)
     failed = sum(a["failed_runs"] for a in arms_out.values())
-    log(f"wrote {out_dir}/results.json, table.md, loss.png in {fmt_time(time.time() - t_start)}")
+    log(f"wrote {out_dir}/results.json, table.md{'' if args.no_plot else ', loss.png'} in "
+        f"{fmt_time(time.time() - t_start)}" + (f" ({runner.reused} runs reused)" if runner.reused else ""))
     with open(os.path.join(out_dir, "table.md"), encoding="utf-8") as fh:
         print(fh.read())
     if failed:
