@@ -27,7 +27,8 @@ pipeline smoke test that finishes on a 2-core CPU in minutes; its numbers are no
 run (recorded in OUT/NAME/done/, one JSON per run, written when the run's training and evaluation
 have ended) is reused when its record matches the run exactly (the resolved model config, the
 training settings, the data, the device and the evaluation), and only the missing runs are
-trained. A run killed mid-way left no record and is trained again from the start. Re-running
+trained. A run that diverged is recorded too (it would diverge again); a run killed mid-way or one
+that failed for any other reason (no GPU, out of memory) left no record and is trained again. Re-running
 with --resume after every run is done retrains nothing and rewrites the table and the plot.
 --no-plot skips loss.png (for a machine without matplotlib; a later --resume run draws it).
 Progress with an ETA goes to stderr. Python standard library + matplotlib (Debian's
@@ -386,6 +387,15 @@ def read_text_source(path):
         return fh.read()
 
 
+def diverged(train_log):
+    """Whether a failed `moessm train` stopped because training diverged (its log says so)."""
+    try:
+        with open(train_log, encoding="utf-8", errors="replace") as fh:
+            return "training diverged" in fh.read()
+    except OSError:
+        return False
+
+
 def prepare_corpus(moessm, data_def_path, cache_root):
     """The study corpus as a prepared data directory (cached: reused when its spec is unchanged)."""
     dd = read_json(data_def_path, "data definition")
@@ -623,7 +633,10 @@ class Runner:
                     ok = False
                     res["error"] = f"moessm task eval exit {rc2}"
             res["ok"] = ok
-        if rc >= 0:  # a run stopped by a signal (interrupted) leaves no record and is trained again
+        # Recorded for --resume: finished runs and runs that diverged (an outcome of the settings).
+        # Any other failure (interrupted by a signal, no GPU, out of memory, a failed evaluation)
+        # leaves no record, so a resumed experiment trains that run again.
+        if res["ok"] or (rc > 0 and diverged(os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"))):
             tmp_path = done_path + ".tmp"
             with open(tmp_path, "w", encoding="utf-8") as fh:
                 json.dump({"key": key, "result": res}, fh, indent=1, allow_nan=True)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# study_gpu.sh: runs issue 17's experiments (tools/study.py --device cuda --resume) on the GPU
+# machine inside one bounded call, and packs what they produced for the trip back.
+#
+# It builds only the moessm program (CUDA on, sm_90 unless CUDA_ARCH says otherwise) unless
+# ./gpu-bin/moessm already runs (a binary an earlier call brought back, carried again: saves the
+# build), then runs each experiment of $STUDY in turn into runs/study with --resume, so runs that
+# an earlier call finished (runs/study carried back onto the machine) are reused and only the
+# missing ones train. Everything stops at the DEADLINE (seconds after the start): the experiment
+# in flight is interrupted (its finished runs are already recorded under done/), and the results
+# so far are packed into $OUT/study.tar.gz (no checkpoints, no prepared data: a resumed run does
+# not need them) with the log in $OUT/study_gpu.log; the binary goes to $OUT/moessm when it was
+# built here.
+#
+# Knobs (environment):
+#   STUDY="mqar rom_vs_dense"   experiments (configs/study/NAME.json), in this order
+#   STUDY_JOBS=8                runs at a time on the one GPU (small models: launch-bound)
+#   DEADLINE=540                seconds from the start after which nothing new starts
+#   CUDA_ARCH=90                CMAKE_CUDA_ARCHITECTURES
+# Vendored header-only dependencies as in tools/gpu_check.sh (.gtest, .nlohmann: carry them).
+# Exit status: 0 when every experiment finished (each wrote results.json), 3 when the deadline
+# came first, 2 when the build failed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/out/study_gpu}
+BUILD=${BUILD:-$ROOT/build-gpu}
+STUDY=${STUDY:-"mqar rom_vs_dense"}
+JOBS=${STUDY_JOBS:-8}
+DEADLINE=${DEADLINE:-540}
+t0=$(date +%s)
+mkdir -p "$OUT" "$ROOT/runs/study"
+LOG="$OUT/study_gpu.log"
+cd "$ROOT"
+export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=passive
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1; } > "$LOG" 2>&1
+
+BIN="$ROOT/gpu-bin/moessm"
+if [ -x "$BIN" ] && "$BIN" --version >> "$LOG" 2>&1; then
+  echo "using the carried $BIN" | tee -a "$LOG"
+else
+  GT=()
+  [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
+  [ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
+    -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=OFF "${GT[@]}" > "$OUT/configure.log" 2>&1 ||
+    { tail -30 "$OUT/configure.log"; exit 2; }
+  ninja -C "$BUILD" -j"$(nproc)" moessm > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 2; }
+  rm -f "$OUT/configure.log" "$OUT/build.log"
+  BIN="$BUILD/moessm"
+  cp "$BIN" "$OUT/moessm"
+  echo "built moessm in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+fi
+
+rc=0
+for e in $STUDY; do
+  left=$(( DEADLINE - ($(date +%s) - t0) ))
+  if [ "$left" -lt 30 ]; then echo "deadline: $e not started" | tee -a "$LOG"; rc=3; continue; fi
+  echo "==== $e ($left s left) ====" | tee -a "$LOG"
+  # timeout signals the whole process group: study.py and the moessm runs it started
+  timeout --kill-after=10 "$left" python3 tools/study.py "$e" --device cuda --jobs "$JOBS" \
+    --out runs/study --resume --no-plot --moessm "$BIN" >> "$LOG" 2>&1
+  r=$?
+  echo "==== $e: exit $r after $(( $(date +%s) - t0 )) s ====" | tee -a "$LOG"
+  [ "$r" = 0 ] || rc=3
+done
+
+(cd "$ROOT/runs" && tar czf "$OUT/study.tar.gz" --exclude='*/runs/*' --exclude='_data' study)
+ls -l "$OUT" | tee -a "$LOG"
+grep -E "^\[study\] (\[[0-9]+/[0-9]+\]|[0-9]+ runs|wrote)|Traceback|rror" "$LOG" | tail -60
+exit $rc
