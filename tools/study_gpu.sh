@@ -3,18 +3,20 @@
 # machine inside one bounded call, and packs what they produced for the trip back.
 #
 # It builds only the moessm program (CUDA on, sm_90 unless CUDA_ARCH says otherwise) unless
-# ./gpu-bin/moessm already runs (a binary an earlier call brought back, carried again: saves the
-# build), then runs each experiment of $STUDY in turn into runs/study with --resume, so runs that
+# ./gpu-bin/moessm.gz holds one that runs (what an earlier call brought back as $OUT/moessm.gz,
+# carried again: saves the build), then runs each experiment of $STUDY in turn into runs/study with --resume, so runs that
 # an earlier call finished (runs/study carried back onto the machine) are reused and only the
 # missing ones train. Everything stops at the DEADLINE (seconds after the start): the experiment
 # in flight is interrupted (its finished runs are already recorded under done/), and the results
 # so far are packed into $OUT/study.tar.gz (no checkpoints, no prepared data: a resumed run does
-# not need them) with the log in $OUT/study_gpu.log; the binary goes to $OUT/moessm when it was
-# built here.
+# not need them) with the log in $OUT/study_gpu.log; the binary goes to $OUT/moessm.gz when it
+# was built here. The GPU machine has no zstd: carry runs/study/_data prepared here (the corpus
+# cache without its text/ folder) for the language-model experiments.
 #
 # Knobs (environment):
 #   STUDY="mqar rom_vs_dense"   experiments (configs/study/NAME.json), in this order
-#   STUDY_JOBS=8                runs at a time on the one GPU (small models: launch-bound)
+#   STUDY_JOBS=8                runs at a time per experiment on the one GPU (small models)
+#   PARALLEL=0                  1: all experiments of $STUDY at once (each with STUDY_JOBS)
 #   DEADLINE=540                seconds from the start after which nothing new starts
 #   CUDA_ARCH=90                CMAKE_CUDA_ARCHITECTURES
 # Vendored header-only dependencies as in tools/gpu_check.sh (.gtest, .nlohmann: carry them).
@@ -34,9 +36,10 @@ cd "$ROOT"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=passive
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1; } > "$LOG" 2>&1
 
-BIN="$ROOT/gpu-bin/moessm"
-if [ -x "$BIN" ] && "$BIN" --version >> "$LOG" 2>&1; then
-  echo "using the carried $BIN" | tee -a "$LOG"
+BIN=/tmp/moessm-carried
+if [ -f "$ROOT/gpu-bin/moessm.gz" ] && gzip -dc "$ROOT/gpu-bin/moessm.gz" > "$BIN" && chmod +x "$BIN" &&
+   "$BIN" --version >> "$LOG" 2>&1; then
+  echo "using the carried gpu-bin/moessm.gz" | tee -a "$LOG"
 else
   GT=()
   [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
@@ -47,22 +50,31 @@ else
   ninja -C "$BUILD" -j"$(nproc)" moessm > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 2; }
   rm -f "$OUT/configure.log" "$OUT/build.log"
   BIN="$BUILD/moessm"
-  cp "$BIN" "$OUT/moessm"
+  gzip -c "$BIN" > "$OUT/moessm.gz"
   echo "built moessm in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
 fi
 
-rc=0
-for e in $STUDY; do
+one() {  # one experiment, bounded by the deadline; its own log when run beside others
+  local e=$1 log=$2 left
   left=$(( DEADLINE - ($(date +%s) - t0) ))
-  if [ "$left" -lt 30 ]; then echo "deadline: $e not started" | tee -a "$LOG"; rc=3; continue; fi
+  if [ "$left" -lt 30 ]; then echo "deadline: $e not started" | tee -a "$LOG"; return 3; fi
   echo "==== $e ($left s left) ====" | tee -a "$LOG"
   # timeout signals the whole process group: study.py and the moessm runs it started
   timeout --kill-after=10 "$left" python3 tools/study.py "$e" --device cuda --jobs "$JOBS" \
-    --out runs/study --resume --no-plot --moessm "$BIN" >> "$LOG" 2>&1
-  r=$?
+    --out runs/study --resume --no-plot --moessm "$BIN" >> "$log" 2>&1
+  local r=$?
   echo "==== $e: exit $r after $(( $(date +%s) - t0 )) s ====" | tee -a "$LOG"
-  [ "$r" = 0 ] || rc=3
-done
+  [ "$r" = 0 ] || return 3
+}
+rc=0
+if [ "${PARALLEL:-0}" = 1 ]; then
+  pids=()
+  for e in $STUDY; do one "$e" "$OUT/$e.log" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || rc=3; done
+  for e in $STUDY; do cat "$OUT/$e.log" >> "$LOG"; rm -f "$OUT/$e.log"; done
+else
+  for e in $STUDY; do one "$e" "$LOG" || rc=3; done
+fi
 
 (cd "$ROOT/runs" && tar czf "$OUT/study.tar.gz" --exclude='*/runs/*' --exclude='_data' study)
 ls -l "$OUT" | tee -a "$LOG"
