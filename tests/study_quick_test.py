@@ -4,7 +4,9 @@ temporary directory with the given moessm program and checks that results.json h
 the experiment with finite losses for every seed, that the chosen lr is one of the arm's sweep and
 that table.md and loss.png were written. Also checks that a second run into the same directory is
 refused without --overwrite, that --resume into it reuses every finished run (no training) and
-gives the same results, and that a malformed experiment file is refused naming the field.
+gives the same results, that `rom_routers --quick --resume` beside it reuses the runs its
+`shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name) and trains
+only the rest, and that a malformed experiment file is refused naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
 import json
 import math
@@ -72,6 +74,20 @@ def main():
             a, b = res["arms"][name], res2["arms"][name]
             assert a["chosen_lr"] == b["chosen_lr"], name
             assert [s["val_loss"] for s in a["seeds"]] == [s["val_loss"] for s in b["seeds"]], name
+        # another experiment under the same root reuses the runs it shares (shared == rom here)
+        p = subprocess.run([py, STUDY, "rom_routers", "--quick", "--resume", "--out", tmp, "--moessm", moessm],
+                           env=env, stderr=subprocess.PIPE, text=True)
+        assert p.returncode == 0, f"rom_routers --quick exited {p.returncode}: {p.stderr[-2000:]}"
+        with open(os.path.join(ROOT, "configs", "study", "rom_routers.json")) as fh:
+            q = json.load(fh)["quick"]
+        n_shared = len(q["arms"]["shared"]["lr"]) + len(q["seeds"]) - 1
+        assert f"({n_shared} runs reused)" in p.stderr, p.stderr[-2000:]
+        with open(os.path.join(tmp, "rom_routers_quick", "results.json")) as fh:
+            rr = json.load(fh)
+        rom_runs = {(s["lr"], s["seed"]): s["val_loss"] for s in res["arms"]["rom"]["seeds"]}
+        for s in rr["arms"]["shared"]["seeds"]:
+            assert rom_runs.get((s["lr"], s["seed"])) == s["val_loss"], (s, rom_runs)
+        assert all(s["ok"] for s in rr["arms"]["independent"]["seeds"]), rr["arms"]["independent"]
         # a malformed experiment is refused naming the file and the field
         bad = dict(exp)
         bad["arms"] = [dict(exp["arms"][0], lr=[])]

@@ -27,15 +27,19 @@ pipeline smoke test that finishes on a 2-core CPU in minutes; its numbers are no
 run (recorded in OUT/NAME/done/, one JSON per run, written when the run's training and evaluation
 have ended) is reused when its record matches the run exactly (the resolved model config, the
 training settings, the data, the device and the evaluation), and only the missing runs are
-trained. A run that diverged is recorded too (it would diverge again); a run killed mid-way or one
-that failed for any other reason (no GPU, out of memory) left no record and is trained again. Re-running
-with --resume after every run is done retrains nothing and rewrites the table and the plot.
+trained. A run that another experiment under the same --out root finished with exactly the same
+settings (only the arm's name differs: rom_routers' `shared` is rom_vs_dense's `rom`) is reused
+too, its record copied into done/ with `reused_from`. A run that diverged is recorded (it would
+diverge again); a run killed mid-way, or one that failed for any other reason (no GPU, out of
+memory), left no record and is trained again. Re-running with --resume after every run is done
+retrains nothing and rewrites the table and the plot.
 --no-plot skips loss.png (for a machine without matplotlib; a later --resume run draws it).
 Progress with an ETA goes to stderr. Python standard library + matplotlib (Debian's
 python3-matplotlib); subprocesses get argument lists, never a shell string.
 """
 import argparse
 import concurrent.futures
+import glob
 import hashlib
 import json
 import math
@@ -505,8 +509,9 @@ def lr_tag(lr):
 
 
 class Runner:
-    def __init__(self, args, exp, exp_path, name, out_dir):
+    def __init__(self, args, exp, exp_path, name, out_dir, version):
         self.args, self.exp, self.exp_path, self.name, self.out = args, exp, exp_path, name, out_dir
+        self.version = version  # `moessm --version` of the program that trains this call's runs
         self.lock = threading.Lock()
         self.done_cost = 0.0
         self.total_cost = 0.0
@@ -517,6 +522,7 @@ class Runner:
         self.digests = {}
         self.done_dir = os.path.join(out_dir, "done")
         os.makedirs(self.done_dir, exist_ok=True)
+        self.others = None  # {canonical key: record path} of the other experiments' runs (built on demand)
         jobs = max(1, args.jobs)
         env = dict(os.environ)
         if "OMP_NUM_THREADS" not in os.environ:
@@ -551,6 +557,14 @@ class Runner:
                 self.digests[data] = h.hexdigest()[:16]
             return self.digests[data]
 
+    @staticmethod
+    def record(done_path, key, res):
+        """A finished run's record for --resume, written atomically (complete or absent)."""
+        tmp_path = done_path + ".tmp"
+        with open(tmp_path, "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "result": res}, fh, indent=1, allow_nan=True)
+        os.replace(tmp_path, done_path)
+
     def reuse(self, path, key):
         if not (self.args.resume and os.path.isfile(path)):
             return None
@@ -565,19 +579,53 @@ class Runner:
             return None
         return rec["result"]
 
+    def from_other_experiment(self, key):
+        """A run another experiment under the same --out root finished with exactly these settings
+        (the same resolved config, lr, seed, data, device and evaluation; only the arm's name may
+        differ), e.g. rom_routers' `shared` arm is rom_vs_dense's `rom`. Returns (result, path)."""
+        if not self.args.resume:
+            return None, None
+        canon = lambda k: json.dumps({f: v for f, v in k.items() if f != "arm"}, sort_keys=True)
+        with self.lock:
+            if self.others is None:
+                self.others = {}
+                root = os.path.dirname(self.out)
+                for path in sorted(glob.glob(os.path.join(root, "*", "done", "*.json"))):
+                    if os.path.dirname(os.path.dirname(path)) == self.out:
+                        continue
+                    try:
+                        with open(path, encoding="utf-8") as fh:
+                            rec = json.load(fh)
+                        self.others.setdefault(canon(rec["key"]), path)
+                    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                        continue  # unreadable or foreign: ignored, never trusted
+            path = self.others.get(canon(key))
+        if path is None:
+            return None, None
+        with open(path, encoding="utf-8") as fh:
+            res = json.load(fh)["result"]
+        return res, path
+
     def job(self, arm, lr, seed, cfg_path, data, cost):
         t = self.exp["train"]
         tag = f"{arm}/lr{lr_tag(lr)}_s{seed}"
         key = self.run_key(arm, lr, seed, cfg_path, data)
         done_path = os.path.join(self.done_dir, f"{arm}_lr{lr_tag(lr)}_s{seed}.json")
         old = self.reuse(done_path, key)
+        where = "by an earlier call"
+        if old is None:
+            old, other = self.from_other_experiment(key)
+            if old is not None:
+                old = dict(old, arm=arm, reused_from=old.get("reused_from") or rel(other))
+                where = f"for {rel(other)}"
+                self.record(done_path, key, old)
         if old is not None:
             with self.lock:
                 self.n_done += 1
                 self.reused += 1
                 self.total_cost -= cost
                 log(f"[{self.n_done}/{self.n_total}] {tag}: reused (val_loss {old['val_loss']:.4f}, "
-                    f"trained in {old.get('train_s', 0):.1f} s by an earlier call)")
+                    f"trained in {old.get('train_s', 0):.1f} s {where})")
             return old
         run_dir = os.path.join(self.out, "runs", arm, f"lr{lr_tag(lr)}_s{seed}")
         logs = os.path.join(self.out, "logs")
@@ -586,7 +634,7 @@ class Runner:
                       "--lr", repr(lr), "--min-lr", repr(lr * t["min_lr_ratio"]), "--seed", str(seed),
                       "--checkpoint-every", str(t["max_steps"]), "--device", self.args.device, "--overwrite"]
         res = {"arm": arm, "lr": lr, "seed": seed, "run_dir": rel(run_dir), "ok": False,
-               "commands": [train_argv]}
+               "commands": [train_argv], "moessm_version": self.version, "jobs": max(1, self.args.jobs)}
         rc, secs = run_cmd(train_argv, os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"), self.env)
         res["train_s"] = round(secs, 2)
         rows = read_metrics(run_dir)
@@ -637,10 +685,7 @@ class Runner:
         # Any other failure (interrupted by a signal, no GPU, out of memory, a failed evaluation)
         # leaves no record, so a resumed experiment trains that run again.
         if res["ok"] or (rc > 0 and diverged(os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"))):
-            tmp_path = done_path + ".tmp"
-            with open(tmp_path, "w", encoding="utf-8") as fh:
-                json.dump({"key": key, "result": res}, fh, indent=1, allow_nan=True)
-            os.replace(tmp_path, done_path)
+            self.record(done_path, key, res)
         with self.lock:
             self.n_done += 1
             self.done_cost += cost
@@ -940,7 +985,7 @@ def run(args):
                      f"{exp['task_eval']['examples']} fresh examples (chance per answer ≈ 1/{tk.get('symbols', '?')}).")
     version = subprocess.run([args.moessm, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True).stdout.strip()
-    runner = Runner(args, exp, exp_path, result_name, out_dir)
+    runner = Runner(args, exp, exp_path, result_name, out_dir, version)
     results = runner.run_all(arms, data)
     arms_out = aggregate(exp, arms, results)
     cmdline = "python3 tools/study.py " + " ".join(
@@ -951,6 +996,9 @@ def run(args):
            "note": "QUICK mode: a pipeline smoke test on tiny models, not evidence" if args.quick else "",
            "claim": exp.get("claim"), "command": cmdline, "device": args.device, "moessm": args.moessm,
            "moessm_version": version, "jobs": args.jobs, "omp_num_threads": runner.env["OMP_NUM_THREADS"],
+           # a resumed call reuses runs an earlier call (perhaps another machine) trained: who trained what
+           "runs_reused": runner.reused,
+           "trained_by": sorted({r.get("moessm_version", "unrecorded") for r in results}),
            "data": data_info, "train": t, "tokens_per_run": runner.tokens_per_run(), "seeds": exp["seeds"],
            "eval": exp.get("eval") or exp.get("task_eval"),
            "lr_selection": "per arm: lowest final trainer val_loss on the first seed; the other seeds at that lr",
