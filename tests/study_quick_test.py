@@ -20,7 +20,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(ROOT, "tools", "study.py")
 
 
+def check_position_buckets():
+    """tools/study.py's octave means of moessm eval's loss_by_position, on known values."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import study
+    b = study.position_buckets([1.0, 2.0, 4.0, 6.0, 3.0, None, 5.0])
+    assert [(x["from"], x["to"]) for x in b] == [(1, 2), (2, 4), (4, 8)], b
+    assert [x["loss"] for x in b] == [1.0, 3.0, 14.0 / 3], b  # the missing position is skipped, not zero
+    assert study.position_buckets([]) == []
+
+
 def main():
+    check_position_buckets()
     moessm = os.path.abspath(sys.argv[1])
     py = sys.executable
     tmp = tempfile.mkdtemp(prefix="moessm_study_test_")

@@ -18,7 +18,9 @@ NAME is an experiment file configs/study/NAME.json (or a path to one). The runne
      same initialisation stream and the same batches) and the same token budget;
   4. evaluates every run (`moessm eval` at the experiment's context lengths; `moessm task eval`
      for task experiments), aggregates mean and spread over the seeds at the chosen lr, and
-     writes OUT/NAME/results.json, OUT/NAME/table.md and OUT/NAME/loss.png.
+     writes OUT/NAME/results.json, OUT/NAME/table.md and OUT/NAME/loss.png; with
+     "eval": {"by_position": true} also the loss by position in the longest window (octave
+     means) in the table and OUT/NAME/length.png (loss against context length and position).
 
 --quick applies the experiment's "quick" block (tiny models, few steps, 2 seeds allowed): a
 pipeline smoke test that finishes on a 2-core CPU in minutes; its numbers are not evidence.
@@ -252,9 +254,11 @@ def load_experiment(path, quick):
         ev.setdefault("max_tokens", 262144)
         if isinstance(ev["max_tokens"], bool) or not isinstance(ev["max_tokens"], int) or ev["max_tokens"] < 0:
             raise ConfigError(f"{rel(path)}: eval.max_tokens: expected a non-negative integer")
+        if not isinstance(ev.get("by_position", False), bool):
+            raise ConfigError(f"{rel(path)}: eval.by_position: expected true or false")
         for k in ev:
-            if k not in ("ctx", "max_tokens", "batch"):
-                raise ConfigError(f"{rel(path)}: eval.{k}: unknown field (ctx, max_tokens, batch)")
+            if k not in ("ctx", "max_tokens", "batch", "by_position"):
+                raise ConfigError(f"{rel(path)}: eval.{k}: unknown field (ctx, max_tokens, batch, by_position)")
     else:
         t = _req(cfg, "task", dict, "", path)
         for k in t:
@@ -663,6 +667,9 @@ class Runner:
                     res["eval"] = {str(r["ctx"]): {"loss": r["loss"], "perplexity": r["perplexity"],
                                                    "bits_per_byte": r.get("bits_per_byte"),
                                                    "predictions": r["predictions"]} for r in ej["results"]}
+                    if ev.get("by_position"):
+                        for r in ej["results"]:
+                            res["eval"][str(r["ctx"])]["by_position"] = position_buckets(r.get("loss_by_position", []))
                 else:
                     ok = False
                     res["error"] = f"moessm eval exit {rc2}"
@@ -724,6 +731,20 @@ class Runner:
 
 # ---- aggregation, table, plot -----------------------------------------------------------------------
 
+def position_buckets(loss_by_position):
+    """moessm eval's loss_by_position (entry i: the prediction made after i+1 tokens of context)
+    averaged over octaves of the context length: [{"from": a, "to": b, "loss": mean}] for the
+    predictions made after a … b-1 tokens (1, 2-3, 4-7, …; the last octave ends at the window)."""
+    out, lo = [], 1
+    n = len(loss_by_position)
+    while lo <= n:
+        hi = min(2 * lo, n + 1)
+        v = [x for x in loss_by_position[lo - 1:hi - 1] if isinstance(x, (int, float))]
+        out.append({"from": lo, "to": hi, "loss": sum(v) / len(v) if v else None})
+        lo = hi
+    return out
+
+
 def stats(values):
     v = [x for x in values if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
     if not v:
@@ -756,6 +777,13 @@ def aggregate(exp, arms, results):
             for c in exp["eval"]["ctx"]:
                 summ[f"eval_loss@{c}"] = stats([r.get("eval", {}).get(str(c), {}).get("loss") for r in runs])
                 summ[f"perplexity@{c}"] = stats([r.get("eval", {}).get(str(c), {}).get("perplexity") for r in runs])
+            if exp["eval"].get("by_position"):
+                c = str(max(exp["eval"]["ctx"]))  # the longest window holds every position
+                buckets = [b for r in runs for b in r.get("eval", {}).get(c, {}).get("by_position", [])]
+                edges = sorted({(b["from"], b["to"]) for b in buckets})
+                summ[f"loss_by_position@{c}"] = [
+                    {"from": f, "to": t, "loss": stats([b["loss"] for b in buckets if (b["from"], b["to"]) == (f, t)])}
+                    for f, t in edges]
         else:
             for k in ("answer_accuracy", "example_accuracy"):
                 summ[k] = stats([r.get("task", {}).get(k) for r in runs])
@@ -801,6 +829,18 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline):
         else:
             row += [pm(s["answer_accuracy"], 3), pm(s["example_accuracy"], 3)]
         L.append("| " + " | ".join(row) + " |")
+    if exp["kind"] == "lm" and exp["eval"].get("by_position"):
+        c = max(exp["eval"]["ctx"])
+        rows = {n: a["summary"].get(f"loss_by_position@{c}", []) for n, a in arms_out.items()}
+        edges = sorted({(b["from"], b["to"]) for v in rows.values() for b in v})
+        if edges:
+            L += ["", f"Loss by position in the {c:,}-token window (predictions made after that many tokens of "
+                  f"context; trained at {t['seq_len']}):", "",
+                  "| arm | " + " | ".join(f"{f:,}–{to - 1:,}" if to - 1 > f else f"{f:,}" for f, to in edges) + " |",
+                  "|---|" + "---|" * len(edges)]
+            for n, v in rows.items():
+                by = {(b["from"], b["to"]): b["loss"] for b in v}
+                L.append(f"| {n} | " + " | ".join(pm(by.get(e), 3) for e in edges) + " |")
     L += ["", "Learning-rate sweep (first seed, final validation loss; `failed` = the run stopped, e.g. diverged):", "",
           "| arm | " + " | ".join(["sweep"]) + " |", "|---|---|"]
     for n, a in arms_out.items():
@@ -857,6 +897,44 @@ def plot(path, exp, name, quick, arms_out, results):
         ax.legend(fontsize=8)
     fig.suptitle(f"{name}{' — QUICK smoke test, not evidence' if quick else ''}: validation loss, mean and "
                  "min–max over seeds (faint: first seed's training loss, EMA)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_length(path, exp, name, quick, arms_out):
+    """Loss against the evaluation context length and against the position in the longest window."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ctx = sorted(exp["eval"]["ctx"])
+    c = str(ctx[-1])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    for i, (n, a) in enumerate(arms_out.items()):
+        colour, s = f"C{i % 10}", a["summary"]
+        pts = [(k, s.get(f"eval_loss@{k}")) for k in ctx]
+        pts = [(k, v) for k, v in pts if v]
+        if pts:
+            axes[0].plot([k for k, _ in pts], [v["mean"] for _, v in pts], "o-", color=colour, markersize=3,
+                         label=f"{n} ({pts[0][1]['n']} seeds)")
+            axes[0].fill_between([k for k, _ in pts], [v["min"] for _, v in pts], [v["max"] for _, v in pts],
+                                 color=colour, alpha=0.2, linewidth=0)
+        pos = [(b["from"], b["to"], b["loss"]) for b in s.get(f"loss_by_position@{c}", []) if b["loss"]]
+        if pos:
+            x = [math.sqrt(f * (t - 1)) if t - 1 > f else f for f, t, _ in pos]
+            axes[1].plot(x, [v["mean"] for _, _, v in pos], "o-", color=colour, markersize=3, label=n)
+            axes[1].fill_between(x, [v["min"] for _, _, v in pos], [v["max"] for _, _, v in pos],
+                                 color=colour, alpha=0.2, linewidth=0)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.axvline(exp["train"]["seq_len"], color="grey", linestyle=":", linewidth=1)
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_xlabel("evaluation context (tokens; windows from an empty state; dotted: training length)")
+    axes[1].set_xlabel(f"position in a {int(c):,}-token window (octave means)")
+    fig.suptitle(f"{name}{' — QUICK smoke test, not evidence' if quick else ''}: loss against context length "
+                 "and position, mean and min–max over seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -1009,8 +1087,11 @@ def run(args):
     write_table(os.path.join(out_dir, "table.md"), exp, name, args.quick, arms_out, matching, meta_line, cmdline)
     if not args.no_plot:
         plot(os.path.join(out_dir, "loss.png"), exp, name, args.quick, arms_out, results)
+        if exp["kind"] == "lm" and exp["eval"].get("by_position"):
+            plot_length(os.path.join(out_dir, "length.png"), exp, name, args.quick, arms_out)
     failed = sum(a["failed_runs"] for a in arms_out.values())
-    log(f"wrote {out_dir}/results.json, table.md{'' if args.no_plot else ', loss.png'} in "
+    log(f"wrote {out_dir}/results.json, table.md{'' if args.no_plot else ', loss.png'}"
+        f"{', length.png' if not args.no_plot and exp['kind'] == 'lm' and exp['eval'].get('by_position') else ''} in "
         f"{fmt_time(time.time() - t_start)}" + (f" ({runner.reused} runs reused)" if runner.reused else ""))
     with open(os.path.join(out_dir, "table.md"), encoding="utf-8") as fh:
         print(fh.read())
