@@ -19,7 +19,11 @@
 #   PARALLEL=0                  1: all experiments of $STUDY at once (each with STUDY_JOBS)
 #   DEADLINE=540                seconds from the start after which nothing new starts
 #   CUDA_ARCH=90                CMAKE_CUDA_ARCHITECTURES
-# Vendored header-only dependencies as in tools/gpu_check.sh (.gtest, .nlohmann: carry them).
+# Vendored dependencies as in tools/gpu_check.sh (.gtest, .nlohmann: carry them), and PCRE2 for
+# the study's byte-level BPE tokenizer (the GPU machine has none): mkdir .pcre2 && cp
+# /usr/include/pcre2.h .pcre2/ && cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 .pcre2/ && cp
+# .pcre2/libpcre2-8.so.0 .pcre2/libpcre2-8.so (no links: carry copies files); carry .pcre2 on
+# every call (the binary finds it there at run time).
 # Exit status: 0 when every experiment finished (each wrote results.json), 3 when the deadline
 # came first, 2 when the build failed.
 set -uo pipefail
@@ -34,6 +38,7 @@ mkdir -p "$OUT" "$ROOT/runs/study"
 LOG="$OUT/study_gpu.log"
 cd "$ROOT"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=passive
+[ -d "$ROOT/.pcre2" ] && export LD_LIBRARY_PATH="$ROOT/.pcre2${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1; } > "$LOG" 2>&1
 
 BIN=/tmp/moessm-carried
@@ -44,6 +49,7 @@ else
   GT=()
   [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
   [ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
+  [ -f "$ROOT/.pcre2/pcre2.h" ] && GT+=(-DMOESSM_PCRE2_INCLUDE="$ROOT/.pcre2" -DMOESSM_PCRE2="$ROOT/.pcre2/libpcre2-8.so")
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
     -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=OFF "${GT[@]}" > "$OUT/configure.log" 2>&1 ||
     { tail -30 "$OUT/configure.log"; exit 2; }
@@ -66,6 +72,12 @@ one() {  # one experiment, bounded by the deadline; its own log when run beside 
   echo "==== $e: exit $r after $(( $(date +%s) - t0 )) s ====" | tee -a "$LOG"
   [ "$r" = 0 ] || return 3
 }
+# the study's tokenizer must load (a build without PCRE2 fails every language-model run at once)
+tok=$(ls runs/study/_data/corpus-*/tokenizer.json 2>/dev/null | head -1)
+if [ -n "$tok" ]; then
+  "$BIN" tokenizer encode --tokenizer "$tok" --text "a test" >> "$LOG" 2>&1 ||
+    { echo "this moessm cannot load $tok (PCRE2?): stopping"; tail -3 "$LOG"; exit 2; }
+fi
 rc=0
 if [ "${PARALLEL:-0}" = 1 ]; then
   pids=()
