@@ -6,7 +6,7 @@ that table.md and loss.png were written. Also checks that a second run into the 
 refused without --overwrite, that --resume into it reuses every finished run (no training) and
 gives the same results, that `rom_routers --quick --resume` beside it reuses the runs its
 `shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name) and trains
-only the rest, and that a malformed experiment file is refused naming the field.
+only the rest, the position buckets and the FLOPs-to-match interpolation on known values, and that a malformed experiment file is refused naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
 import json
 import math
@@ -30,8 +30,22 @@ def check_position_buckets():
     assert study.position_buckets([]) == []
 
 
+def check_flops_to_match():
+    """tools/study.py's interpolation of the FLOPs a dense ladder needs to reach a target's loss."""
+    import study
+    lad = [("d1", 100.0, 4.0), ("d2", 400.0, 3.0)]
+    r = study.flops_to_match(("moe", 100.0, 3.5), lad)  # halfway in log FLOPs: 200 = 2x
+    assert r["status"] == "interpolated" and abs(r["flops"] - 200.0) < 1e-9 and abs(r["ratio"] - 2.0) < 1e-12, r
+    r = study.flops_to_match(("moe", 100.0, 4.2), lad)  # worse than the smallest rung
+    assert r["status"] == "below the ladder" and r["ratio"] is None and r["at_most"] == 1.0, r
+    r = study.flops_to_match(("moe", 100.0, 2.5), lad)  # better than the largest rung
+    assert r["status"] == "beyond the ladder" and r["at_least"] == 4.0, r
+    assert study.flops_to_match(("moe", 100.0, None), lad)["status"] == "a run is missing"
+
+
 def main():
     check_position_buckets()
+    check_flops_to_match()
     moessm = os.path.abspath(sys.argv[1])
     py = sys.executable
     tmp = tempfile.mkdtemp(prefix="moessm_study_test_")

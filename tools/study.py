@@ -286,6 +286,23 @@ def load_experiment(path, quick):
         m.setdefault("ratio", 1.0)
         _positive_number(m["ratio"], w + "ratio", path)
         _positive_number(_req(m, "tolerance", (int, float), w, path), w + "tolerance", path)
+    rep = cfg.get("report", {})
+    if not isinstance(rep, dict):
+        raise ConfigError(f"{rel(path)}: report: expected an object")
+    for k in rep:
+        if k != "flops_to_match":
+            raise ConfigError(f"{rel(path)}: report.{k}: unknown field (flops_to_match)")
+    if "flops_to_match" in rep:
+        f = rep["flops_to_match"]
+        w = "report.flops_to_match."
+        if not isinstance(f, dict):
+            raise ConfigError(f"{rel(path)}: report.flops_to_match: expected an object with target and ladder")
+        if _req(f, "target", str, w, path) not in seen:
+            raise ConfigError(f"{rel(path)}: {w}target: {json.dumps(f['target'])} is not an arm of this experiment")
+        ladder = _req(f, "ladder", list, w, path)
+        if len(ladder) < 2 or any(a not in seen or a == f["target"] for a in ladder):
+            raise ConfigError(f"{rel(path)}: {w}ladder: expected two or more arm names other than the target, "
+                              f"found {json.dumps(ladder)}")
     return cfg
 
 
@@ -745,6 +762,52 @@ def position_buckets(loss_by_position):
     return out
 
 
+def flops_to_match(target, ladder):
+    """The forward FLOPs per token at which a ladder of models (e.g. ever wider dense hybrids)
+    reaches the target's validation loss, by linear interpolation of the mean loss in log FLOPs
+    between the two rungs that bracket it. target and ladder entries: (name, fwd_flops, mean loss).
+    Returns {"flops": F or None, "ratio": F / target FLOPs or None, "status": ...}: status is
+    "interpolated", "below the ladder" (the smallest rung already reaches the target's loss: the
+    ratio is at most the smallest rung's) or "beyond the ladder" (no rung reaches it)."""
+    name, f_t, loss_t = target
+    rungs = sorted((f, l) for _, f, l in ladder)
+    if loss_t is None or any(l is None for _, l in rungs):
+        return {"flops": None, "ratio": None, "status": "a run is missing"}
+    if rungs[0][1] <= loss_t:
+        return {"flops": None, "ratio": None, "at_most": rungs[0][0] / f_t, "status": "below the ladder"}
+    for (f0, l0), (f1, l1) in zip(rungs, rungs[1:]):
+        if l1 <= loss_t < l0:
+            x = math.log(f0) + (math.log(f1) - math.log(f0)) * (l0 - loss_t) / (l0 - l1)
+            return {"flops": math.exp(x), "ratio": math.exp(x) / f_t, "status": "interpolated"}
+    return {"flops": None, "ratio": None, "at_least": rungs[-1][0] / f_t, "status": "beyond the ladder"}
+
+
+def flops_to_match_report(exp, arms_out):
+    f = exp.get("report", {}).get("flops_to_match")
+    if not f:
+        return None
+    point = lambda n: (n, arms_out[n]["accounting"]["fwd_flops"],
+                       (arms_out[n]["summary"]["val_loss"] or {}).get("mean"))
+    out = flops_to_match(point(f["target"]), [point(n) for n in f["ladder"]])
+    out.update(target=f["target"], ladder=f["ladder"])
+    return out
+
+
+def flops_to_match_line(r):
+    t, lad = r["target"], ", ".join(r["ladder"])
+    if r["status"] == "interpolated":
+        return (f"FLOPs to match: the dense ladder ({lad}) reaches {t}'s mean validation loss at "
+                f"{human(r['flops'])} forward FLOPs/token, {r['ratio']:.2f}× {t}'s (interpolated in log FLOPs): "
+                f"{t} saves {100 * (1 - 1 / r['ratio']):.0f}% of the FLOPs.")
+    if r["status"] == "below the ladder":
+        return (f"FLOPs to match: the smallest rung of the ladder ({lad}) already reaches {t}'s mean validation "
+                f"loss at {r['at_most']:.2f}× its FLOPs: {t} saves nothing.")
+    if r["status"] == "beyond the ladder":
+        return (f"FLOPs to match: no rung of the ladder ({lad}) reaches {t}'s mean validation loss: more than "
+                f"{r['at_least']:.2f}× its FLOPs (extend the ladder).")
+    return f"FLOPs to match ({t} against {lad}): not computed ({r['status']})."
+
+
 def stats(values):
     v = [x for x in values if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
     if not v:
@@ -846,6 +909,9 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline):
     for n, a in arms_out.items():
         cells = ", ".join(f"{s['lr']:g}: {s['val_loss']:.4f}" if s["ok"] else f"{s['lr']:g}: failed" for s in a["lr_sweep"])
         L.append(f"| {n} | {cells} |")
+    ftm = flops_to_match_report(exp, arms_out)
+    if ftm:
+        L += ["", flops_to_match_line(ftm)]
     if matching:
         L += ["", "Matching (the project's own accounting, `moessm init`):", ""]
         for m in matching:
@@ -1080,7 +1146,8 @@ def run(args):
            "data": data_info, "train": t, "tokens_per_run": runner.tokens_per_run(), "seeds": exp["seeds"],
            "eval": exp.get("eval") or exp.get("task_eval"),
            "lr_selection": "per arm: lowest final trainer val_loss on the first seed; the other seeds at that lr",
-           "matching": matching, "arms": arms_out, "wall_s": round(time.time() - t_start, 1)}
+           "matching": matching, "arms": arms_out, "flops_to_match": flops_to_match_report(exp, arms_out),
+           "wall_s": round(time.time() - t_start, 1)}
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, allow_nan=True)
         fh.write("\n")
