@@ -5,8 +5,10 @@ the experiment with finite losses for every seed, that the chosen lr is one of t
 that table.md and loss.png were written. Also checks that a second run into the same directory is
 refused without --overwrite, that --resume into it reuses every finished run (no training) and
 gives the same results, that `rom_routers --quick --resume` beside it reuses the runs its
-`shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name) and trains
-only the rest, the position buckets and the FLOPs-to-match interpolation on known values, and that a malformed experiment file is refused naming the field.
+`shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name), trains
+only the rest and measures each arm's training and decode speed; checks the position buckets and
+the FLOPs-to-match interpolation on known values, and that a malformed experiment file is refused
+naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
 import json
 import math
@@ -113,6 +115,12 @@ def main():
         for s in rr["arms"]["shared"]["seeds"]:
             assert rom_runs.get((s["lr"], s["seed"])) == s["val_loss"], (s, rom_runs)
         assert all(s["ok"] for s in rr["arms"]["independent"]["seeds"]), rr["arms"]["independent"]
+        # rom_routers measures speed (one process at a time): finite rates, the baseline's ratio is 1
+        sp = rr["speed"]["arms"]
+        assert set(sp) == {"shared", "independent"}, sp
+        for n, r in sp.items():
+            assert r["train_tokens_per_s"] > 0 and r["decode_ms_per_token"] > 0, (n, r)
+        assert sp["shared"]["train_tokens_per_s_ratio"] == 1.0 and sp["shared"]["decode_ms_per_token_ratio"] == 1.0, sp
         # a malformed experiment is refused naming the file and the field
         bad = dict(exp)
         bad["arms"] = [dict(exp["arms"][0], lr=[])]

@@ -143,7 +143,7 @@ def load_experiment(path, quick):
     if not isinstance(cfg, dict):
         raise ConfigError(f"{rel(path)}: expected a JSON object at the top level")
     known = {"comment", "claim", "paper", "status", "kind", "data", "task", "arms", "matching", "seeds", "train",
-             "eval", "task_eval", "quick", "report"}
+             "eval", "task_eval", "quick", "report", "speed"}
     for k in cfg:
         if k not in known:
             raise ConfigError(f"{rel(path)}: {k}: unknown field (known: {', '.join(sorted(known))})")
@@ -157,12 +157,12 @@ def load_experiment(path, quick):
     if quick:
         q = _req(cfg, "quick", dict, "", path)
         for k in q:
-            if k not in ("comment", "seeds", "train", "eval", "task", "task_eval", "arms", "matching"):
+            if k not in ("comment", "seeds", "train", "eval", "task", "task_eval", "arms", "matching", "speed"):
                 raise ConfigError(f"{rel(path)}: quick.{k}: unknown field")
         for k in ("seeds", "matching"):
             if k in q:
                 cfg[k] = q[k]
-        for k in ("train", "eval", "task", "task_eval"):
+        for k in ("train", "eval", "task", "task_eval", "speed"):
             if k in q:
                 if not isinstance(q[k], dict):
                     raise ConfigError(f"{rel(path)}: quick.{k}: expected an object")
@@ -286,6 +286,21 @@ def load_experiment(path, quick):
         m.setdefault("ratio", 1.0)
         _positive_number(m["ratio"], w + "ratio", path)
         _positive_number(_req(m, "tolerance", (int, float), w, path), w + "tolerance", path)
+    sp = cfg.get("speed")
+    if sp is not None:
+        if not isinstance(sp, dict):
+            raise ConfigError(f"{rel(path)}: speed: expected an object (train_steps, decode_tokens, baseline)")
+        for k in sp:
+            if k not in ("train_steps", "decode_tokens", "baseline"):
+                raise ConfigError(f"{rel(path)}: speed.{k}: unknown field (train_steps, decode_tokens, baseline)")
+        sp.setdefault("train_steps", 60)
+        sp.setdefault("decode_tokens", 256)
+        if _positive_int(sp["train_steps"], "speed.train_steps", path) < 6:
+            raise ConfigError(f"{rel(path)}: speed.train_steps: at least 6 (the first third is warm-up)")
+        _positive_int(sp["decode_tokens"], "speed.decode_tokens", path)
+        sp.setdefault("baseline", arms[0].get("name") if isinstance(arms[0], dict) else None)
+        if sp["baseline"] not in seen:
+            raise ConfigError(f"{rel(path)}: speed.baseline: {json.dumps(sp['baseline'])} is not an arm of this experiment")
     rep = cfg.get("report", {})
     if not isinstance(rep, dict):
         raise ConfigError(f"{rel(path)}: report: expected an object")
@@ -762,6 +777,77 @@ def position_buckets(loss_by_position):
     return out
 
 
+SPEED_TRAIN = re.compile(r"^step\s+(\d+)/\d+ .*\| (\d+) tok/s")
+SPEED_DECODE = re.compile(r"^generated: .*, ([0-9.]+) ms/step\)")
+
+
+def measure_speed(args, exp, arms, data, out_dir, env):
+    """Training throughput and decode latency of every arm, one process at a time (nothing else of
+    this runner is running then): `moessm train` for speed.train_steps steps on the experiment's
+    data (tokens/s: the median over the progress lines after the first third, i.e. after warm-up)
+    and `moessm generate` of speed.decode_tokens tokens at batch 1 from a freshly initialised
+    checkpoint (ms per token; speed does not depend on the weights' values). Ratios are to
+    speed.baseline. Not part of any run's record: measured again on every call."""
+    sp, t = exp["speed"], exp["train"]
+    work = os.path.join(out_dir, "speed")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    tok = os.path.join(data, "tokenizer.json")
+    out = {}
+    for a in arms:
+        n, steps = a["name"], sp["train_steps"]
+        run_dir, ck = os.path.join(work, n, "train"), os.path.join(work, n, "init")
+        argv = [args.moessm, "train", "--config", a["cfg_path"], "--data", data, "--out", run_dir,
+                "--lr", "1e-4", "--min-lr", "1e-5", "--max-steps", str(steps), "--warmup-steps", "1", "--eval-every", str(steps),
+                "--checkpoint-every", str(steps), "--log-every", str(max(1, steps // 12)),
+                "--device", args.device, "--overwrite"]
+        rc, _ = run_cmd(argv, os.path.join(work, f"{n}.train.log"), env)
+        rates = []
+        with open(os.path.join(work, f"{n}.train.log"), encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                m = SPEED_TRAIN.match(line)
+                if m and int(m.group(1)) > steps // 3:
+                    rates.append(float(m.group(2)))
+        rates.sort()
+        res = {"train_tokens_per_s": rates[len(rates) // 2] if rc == 0 and rates else None,
+               "train_tokens_per_step": t["batch_size"] * t["seq_len"] * t["grad_accum"]}
+        rc1, _ = run_cmd([args.moessm, "init", "--config", a["cfg_path"], "--out", ck, "--overwrite"],
+                         os.path.join(work, f"{n}.init.log"), env)
+        argv = [args.moessm, "generate", "--model", ck, "--tokenizer", tok, "--prompt", "The",
+                "--max-new-tokens", str(sp["decode_tokens"]), "--ignore-eot", "--temperature", "0",
+                "--device", args.device]
+        rc2, _ = run_cmd(argv, os.path.join(work, f"{n}.generate.log"), env) if rc1 == 0 else (rc1, 0)
+        res["decode_ms_per_token"] = None
+        if rc2 == 0:
+            with open(os.path.join(work, f"{n}.generate.log"), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    m = SPEED_DECODE.match(line)
+                    if m:
+                        res["decode_ms_per_token"] = float(m.group(1))
+        shutil.rmtree(os.path.join(work, n), ignore_errors=True)  # checkpoints: not needed
+        out[n] = res
+        log(f"speed {n}: training {res['train_tokens_per_s'] or 'failed'} tokens/s, decode "
+            f"{res['decode_ms_per_token'] or 'failed'} ms/token (batch 1)")
+    base = out.get(sp["baseline"], {})
+    for n, r in out.items():
+        for k in ("train_tokens_per_s", "decode_ms_per_token"):
+            r[k + "_ratio"] = r[k] / base[k] if r.get(k) and base.get(k) else None
+    return {"baseline": sp["baseline"], "device": args.device, "arms": out,
+            "train_steps": sp["train_steps"], "decode_tokens": sp["decode_tokens"]}
+
+
+def speed_table(sp):
+    L = ["", f"Speed on `{sp['device']}`, one process at a time (training: median tokens/s over the progress lines "
+             f"after warm-up of a {sp['train_steps']}-step run; decode: ms per token at batch 1 over "
+             f"{sp['decode_tokens']} tokens; ratios to {sp['baseline']}):", "",
+         "| arm | training tokens/s | ratio | decode ms/token | ratio |", "|---|---|---|---|---|"]
+    f = lambda v, d: "failed" if v is None else f"{v:,.{d}f}"
+    for n, r in sp["arms"].items():
+        L.append(f"| {n} | {f(r['train_tokens_per_s'], 0)} | {f(r['train_tokens_per_s_ratio'], 3)} | "
+                 f"{f(r['decode_ms_per_token'], 3)} | {f(r['decode_ms_per_token_ratio'], 3)} |")
+    return L
+
+
 def flops_to_match(target, ladder):
     """The forward FLOPs per token at which a ladder of models (e.g. ever wider dense hybrids)
     reaches the target's validation loss, by linear interpolation of the mean loss in log FLOPs
@@ -857,7 +943,7 @@ def aggregate(exp, arms, results):
     return out
 
 
-def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline):
+def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline, speed=None):
     t = exp["train"]
     tokens = t["max_steps"] * t["batch_size"] * t["seq_len"] * t["grad_accum"]
     L = [f"# Study `{name}`{' (QUICK: pipeline smoke test, not evidence)' if quick else ''}", ""]
@@ -912,6 +998,8 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline):
     ftm = flops_to_match_report(exp, arms_out)
     if ftm:
         L += ["", flops_to_match_line(ftm)]
+    if speed:
+        L += speed_table(speed)
     if matching:
         L += ["", "Matching (the project's own accounting, `moessm init`):", ""]
         for m in matching:
@@ -1132,6 +1220,7 @@ def run(args):
     runner = Runner(args, exp, exp_path, result_name, out_dir, version)
     results = runner.run_all(arms, data)
     arms_out = aggregate(exp, arms, results)
+    speed = measure_speed(args, exp, arms, data, out_dir, runner.env) if exp.get("speed") and exp["kind"] == "lm" else None
     cmdline = "python3 tools/study.py " + " ".join(
         [name] + (["--quick"] if args.quick else []) + (["--device", args.device] if args.device != "cpu" else []) +
         (["--jobs", str(args.jobs)] if args.jobs != 1 else []))
@@ -1147,11 +1236,13 @@ def run(args):
            "eval": exp.get("eval") or exp.get("task_eval"),
            "lr_selection": "per arm: lowest final trainer val_loss on the first seed; the other seeds at that lr",
            "matching": matching, "arms": arms_out, "flops_to_match": flops_to_match_report(exp, arms_out),
+           "speed": speed,
            "wall_s": round(time.time() - t_start, 1)}
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, allow_nan=True)
         fh.write("\n")
-    write_table(os.path.join(out_dir, "table.md"), exp, name, args.quick, arms_out, matching, meta_line, cmdline)
+    write_table(os.path.join(out_dir, "table.md"), exp, name, args.quick, arms_out, matching, meta_line, cmdline,
+                speed)
     if not args.no_plot:
         plot(os.path.join(out_dir, "loss.png"), exp, name, args.quick, arms_out, results)
         if exp["kind"] == "lm" and exp["eval"].get("by_position"):
