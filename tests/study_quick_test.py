@@ -6,7 +6,8 @@ that table.md and loss.png were written. Also checks that a second run into the 
 refused without --overwrite, that --resume into it reuses every finished run (no training) and
 gives the same results, that `rom_routers --quick --resume` beside it reuses the runs its
 `shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name), trains
-only the rest and measures each arm's training and decode speed; checks the position buckets and
+only the rest and measures each arm's training and decode speed, that --report-only trains
+nothing and lists the missing runs as not run; checks the position buckets and
 the FLOPs-to-match interpolation on known values, and that a malformed experiment file is refused
 naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
@@ -121,6 +122,16 @@ def main():
         for n, r in sp.items():
             assert r["train_tokens_per_s"] > 0 and r["decode_ms_per_token"] > 0, (n, r)
         assert sp["shared"]["train_tokens_per_s_ratio"] == 1.0 and sp["shared"]["decode_ms_per_token_ratio"] == 1.0, sp
+        # --report-only trains nothing: rom_weight_at's `gate` arm is rom's runs, the rest are "not run yet"
+        p = subprocess.run([py, STUDY, "rom_weight_at", "--quick", "--report-only", "--out", tmp, "--moessm", moessm],
+                           env=env, stderr=subprocess.PIPE, text=True)
+        assert p.returncode == 0, f"--report-only exited {p.returncode}: {p.stderr[-2000:]}"
+        with open(os.path.join(tmp, "rom_weight_at_quick", "results.json")) as fh:
+            rw = json.load(fh)
+        assert rw["runs_reused"] == n_shared and rw["runs_not_run"] > 0, (rw["runs_reused"], rw["runs_not_run"])
+        assert not os.path.isdir(os.path.join(tmp, "rom_weight_at_quick", "runs", "out")), "a run was trained"
+        with open(os.path.join(tmp, "rom_weight_at_quick", "table.md"), encoding="utf-8") as fh:
+            assert "not run yet" in fh.read()
         # a malformed experiment is refused naming the file and the field
         bad = dict(exp)
         bad["arms"] = [dict(exp["arms"][0], lr=[])]

@@ -2,7 +2,7 @@
 """One command per experiment of the research-fidelity study (issue 17).
 
   tools/study.py NAME [--quick] [--device cpu|cuda] [--out DIR] [--moessm PATH] [--jobs N]
-                      [--overwrite | --resume] [--no-plot] [--check]
+                      [--overwrite | --resume | --report-only] [--no-plot] [--check]
 
 NAME is an experiment file configs/study/NAME.json (or a path to one). The runner
   1. prepares the data once and caches it in OUT/_data/ (language-model experiments: the study
@@ -35,6 +35,9 @@ too, its record copied into done/ with `reused_from`. A run that diverged is rec
 diverge again); a run killed mid-way, or one that failed for any other reason (no GPU, out of
 memory), left no record and is trained again. Re-running with --resume after every run is done
 retrains nothing and rewrites the table and the plot.
+--report-only rebuilds the results from the records alone (no training, no speed measurement:
+an earlier call's is kept), listing the runs without a record as "not run yet"; it is how the
+committed results under docs/study/ are redrawn from a clean checkout.
 --no-plot skips loss.png (for a machine without matplotlib; a later --resume run draws it).
 Progress with an ETA goes to stderr. Python standard library + matplotlib (Debian's
 python3-matplotlib); subprocesses get argument lists, never a shell string.
@@ -540,6 +543,19 @@ def read_metrics(run_dir):
     return sorted((r for r in rows if isinstance(r, dict) and "step" in r), key=lambda r: r["step"])
 
 
+CURVE_POINTS = 400
+
+
+def thin_curve(curve, points=CURVE_POINTS):
+    """A run's curve as recorded: every validation point, and the training loss at no more than
+    `points` evenly spaced steps (the last one included), so a record stays a few kilobytes (they
+    are committed under docs/study/) while the plot's smoothed training loss keeps its shape."""
+    if len(curve) <= points:
+        return curve
+    stride = -(-len(curve) // points)
+    return [c for i, c in enumerate(curve) if c.get("val_loss") is not None or i % stride == 0 or i == len(curve) - 1]
+
+
 def lr_tag(lr):
     return f"{lr:.3g}".replace("+", "")
 
@@ -555,6 +571,7 @@ class Runner:
         self.n_done = 0
         self.n_total = 0
         self.reused = 0
+        self.not_run = 0  # --report-only: runs without a record, reported as not run
         self.digests = {}
         self.done_dir = os.path.join(out_dir, "done")
         os.makedirs(self.done_dir, exist_ok=True)
@@ -655,6 +672,12 @@ class Runner:
                 old = dict(old, arm=arm, reused_from=old.get("reused_from") or rel(other))
                 where = f"for {rel(other)}"
                 self.record(done_path, key, old)
+        if old is None and self.args.report_only:
+            with self.lock:
+                self.n_done += 1
+                self.not_run += 1
+            return {"arm": arm, "lr": lr, "seed": seed, "ok": False, "not_run": True, "val_loss": float("inf"),
+                    "error": "not run yet (--report-only)", "curve": []}
         if old is not None:
             with self.lock:
                 self.n_done += 1
@@ -674,7 +697,8 @@ class Runner:
         rc, secs = run_cmd(train_argv, os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"), self.env)
         res["train_s"] = round(secs, 2)
         rows = read_metrics(run_dir)
-        res["curve"] = [{"step": r["step"], "loss": r.get("loss"), "val_loss": r.get("val_loss")} for r in rows]
+        res["curve"] = thin_curve([{"step": r["step"], "loss": r.get("loss"), "val_loss": r.get("val_loss")}
+                                   for r in rows])
         vals = [r["val_loss"] for r in rows if "val_loss" in r]
         if rc != 0 or not vals:
             res["error"] = f"moessm train exit {rc}; log {rel(os.path.join(logs, f'{arm}_lr{lr_tag(lr)}_s{seed}.train.log'))}"
@@ -753,7 +777,8 @@ class Runner:
                 mine = [r for r in sweep if r["arm"] == a["name"]]
                 best = min(mine, key=lambda r: (r["val_loss"] if r["ok"] else float("inf"), r["lr"]))
                 a["chosen_lr"] = best["lr"]
-                a["sweep"] = [{"lr": r["lr"], "val_loss": r["val_loss"] if r["ok"] else None, "ok": r["ok"]} for r in mine]
+                a["sweep"] = [{"lr": r["lr"], "val_loss": r["val_loss"] if r["ok"] else None, "ok": r["ok"],
+                               "not_run": bool(r.get("not_run"))} for r in mine]
                 a["lr_at_edge"] = len(a["lr"]) > 1 and best["lr"] in (min(a["lr"]), max(a["lr"]))
             futs = [pool.submit(self.job, a["name"], a["chosen_lr"], s, a["cfg_path"], data, cost_of[a["name"]])
                     for a in arms for s in seeds[1:]]
@@ -939,7 +964,9 @@ def aggregate(exp, arms, results):
         out[a["name"]] = {"model_source": a["model_source"], "model": a["model"], "accounting": a["accounting"],
                           "lr_sweep": a["sweep"], "chosen_lr": a["chosen_lr"], "lr_at_edge_of_sweep": a["lr_at_edge"],
                           "seeds": [{k: r[k] for k in r if k != "curve"} for r in runs], "summary": summ,
-                          "failed_runs": sum(1 for r in results if r["arm"] == a["name"] and not r["ok"])}
+                          "failed_runs": sum(1 for r in results if r["arm"] == a["name"] and not r["ok"]
+                                             and not r.get("not_run")),
+                          "not_run": sum(1 for r in results if r["arm"] == a["name"] and r.get("not_run"))}
     return out
 
 
@@ -970,6 +997,8 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline, speed
     for n, a in arms_out.items():
         acc, s = a["accounting"], a["summary"]
         lr = f"{a['chosen_lr']:g}{' (edge of sweep)' if a['lr_at_edge_of_sweep'] else ''}"
+        if not any(s["ok"] for s in a["lr_sweep"]):
+            lr = "none (no finished sweep run)"
         nn = s["val_loss"]["n"] if s["val_loss"] else 0
         row = [n, f"{acc['total_params']:,}", f"{acc['active_params']:,}", human(acc["fwd_flops"]), lr, str(nn),
                pm(s["val_loss"])]
@@ -993,7 +1022,8 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline, speed
     L += ["", "Learning-rate sweep (first seed, final validation loss; `failed` = the run stopped, e.g. diverged):", "",
           "| arm | " + " | ".join(["sweep"]) + " |", "|---|---|"]
     for n, a in arms_out.items():
-        cells = ", ".join(f"{s['lr']:g}: {s['val_loss']:.4f}" if s["ok"] else f"{s['lr']:g}: failed" for s in a["lr_sweep"])
+        cells = ", ".join(f"{s['lr']:g}: {s['val_loss']:.4f}" if s["ok"] else
+                          f"{s['lr']:g}: {'not run yet' if s.get('not_run') else 'failed'}" for s in a["lr_sweep"])
         L.append(f"| {n} | {cells} |")
     ftm = flops_to_match_report(exp, arms_out)
     if ftm:
@@ -1008,6 +1038,11 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline, speed
     failed = sum(a["failed_runs"] for a in arms_out.values())
     if failed:
         L += ["", f"**{failed} run(s) failed**: see results.json (`error`) and the logs under logs/."]
+    missing = sum(a.get("not_run", 0) for a in arms_out.values())
+    if missing:
+        L += ["", f"**{missing} run(s) not run yet**: this table was rebuilt from the finished runs' records "
+                  "(`--report-only`); `--resume` trains the rest. An arm whose sweep is incomplete has a "
+                  "provisional lr and may lack seeds (n)."]
     L.append("")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(L))
@@ -1117,9 +1152,14 @@ def main():
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/NAME results directory")
     ap.add_argument("--resume", action="store_true",
                     help="continue OUT/NAME: reuse every finished run whose record matches, train the rest")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild results.json, table.md and the plots from the finished runs' records "
+                         "(implies --resume); train and measure nothing, list the missing runs as not run")
     ap.add_argument("--no-plot", action="store_true", help="do not draw loss.png (no matplotlib needed)")
     ap.add_argument("--check", action="store_true", help="print the arms' accounting and the matching, run nothing")
     args = ap.parse_args()
+    if args.report_only:
+        args.resume = True
     if args.resume and args.overwrite:
         sys.exit("study: --resume and --overwrite exclude each other (continue the results, or replace them)")
     args.moessm = os.path.abspath(args.moessm or default_moessm(args.device))
@@ -1220,7 +1260,13 @@ def run(args):
     runner = Runner(args, exp, exp_path, result_name, out_dir, version)
     results = runner.run_all(arms, data)
     arms_out = aggregate(exp, arms, results)
-    speed = measure_speed(args, exp, arms, data, out_dir, runner.env) if exp.get("speed") and exp["kind"] == "lm" else None
+    speed = None
+    if exp.get("speed") and exp["kind"] == "lm":
+        if args.report_only:  # measures nothing: keeps an earlier call's measurement, if any
+            old_doc = os.path.join(out_dir, "results.json")
+            speed = read_json(old_doc, "results").get("speed") if os.path.isfile(old_doc) else None
+        else:
+            speed = measure_speed(args, exp, arms, data, out_dir, runner.env)
     cmdline = "python3 tools/study.py " + " ".join(
         [name] + (["--quick"] if args.quick else []) + (["--device", args.device] if args.device != "cpu" else []) +
         (["--jobs", str(args.jobs)] if args.jobs != 1 else []))
@@ -1230,7 +1276,7 @@ def run(args):
            "claim": exp.get("claim"), "command": cmdline, "device": args.device, "moessm": args.moessm,
            "moessm_version": version, "jobs": args.jobs, "omp_num_threads": runner.env["OMP_NUM_THREADS"],
            # a resumed call reuses runs an earlier call (perhaps another machine) trained: who trained what
-           "runs_reused": runner.reused,
+           "runs_reused": runner.reused, "runs_not_run": runner.not_run,
            "trained_by": sorted({r.get("moessm_version", "unrecorded") for r in results}),
            "data": data_info, "train": t, "tokens_per_run": runner.tokens_per_run(), "seeds": exp["seeds"],
            "eval": exp.get("eval") or exp.get("task_eval"),

@@ -4,14 +4,17 @@
 #
 # It builds only the moessm program (CUDA on, sm_90 unless CUDA_ARCH says otherwise) unless
 # ./gpu-bin/moessm.gz holds one that runs (what an earlier call brought back as $OUT/moessm.gz,
-# carried again: saves the build), then runs each experiment of $STUDY in turn into runs/study with --resume, so runs that
-# an earlier call finished (runs/study carried back onto the machine) are reused and only the
-# missing ones train. Everything stops at the DEADLINE (seconds after the start): the experiment
-# in flight is interrupted (its finished runs are already recorded under done/), and the results
-# so far are packed into $OUT/study.tar.gz (no checkpoints, no prepared data: a resumed run does
-# not need them) with the log in $OUT/study_gpu.log; the binary goes to $OUT/moessm.gz when it
-# was built here. The GPU machine has no zstd: carry runs/study/_data prepared here (the corpus
-# cache without its text/ folder) for the language-model experiments.
+# carried again: saves the build), then runs each experiment of $STUDY in turn into $STUDY_OUT
+# (default docs/study: the committed results, which travel with the working tree) with --resume,
+# so every run with a record there is reused and only the missing ones train. Everything stops
+# at the DEADLINE (seconds after the start): the experiment in flight is interrupted (its
+# finished runs are already recorded under done/), and the results so far are packed into
+# $OUT/study.tar.gz (no checkpoints, no prepared data) with the log in $OUT/study_gpu.log; the
+# binary goes to $OUT/moessm.gz when it was built here. Back here: extract the tarball over
+# docs/study, run `tools/study.py NAME --device cuda --report-only --out docs/study` to redraw
+# the plots, commit. The GPU machine has no zstd: carry the prepared corpus,
+# docs/study/_data/corpus-* (ignored by git; prepared here by any study.py call, without its
+# text/ folder: rm -r docs/study/_data/corpus-*/text), for the language-model experiments.
 #
 # Knobs (environment):
 #   STUDY="mqar rom_vs_dense"   experiments (configs/study/NAME.json), in this order
@@ -31,10 +34,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/out/study_gpu}
 BUILD=${BUILD:-$ROOT/build-gpu}
 STUDY=${STUDY:-"mqar rom_vs_dense"}
+SOUT=${STUDY_OUT:-docs/study}
 JOBS=${STUDY_JOBS:-8}
 DEADLINE=${DEADLINE:-540}
 t0=$(date +%s)
-mkdir -p "$OUT" "$ROOT/runs/study"
+mkdir -p "$OUT" "$ROOT/$SOUT"
 LOG="$OUT/study_gpu.log"
 cd "$ROOT"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=passive
@@ -67,13 +71,13 @@ one() {  # one experiment, bounded by the deadline; its own log when run beside 
   echo "==== $e ($left s left) ====" | tee -a "$LOG"
   # timeout signals the whole process group: study.py and the moessm runs it started
   timeout --kill-after=10 "$left" python3 tools/study.py "$e" --device cuda --jobs "$JOBS" \
-    --out runs/study --resume --no-plot --moessm "$BIN" >> "$log" 2>&1
+    --out "$SOUT" --resume --no-plot --moessm "$BIN" >> "$log" 2>&1
   local r=$?
   echo "==== $e: exit $r after $(( $(date +%s) - t0 )) s ====" | tee -a "$LOG"
   [ "$r" = 0 ] || return 3
 }
 # the study's tokenizer must load (a build without PCRE2 fails every language-model run at once)
-tok=$(ls runs/study/_data/corpus-*/tokenizer.json 2>/dev/null | head -1)
+tok=$(ls "$SOUT"/_data/corpus-*/tokenizer.json 2>/dev/null | head -1)
 if [ -n "$tok" ]; then
   "$BIN" tokenizer encode --tokenizer "$tok" --text "a test" >> "$LOG" 2>&1 ||
     { echo "this moessm cannot load $tok (PCRE2?): stopping"; tail -3 "$LOG"; exit 2; }
@@ -88,7 +92,7 @@ else
   for e in $STUDY; do one "$e" "$LOG" || rc=3; done
 fi
 
-(cd "$ROOT/runs" && tar czf "$OUT/study.tar.gz" --exclude='*/runs/*' --exclude='_data' study)
+(cd "$ROOT/$SOUT" && tar czf "$OUT/study.tar.gz" --exclude='./*/runs' --exclude='./*/speed/*/*' --exclude=./_data .)
 ls -l "$OUT" | tee -a "$LOG"
 grep -E "^\[study\] (\[[0-9]+/[0-9]+\]|[0-9]+ runs|wrote)|Traceback|rror" "$LOG" | tail -60
 exit $rc
