@@ -19,7 +19,9 @@
 # Knobs (environment):
 #   STUDY="mqar rom_vs_dense"   experiments (configs/study/NAME.json), in this order
 #   STUDY_JOBS=8                runs at a time per experiment on the one GPU (small models)
-#   PARALLEL=0                  1: all experiments of $STUDY at once (each with STUDY_JOBS)
+#   PARALLEL=0                  1: all experiments of $STUDY at once (each with STUDY_JOBS); give it
+#                               experiments that share no runs (a run two of them need and neither
+#                               has finished would train twice), and no `speed` block (timed alone)
 #   DEADLINE=540                seconds from the start after which nothing new starts
 #   CUDA_ARCH=90                CMAKE_CUDA_ARCHITECTURES
 # Vendored dependencies as in tools/gpu_check.sh (.gtest, .nlohmann: carry them), and PCRE2 for
