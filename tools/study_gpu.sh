@@ -17,7 +17,8 @@
 # text/ folder: rm -r docs/study/_data/corpus-*/text), for the language-model experiments.
 #
 # Knobs (environment):
-#   STUDY="mqar rom_vs_dense"   experiments (configs/study/NAME.json), in this order
+#   STUDY="swimba_vs_dense rom_routers rom_weight_at"   experiments (configs/study/NAME.json), in
+#                               this order (the default: the next ones docs/results.md suggests)
 #   STUDY_JOBS=8                runs at a time per experiment on the one GPU (small models)
 #   PARALLEL=0                  1: all experiments of $STUDY at once (each with STUDY_JOBS); give it
 #                               experiments that share no runs (a run two of them need and neither
@@ -35,7 +36,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/out/study_gpu}
 BUILD=${BUILD:-$ROOT/build-gpu}
-STUDY=${STUDY:-"mqar rom_vs_dense"}
+STUDY=${STUDY:-"swimba_vs_dense rom_routers rom_weight_at"}
 SOUT=${STUDY_OUT:-docs/study}
 JOBS=${STUDY_JOBS:-8}
 DEADLINE=${DEADLINE:-540}
