@@ -8,8 +8,8 @@ gives the same results, that `rom_routers --quick --resume` beside it reuses the
 `shared` arm has in common with rom_vs_dense's `rom` (same settings, other arm name), trains
 only the rest and measures each arm's training and decode speed, that --report-only trains
 nothing and lists the missing runs as not run; checks the position buckets and
-the FLOPs-to-match interpolation on known values, and that a malformed experiment file is refused
-naming the field.
+the FLOPs-to-match interpolation on known values, that "extends" inherits and refuses a cycle,
+and that a malformed experiment file is refused naming the field.
 No timing assertions.   usage: study_quick_test.py MOESSM"""
 import json
 import math
@@ -132,6 +132,17 @@ def main():
         assert not os.path.isdir(os.path.join(tmp, "rom_weight_at_quick", "runs", "out")), "a run was trained"
         with open(os.path.join(tmp, "rom_weight_at_quick", "table.md"), encoding="utf-8") as fh:
             assert "not run yet" in fh.read()
+        # "extends": the named experiment's fields, replaced whole by this file's; a cycle is refused
+        ext_path = os.path.join(tmp, "ext_exp.json")
+        with open(ext_path, "w") as fh:
+            json.dump({"extends": "rom_vs_dense", "seeds": [7, 8, 9]}, fh)
+        import study  # on sys.path since check_position_buckets
+        ext = study.load_experiment(ext_path, False)
+        assert ext["seeds"] == [7, 8, 9] and [a["name"] for a in ext["arms"]] == [a["name"] for a in exp["arms"]], ext
+        with open(ext_path, "w") as fh:
+            json.dump({"extends": ext_path}, fh)
+        p = subprocess.run([py, STUDY, ext_path, "--check", "--moessm", moessm], env=env, stderr=subprocess.PIPE, text=True)
+        assert p.returncode != 0 and "ext_exp.json" in p.stderr and "extends" in p.stderr and "cycle" in p.stderr, p.stderr
         # a malformed experiment is refused naming the file and the field
         bad = dict(exp)
         bad["arms"] = [dict(exp["arms"][0], lr=[])]

@@ -8,7 +8,7 @@
 # Vendored header-only dependencies (the GPU machine has no Debian packages; carry them):
 #   GoogleTest from ./.gtest (copy /usr/src/googletest there), nlohmann-json from ./.nlohmann
 #   (mkdir -p .nlohmann && cp -r /usr/include/nlohmann .nlohmann/), the peers from ./.peer
-#   (cp -r ../shared/peer .peer).
+#   (cp -r ../shared/peer .peer); PCRE2 from ./.pcre2 when present (tools/gpu_configure.sh).
 # Knobs (environment):
 #   BENCH="moe model scan ops"  benchmarks to run (bench_NAME; empty: none); default "moe";
 #                               "attention" also runs bench/attention_vs_sdpa.py (torch's flash SDPA)
@@ -42,9 +42,7 @@ if [ "${PEER:-0}" = 1 ] || [ "${PEER_BUILD:-0}" = 1 ]; then
     setsid nohup bash .peer/build_ext.sh .peer/src /tmp/peer > /tmp/peer_build.log 2>&1 < /dev/null &
   fi
 fi
-GT=()
-[ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
-[ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
+. "$ROOT/tools/gpu_configure.sh"
 TARGETS=(moessm)
 for t in tests/cuda/test_*.cpp; do TARGETS+=("gpu_$(basename "$t" .cpp)"); done
 for b in $BENCH; do TARGETS+=("bench_$b"); done
@@ -53,8 +51,7 @@ for b in $BENCH; do TARGETS+=("bench_$b"); done
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -1; } > "$OUT/device.log" 2>&1
 t0=$(date +%s)
 first_rc=0
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-  -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=ON "${GT[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 2; }
+gpu_configure "$ROOT" "$BUILD" ON "$OUT/configure.log" || exit 2
 if [ -n "${FIRST:-}" ]; then
   FT=(moessm)
   for f in $FIRST; do FT+=("gpu_${f%%:*}"); done

@@ -140,11 +140,30 @@ def resolve_experiment_path(name):
     return p
 
 
-def load_experiment(path, quick):
-    """The experiment file with its quick block applied (when asked), validated."""
+def read_experiment(path, chain=()):
+    """An experiment file as written, with "extends": "NAME" resolved: the named experiment's fields,
+    each replaced whole by the field of the same name here (e.g. the same study at another size:
+    only comment, arms and matching differ)."""
     cfg = read_json(path, "experiment")
     if not isinstance(cfg, dict):
         raise ConfigError(f"{rel(path)}: expected a JSON object at the top level")
+    if "extends" not in cfg:
+        return cfg
+    base = cfg.pop("extends")
+    if not isinstance(base, str):
+        raise ConfigError(f"{rel(path)}: extends: expected the name of another experiment of configs/study/")
+    try:
+        base_path = resolve_experiment_path(base)
+    except ConfigError as e:
+        raise ConfigError(f"{rel(path)}: extends: {e}")
+    if base_path in chain + (path,):
+        raise ConfigError(f"{rel(path)}: extends: {base} extends this file again (a cycle)")
+    return dict(read_experiment(base_path, chain + (path,)), **cfg)
+
+
+def load_experiment(path, quick):
+    """The experiment file with its quick block applied (when asked), validated."""
+    cfg = read_experiment(path)
     known = {"comment", "claim", "paper", "status", "kind", "data", "task", "arms", "matching", "seeds", "train",
              "eval", "task_eval", "quick", "report", "speed"}
     for k in cfg:
@@ -430,13 +449,12 @@ def read_text_source(path):
         return fh.read()
 
 
+DIVERGED = re.compile(r".*training diverged")
+
+
 def diverged(train_log):
     """Whether a failed `moessm train` stopped because training diverged (its log says so)."""
-    try:
-        with open(train_log, encoding="utf-8", errors="replace") as fh:
-            return "training diverged" in fh.read()
-    except OSError:
-        return False
+    return bool(log_matches(train_log, DIVERGED))
 
 
 def prepare_corpus(moessm, data_def_path, cache_root):
@@ -548,8 +566,8 @@ CURVE_POINTS = 400
 
 def thin_curve(curve, points=CURVE_POINTS):
     """A run's curve as recorded: every validation point, and the training loss at no more than
-    `points` evenly spaced steps (the last one included), so a record stays a few kilobytes (they
-    are committed under docs/study/) while the plot's smoothed training loss keeps its shape."""
+    `points` evenly spaced steps (the last one included), so a record stays tens of kilobytes
+    (they are committed under docs/study/) while the plot's smoothed training loss keeps its shape."""
     if len(curve) <= points:
         return curve
     stride = -(-len(curve) // points)
@@ -663,7 +681,8 @@ class Runner:
         t = self.exp["train"]
         tag = f"{arm}/lr{lr_tag(lr)}_s{seed}"
         key = self.run_key(arm, lr, seed, cfg_path, data)
-        done_path = os.path.join(self.done_dir, f"{arm}_lr{lr_tag(lr)}_s{seed}.json")
+        stem = f"{arm}_lr{lr_tag(lr)}_s{seed}"  # names the run's record and its logs
+        done_path = os.path.join(self.done_dir, stem + ".json")
         old = self.reuse(done_path, key)
         where = "by an earlier call"
         if old is None:
@@ -694,14 +713,15 @@ class Runner:
                       "--checkpoint-every", str(t["max_steps"]), "--device", self.args.device, "--overwrite"]
         res = {"arm": arm, "lr": lr, "seed": seed, "run_dir": rel(run_dir), "ok": False,
                "commands": [train_argv], "moessm_version": self.version, "jobs": max(1, self.args.jobs)}
-        rc, secs = run_cmd(train_argv, os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"), self.env)
+        train_log = os.path.join(logs, stem + ".train.log")
+        rc, secs = run_cmd(train_argv, train_log, self.env)
         res["train_s"] = round(secs, 2)
         rows = read_metrics(run_dir)
         res["curve"] = thin_curve([{"step": r["step"], "loss": r.get("loss"), "val_loss": r.get("val_loss")}
                                    for r in rows])
         vals = [r["val_loss"] for r in rows if "val_loss" in r]
         if rc != 0 or not vals:
-            res["error"] = f"moessm train exit {rc}; log {rel(os.path.join(logs, f'{arm}_lr{lr_tag(lr)}_s{seed}.train.log'))}"
+            res["error"] = f"moessm train exit {rc}; log {rel(train_log)}"
             res["val_loss"] = float("inf")
         else:
             res["val_loss"] = vals[-1]
@@ -716,14 +736,14 @@ class Runner:
                 if "batch" in ev:
                     argv += ["--batch", str(ev["batch"])]
                 res["commands"].append(argv)
-                rc2, s2 = run_cmd(argv, os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.eval.log"), self.env)
+                rc2, s2 = run_cmd(argv, os.path.join(logs, stem + ".eval.log"), self.env)
                 res["eval_s"] = round(s2, 2)
                 if rc2 == 0 and os.path.isfile(jpath):
                     ej = read_json(jpath, "eval result")
                     res["eval"] = {str(r["ctx"]): {"loss": r["loss"], "perplexity": r["perplexity"],
                                                    "bits_per_byte": r.get("bits_per_byte"),
                                                    "predictions": r["predictions"]} for r in ej["results"]}
-                    if ev.get("by_position"):
+                    if by_position(self.exp):
                         for r in ej["results"]:
                             res["eval"][str(r["ctx"])]["by_position"] = position_buckets(r.get("loss_by_position", []))
                 else:
@@ -735,7 +755,7 @@ class Runner:
                         "--examples", str(self.exp["task_eval"]["examples"]), "--json", jpath,
                         "--device", self.args.device]
                 res["commands"].append(argv)
-                rc2, s2 = run_cmd(argv, os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.task_eval.log"), self.env)
+                rc2, s2 = run_cmd(argv, os.path.join(logs, stem + ".task_eval.log"), self.env)
                 res["eval_s"] = round(s2, 2)
                 if rc2 == 0 and os.path.isfile(jpath):
                     tj = read_json(jpath, "task eval result")
@@ -747,7 +767,7 @@ class Runner:
         # Recorded for --resume: finished runs and runs that diverged (an outcome of the settings).
         # Any other failure (interrupted by a signal, no GPU, out of memory, a failed evaluation)
         # leaves no record, so a resumed experiment trains that run again.
-        if res["ok"] or (rc > 0 and diverged(os.path.join(logs, f"{arm}_lr{lr_tag(lr)}_s{seed}.train.log"))):
+        if res["ok"] or (rc > 0 and diverged(train_log)):
             self.record(done_path, key, res)
         with self.lock:
             self.n_done += 1
@@ -788,6 +808,11 @@ class Runner:
 
 # ---- aggregation, table, plot -----------------------------------------------------------------------
 
+def by_position(exp):
+    """Whether the experiment reports the loss by position (language-model experiments only)."""
+    return exp["kind"] == "lm" and exp["eval"].get("by_position", False)
+
+
 def position_buckets(loss_by_position):
     """moessm eval's loss_by_position (entry i: the prediction made after i+1 tokens of context)
     averaged over octaves of the context length: [{"from": a, "to": b, "loss": mean}] for the
@@ -804,6 +829,15 @@ def position_buckets(loss_by_position):
 
 SPEED_TRAIN = re.compile(r"^step\s+(\d+)/\d+ .*\| (\d+) tok/s")
 SPEED_DECODE = re.compile(r"^generated: .*, ([0-9.]+) ms/step\)")
+
+
+def log_matches(path, pattern):
+    """The matches of a compiled pattern at the start of each line of a log (none if it is absent)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return [m for m in map(pattern.match, fh) if m]
+    except OSError:
+        return []
 
 
 def measure_speed(args, exp, arms, data, out_dir, env):
@@ -823,17 +857,12 @@ def measure_speed(args, exp, arms, data, out_dir, env):
         n, steps = a["name"], sp["train_steps"]
         run_dir, ck = os.path.join(work, n, "train"), os.path.join(work, n, "init")
         argv = [args.moessm, "train", "--config", a["cfg_path"], "--data", data, "--out", run_dir,
-                "--lr", "1e-4", "--min-lr", "1e-5", "--max-steps", str(steps), "--warmup-steps", "1", "--eval-every", str(steps),
-                "--checkpoint-every", str(steps), "--log-every", str(max(1, steps // 12)),
-                "--device", args.device, "--overwrite"]
+                "--lr", "1e-4", "--min-lr", "1e-5", "--max-steps", str(steps), "--warmup-steps", "1",
+                "--eval-every", str(steps), "--checkpoint-every", str(steps),
+                "--log-every", str(max(1, steps // 12)), "--device", args.device, "--overwrite"]
         rc, _ = run_cmd(argv, os.path.join(work, f"{n}.train.log"), env)
-        rates = []
-        with open(os.path.join(work, f"{n}.train.log"), encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                m = SPEED_TRAIN.match(line)
-                if m and int(m.group(1)) > steps // 3:
-                    rates.append(float(m.group(2)))
-        rates.sort()
+        rates = sorted(float(m.group(2)) for m in log_matches(os.path.join(work, f"{n}.train.log"), SPEED_TRAIN)
+                       if int(m.group(1)) > steps // 3)
         res = {"train_tokens_per_s": rates[len(rates) // 2] if rc == 0 and rates else None,
                "train_tokens_per_step": t["batch_size"] * t["seq_len"] * t["grad_accum"]}
         rc1, _ = run_cmd([args.moessm, "init", "--config", a["cfg_path"], "--out", ck, "--overwrite"],
@@ -842,13 +871,8 @@ def measure_speed(args, exp, arms, data, out_dir, env):
                 "--max-new-tokens", str(sp["decode_tokens"]), "--ignore-eot", "--temperature", "0",
                 "--device", args.device]
         rc2, _ = run_cmd(argv, os.path.join(work, f"{n}.generate.log"), env) if rc1 == 0 else (rc1, 0)
-        res["decode_ms_per_token"] = None
-        if rc2 == 0:
-            with open(os.path.join(work, f"{n}.generate.log"), encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    m = SPEED_DECODE.match(line)
-                    if m:
-                        res["decode_ms_per_token"] = float(m.group(1))
+        ms = [float(m.group(1)) for m in log_matches(os.path.join(work, f"{n}.generate.log"), SPEED_DECODE)]
+        res["decode_ms_per_token"] = ms[-1] if rc2 == 0 and ms else None
         shutil.rmtree(os.path.join(work, n), ignore_errors=True)  # checkpoints: not needed
         out[n] = res
         log(f"speed {n}: training {res['train_tokens_per_s'] or 'failed'} tokens/s, decode "
@@ -951,7 +975,7 @@ def aggregate(exp, arms, results):
             for c in exp["eval"]["ctx"]:
                 summ[f"eval_loss@{c}"] = stats([r.get("eval", {}).get(str(c), {}).get("loss") for r in runs])
                 summ[f"perplexity@{c}"] = stats([r.get("eval", {}).get(str(c), {}).get("perplexity") for r in runs])
-            if exp["eval"].get("by_position"):
+            if by_position(exp):
                 c = str(max(exp["eval"]["ctx"]))  # the longest window holds every position
                 buckets = [b for r in runs for b in r.get("eval", {}).get(c, {}).get("by_position", [])]
                 edges = sorted({(b["from"], b["to"]) for b in buckets})
@@ -1007,7 +1031,7 @@ def write_table(path, exp, name, quick, arms_out, matching, meta, cmdline, speed
         else:
             row += [pm(s["answer_accuracy"], 3), pm(s["example_accuracy"], 3)]
         L.append("| " + " | ".join(row) + " |")
-    if exp["kind"] == "lm" and exp["eval"].get("by_position"):
+    if by_position(exp):
         c = max(exp["eval"]["ctx"])
         rows = {n: a["summary"].get(f"loss_by_position@{c}", []) for n, a in arms_out.items()}
         edges = sorted({(b["from"], b["to"]) for v in rows.values() for b in v})
@@ -1291,11 +1315,11 @@ def run(args):
                 speed)
     if not args.no_plot:
         plot(os.path.join(out_dir, "loss.png"), exp, name, args.quick, arms_out, results)
-        if exp["kind"] == "lm" and exp["eval"].get("by_position"):
+        if by_position(exp):
             plot_length(os.path.join(out_dir, "length.png"), exp, name, args.quick, arms_out)
     failed = sum(a["failed_runs"] for a in arms_out.values())
     log(f"wrote {out_dir}/results.json, table.md{'' if args.no_plot else ', loss.png'}"
-        f"{', length.png' if not args.no_plot and exp['kind'] == 'lm' and exp['eval'].get('by_position') else ''} in "
+        f"{', length.png' if not args.no_plot and by_position(exp) else ''} in "
         f"{fmt_time(time.time() - t_start)}" + (f" ({runner.reused} runs reused)" if runner.reused else ""))
     with open(os.path.join(out_dir, "table.md"), encoding="utf-8") as fh:
         print(fh.read())

@@ -53,13 +53,8 @@ if [ -f "$ROOT/gpu-bin/moessm.gz" ] && gzip -dc "$ROOT/gpu-bin/moessm.gz" > "$BI
    "$BIN" --version >> "$LOG" 2>&1; then
   echo "using the carried gpu-bin/moessm.gz" | tee -a "$LOG"
 else
-  GT=()
-  [ -d "$ROOT/.gtest" ] && GT=(-DMOESSM_GTEST_SOURCE="$ROOT/.gtest")
-  [ -d "$ROOT/.nlohmann" ] && GT+=(-DMOESSM_NLOHMANN_INCLUDE="$ROOT/.nlohmann")
-  [ -f "$ROOT/.pcre2/pcre2.h" ] && GT+=(-DMOESSM_PCRE2_INCLUDE="$ROOT/.pcre2" -DMOESSM_PCRE2="$ROOT/.pcre2/libpcre2-8.so")
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DMOESSM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-    -DCMAKE_BUILD_TYPE=Release -DMOESSM_BENCH=OFF "${GT[@]}" > "$OUT/configure.log" 2>&1 ||
-    { tail -30 "$OUT/configure.log"; exit 2; }
+  . "$ROOT/tools/gpu_configure.sh"
+  gpu_configure "$ROOT" "$BUILD" OFF "$OUT/configure.log" || exit 2
   ninja -C "$BUILD" -j"$(nproc)" moessm > "$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 2; }
   rm -f "$OUT/configure.log" "$OUT/build.log"
   BIN="$BUILD/moessm"
