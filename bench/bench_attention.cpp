@@ -1,6 +1,8 @@
 // bench_attention: the CUDA attention kernels (ops/attention.h) that the `attention` layer runs,
 // bf16, 16 heads × 64, B·T = 16k tokens: T 2048 (B 8) and T 8192 (B 2) with full causal
-// attention, and T 8192 with Samba's 2048-token sliding window. Median CUDA-event times after
+// attention, T 8192 with Samba's 2048-token sliding window, and 8 heads × 128 at T 2048 (all on
+// the tensor-core kernels; the forward also with 16 query rows per warp, the default taking 32
+// at head sizes up to 64). Median CUDA-event times after
 // warm-up of the forward and of forward + backward (delta, dk/dv, dq), with TFLOP/s counting only
 // the visible (causal / windowed) scores: forward 4·hd per (head, query, visible key), backward
 // 2.5× that (five products to the forward's two, flash-attention's convention), and the ratio to
@@ -20,6 +22,7 @@
 #include "infer/cuda/cuda_generator.h"
 #include "model/language_model.h"
 #include "ops/attention.h"
+#include "ops/cuda/attention_mma.cuh"
 #include "train/train_backend.h"
 
 using namespace moessm;
@@ -32,6 +35,7 @@ struct Case {
 struct Row {
   Case c;
   double fwd_ms, fwd_tflops, fb_ms, fb_tflops;
+  double fwd16_ms;  // the tensor-core forward with 16 query rows per warp (the default takes 32 at hd <= 64)
 };
 // Forward FLOPs: 4·hd per (batch, head, query, visible key).
 double forward_flops(const Case& c) {
@@ -65,7 +69,8 @@ int main(int argc, char** argv) {
   const std::string json = bench::json_path(argc, argv);
   const bool quick = bench::has_flag(argc, argv, "--quick");
   const bench::Ceilings ceil = bench::measure_ceilings();
-  const std::vector<Case> cases = {{8, 2048, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 2048}};
+  const std::vector<Case> cases = {{8, 2048, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 0}, {2, 8192, 16, 16, 64, 2048},
+                                   {8, 2048, 8, 8, 128, 0}};
   std::vector<Row> rows;
   for (const Case& c : cases) {
     const idx_t M = c.B * c.T, Y = c.H * c.hd, KV = c.Hkv * c.hd, row = Y + 2 * KV;
@@ -86,21 +91,24 @@ int main(int argc, char** argv) {
                                      nullptr);
     };
     const double f_ms = bench::time_ms(fwd, 2, 10);
+    const double f16_ms = bench::time_ms(
+        [&] { cuda::attention_mma::forward(out.as<bf16>(), Y, lse.as<float>(), p, nullptr, 16); }, 2, 10);
     const double fb_ms = bench::time_ms([&] { fwd(); bwd(); }, 2, 10);
     const double fl = forward_flops(c);
-    rows.push_back({c, f_ms, fl / (f_ms * 1e-3) / 1e12, fb_ms, 3.5 * fl / (fb_ms * 1e-3) / 1e12});
+    rows.push_back({c, f_ms, fl / (f_ms * 1e-3) / 1e12, fb_ms, 3.5 * fl / (fb_ms * 1e-3) / 1e12, f16_ms});
   }
-  std::printf("bench_attention on %s: bf16, flash-style tiles of %d, online softmax in fp32\n",
-              bench::device_name().c_str(), cuda::kAttnTile);
-  std::printf("%-34s %10s %9s %7s %12s %9s %7s\n", "case", "fwd ms", "TFLOP/s", "ceil%", "fwd+bwd ms", "TFLOP/s",
-              "ceil%");
+  std::printf("bench_attention on %s: bf16 on the tensor-core kernels (attention_mma.cu: mma.sync m16n8k16, "
+              "tiles of 64 keys, online softmax in fp32)\n", bench::device_name().c_str());
+  std::printf("%-34s %10s %9s %7s %12s %9s %7s %14s\n", "case", "fwd ms", "TFLOP/s", "ceil%", "fwd+bwd ms", "TFLOP/s",
+              "ceil%", "fwd 16 rows/w");
   for (const Row& r : rows) {
     char name[96];
     std::snprintf(name, sizeof name, "B %lld T %lld H %lld×%lld %s", (long long)r.c.B, (long long)r.c.T,
                   (long long)r.c.H, (long long)r.c.hd,
                   r.c.W ? ("window " + std::to_string(r.c.W)).c_str() : "causal");
-    std::printf("%-34s %10.3f %9.1f %6.1f%% %12.3f %9.1f %6.1f%%\n", name, r.fwd_ms, r.fwd_tflops,
-                100 * r.fwd_tflops / ceil.gemm_tflops, r.fb_ms, r.fb_tflops, 100 * r.fb_tflops / ceil.gemm_tflops);
+    std::printf("%-34s %10.3f %9.1f %6.1f%% %12.3f %9.1f %6.1f%% %11.3f ms\n", name, r.fwd_ms, r.fwd_tflops,
+                100 * r.fwd_tflops / ceil.gemm_tflops, r.fb_ms, r.fb_tflops, 100 * r.fb_tflops / ceil.gemm_tflops,
+                r.fwd16_ms);
   }
   std::printf("ceiling: cuBLASLt bf16 8192^3 %.0f TFLOP/s (FLOPs count visible keys only; fwd+bwd = 3.5x fwd)\n",
               ceil.gemm_tflops);
@@ -130,9 +138,10 @@ int main(int argc, char** argv) {
       const Row& r = rows[i];
       std::fprintf(f,
                    "  {\"B\": %lld, \"T\": %lld, \"H\": %lld, \"Hkv\": %lld, \"hd\": %lld, \"window\": %lld, "
-                   "\"fwd_ms\": %.4f, \"fwd_tflops\": %.2f, \"fwd_bwd_ms\": %.4f, \"fwd_bwd_tflops\": %.2f}%s\n",
+                   "\"fwd_ms\": %.4f, \"fwd_tflops\": %.2f, \"fwd_bwd_ms\": %.4f, \"fwd_bwd_tflops\": %.2f, "
+                   "\"fwd_16rows_ms\": %.4f}%s\n",
                    (long long)r.c.B, (long long)r.c.T, (long long)r.c.H, (long long)r.c.Hkv, (long long)r.c.hd,
-                   (long long)r.c.W, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, i + 1 < rows.size() ? "," : "");
+                   (long long)r.c.W, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, r.fwd16_ms, i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, "],\n \"samba_24x768\": {\"params\": %lld, \"train_b4_t4096_tokens_per_s\": %.0f, "
                     "\"train_mem_gib\": %.2f, \"decode_b1_ms_per_token\": %.4f},\n",

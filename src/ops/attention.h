@@ -68,7 +68,8 @@ void attention_backward(T* dq, idx_t dq_ld, T* dk, idx_t dk_ld, T* dv, idx_t dv_
 // tile). Backward: delta per row, then one pass over query tiles per (b, kv head, key tile)
 // for dk / dv (the H/Hkv query heads of the group summed in a fixed order) and one pass over key
 // tiles per (b, h, query tile) for dq: no atomics, bitwise repeatable. hd <= kAttnMaxHeadDim
-// (a CHECK names larger sizes).
+// (a CHECK names larger sizes). bf16 passes without a cache, with hd a multiple of 8 and 16-byte
+// aligned rows, run on tensor cores (src/ops/cuda/attention_mma.cu); the rest on scalar FMAs.
 namespace moessm::cuda {
 constexpr int kAttnTile = 64;
 constexpr int kAttnMaxHeadDim = 128;

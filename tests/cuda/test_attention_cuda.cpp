@@ -6,7 +6,9 @@
 //     the fp64 CPU reference at awkward sizes (T not a multiple of the 64-row tile, GQA / MQA,
 //     windows, head_dim 16..128, a ring-buffer cache that wrapped, single-token decode), within
 //     the error budget of the CPU float run (fp32 tight; bf16 against the float run rounded to
-//     bf16), padding of the fused buffers untouched; bitwise equal across two runs;
+//     bf16), padding of the fused buffers untouched; bitwise equal across two runs; the
+//     "mma_" cases (rows and head size multiples of 8 elements, no cache) run bf16 on the
+//     tensor-core kernels (attention_mma.cu), and say so;
 //   - Samba-, Jamba- and RoM-style stacks: fp32 logits, loss and every gradient against the CPU
 //     (with and without a carried state), bf16 within the model tests' relative-L2 bounds,
 //     prefill + single steps equal one pass (the window's ring wraps), CUDA-graph greedy decoding
@@ -26,6 +28,7 @@
 #include "infer/cuda/cuda_generator.h"
 #include "model/language_model.h"
 #include "ops/attention.h"
+#include "ops/cuda/attention_mma.cuh"
 #include "ops/kv_cache.h"
 #include "ops/rope.h"
 
@@ -100,6 +103,7 @@ struct AttnCase {
   const char* name;
   idx_t B, T, H, Hkv, hd, W, C;
   std::vector<double> pos;  // start positions (with a cache)
+  bool mma = false;         // rows padded to a multiple of 8: bf16 takes the tensor-core kernels
 };
 
 const std::vector<AttnCase>& attn_cases() {
@@ -113,6 +117,13 @@ const std::vector<AttnCase>& attn_cases() {
       {"cache_full_decode", 2, 1, 4, 4, 64, 0, 300, {0, 250}},
       {"cache_full_T65", 2, 65, 2, 1, 48, 0, 130, {65, 0}},
       {"cache_window_decode", 4, 1, 8, 2, 128, 2048, 2048, {5000, 2047, 0, 1}},
+      {"mma_full_gqa_T133_hd64", 2, 133, 4, 2, 64, 0, 0, {}, true},
+      {"mma_window50_mqa_T200_hd128", 1, 200, 4, 1, 128, 50, 0, {}, true},
+      {"mma_window64_T300_hd32", 2, 300, 2, 2, 32, 64, 0, {}, true},
+      {"mma_single_token_hd64", 1, 1, 2, 1, 64, 0, 0, {}, true},
+      {"mma_window130_T520_hd64", 1, 520, 2, 1, 64, 130, 0, {}, true},
+      {"mma_window33_gqa_T150_hd40", 2, 150, 4, 2, 40, 33, 0, {}, true},
+      {"mma_full_T90_hd48", 1, 90, 3, 3, 48, 0, 0, {}, true},
   };
   return c;
 }
@@ -160,6 +171,8 @@ AttnOut cuda_attention(const AttnCase& c, idx_t row, const std::vector<double>& 
   p.q_ld = p.k_ld = p.v_ld = row;
   if (c.C) p.k_cache = K.as<T>(), p.v_cache = V.as<T>(), p.C = c.C, p.pos0 = Pp.as<float>();
   p.B = c.B, p.T = c.T, p.H = c.H, p.Hkv = c.Hkv, p.hd = c.hd, p.window = c.W;
+  if constexpr (kIsBf16<T>)  // the cases meant for the tensor-core kernels reach them
+    EXPECT_EQ(c.mma, cuda::attention_mma::eligible(p, {Y, row}, {O.as<T>(), D.as<T>(), G.as<T>()})) << c.name;
   cuda::attention_forward<T>(O.as<T>(), Y, L.as<float>(), p, nullptr);
   cuda::attention_backward<T>(D.as<T>(), row, D.as<T>() + Y, row, D.as<T>() + Y + c.Hkv * c.hd, row, Dl.as<float>(),
                               G.as<T>(), Y, O.as<T>(), Y, L.as<float>(), p, nullptr);
@@ -174,7 +187,7 @@ std::vector<double> round_all(std::vector<double> v) {
 
 template <typename T> void attention_case(const AttnCase& c) {
   SCOPED_TRACE(std::string(c.name) + (kIsBf16<T> ? " bf16" : " fp32"));
-  const idx_t row = (c.H + 2 * c.Hkv) * c.hd + 5;  // padded fused q|k|v rows
+  const idx_t row = (c.H + 2 * c.Hkv) * c.hd + (c.mma ? 8 : 5);  // padded fused q|k|v rows
   Rng rng(uint64_t(c.T * 131 + c.hd), sizeof(T));
   const std::vector<double> qkv = rnd(size_t(c.B * c.T * row), rng, -2, 2, kIsBf16<T>);
   const std::vector<double> kc = rnd(size_t(c.B * c.C * c.Hkv * c.hd), rng, -2, 2, kIsBf16<T>);
@@ -217,19 +230,26 @@ TEST_P(CudaAttentionOp, Bf16WithinTheBudget) {
   REQUIRE_GPU();
   attention_case<bf16>(attn_cases()[GetParam()]);
 }
-INSTANTIATE_TEST_SUITE_P(Sizes, CudaAttentionOp, ::testing::Range<size_t>(0, 9),
+INSTANTIATE_TEST_SUITE_P(Sizes, CudaAttentionOp, ::testing::Range<size_t>(0, attn_cases().size()),
                          [](const ::testing::TestParamInfo<size_t>& i) { return attn_cases()[i.param].name; });
+
+template <typename T> void window_at_least_t_equals_full(const AttnCase& full) {
+  SCOPED_TRACE(full.name);
+  AttnCase win = full;
+  win.W = full.T;
+  const idx_t row = (full.H + 2 * full.Hkv) * full.hd + (full.mma ? 8 : 5);
+  Rng rng(4);
+  const std::vector<double> qkv = rnd(size_t(full.B * full.T * row), rng, -2, 2, kIsBf16<T>),
+                            dout = rnd(size_t(full.B * full.T * full.H * full.hd), rng, -1, 1, kIsBf16<T>);
+  const AttnOut a = cuda_attention<T>(full, row, qkv, {}, {}, dout, 0), b = cuda_attention<T>(win, row, qkv, {}, {}, dout, 0);
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.dqkv, b.dqkv);
+}
 
 TEST(CudaAttentionOp, WindowAtLeastTEqualsFullBitwiseAndHeadDimLimitIsNamed) {
   REQUIRE_GPU();
-  AttnCase full = attn_cases()[0], win = full;
-  win.W = full.T;
-  const idx_t row = (full.H + 2 * full.Hkv) * full.hd + 5;
-  Rng rng(4);
-  const std::vector<double> qkv = rnd(size_t(full.B * full.T * row), rng, -2, 2), dout = rnd(size_t(full.B * full.T * full.H * full.hd), rng);
-  const AttnOut a = cuda_attention<float>(full, row, qkv, {}, {}, dout, 0), b = cuda_attention<float>(win, row, qkv, {}, {}, dout, 0);
-  EXPECT_EQ(a.out, b.out);
-  EXPECT_EQ(a.dqkv, b.dqkv);
+  window_at_least_t_equals_full<float>(attn_cases()[0]);
+  window_at_least_t_equals_full<bf16>(attn_cases()[9]);  // the tensor-core kernels
   AttentionParams<float, float> p;
   p.B = 1, p.T = 1, p.H = 1, p.Hkv = 1, p.hd = 160, p.q_ld = p.k_ld = p.v_ld = 160;
   EXPECT_ERROR_HAS(cuda::attention_forward<float>(nullptr, 160, nullptr, p, nullptr), "head_dim 160",

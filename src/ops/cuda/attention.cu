@@ -1,5 +1,7 @@
 // CUDA attention (contract in ops/attention.h): flash-attention style tiled kernels, fp32 math
-// on float or bf16 inputs, no T×T matrix in memory, no atomics.
+// on float or bf16 inputs, no T×T matrix in memory, no atomics. The entry points send the bf16
+// passes the tensor-core kernels take (attention_mma.cuh says which) there; this file's scalar
+// kernels run the rest (fp32, a KV cache, decoding, odd head sizes, unaligned rows).
 //
 // Tiles: kAttnTile (64) query rows × 64 key rows held in shared memory as fp32 (rows padded to
 // HD + 1 floats against bank conflicts), 256 threads. In the score phase thread (r, cg) =
@@ -19,9 +21,11 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/check.h"
 #include "ops/attention.h"
+#include "ops/cuda/attention_mma.cuh"
 #include "ops/cuda/common.cuh"
 
 namespace moessm::cuda {
@@ -381,6 +385,9 @@ void attention_forward(T* out, idx_t out_ld, float* lse, const AttentionParams<T
   check_params("attention_forward", p);
   CHECK(out_ld >= p.H * p.hd, "cuda attention_forward: out_ld ", out_ld, " must be >= H·hd = ", p.H * p.hd);
   if (p.B * p.T == 0) return;
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (attention_mma::eligible(p, {out_ld}, {out})) return attention_mma::forward(out, out_ld, lse, p, stream);
+  }
   if (p.hd <= 32) forward_hd<T, 32>(out, out_ld, lse, p, stream);
   else if (p.hd <= 64) forward_hd<T, 64>(out, out_ld, lse, p, stream);
   else forward_hd<T, 128>(out, out_ld, lse, p, stream);
@@ -399,6 +406,10 @@ void attention_backward(T* dq, idx_t dq_ld, T* dk, idx_t dk_ld, T* dv, idx_t dv_
   attn_delta_kernel<T><<<grid_1d(p.B * p.T * p.H * 32, kThreads), kThreads, 0, stream>>>(delta, dout, dout_ld, out,
                                                                                         out_ld, p.B, p.T, p.H, p.hd);
   CUDA_CHECK_LAUNCH("attn_delta_kernel");
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (attention_mma::eligible(p, {dq_ld, dk_ld, dv_ld, dout_ld}, {dq, dk, dv, dout}))
+      return attention_mma::backward(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, lse, p, stream);
+  }
   if (p.hd <= 32) backward_hd<T, 32>(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, lse, p, stream);
   else if (p.hd <= 64) backward_hd<T, 64>(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, lse, p, stream);
   else backward_hd<T, 128>(dq, dq_ld, dk, dk_ld, dv, dv_ld, delta, dout, dout_ld, lse, p, stream);
