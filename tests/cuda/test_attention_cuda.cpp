@@ -256,6 +256,36 @@ TEST(CudaAttentionOp, WindowAtLeastTEqualsFullBitwiseAndHeadDimLimitIsNamed) {
                    "cuda: 1..128");
 }
 
+// The tensor-core forward with 16 and with 32 query rows per warp: bitwise the same out and lse
+// (a taller block's extra key tiles are fully masked for the rows that do not need them).
+TEST(CudaAttentionOp, TensorCoreForwardRowsPerWarpAgreeBitwise) {
+  REQUIRE_GPU();
+  for (const AttnCase& c : attn_cases()) {
+    if (!c.mma) continue;
+    SCOPED_TRACE(c.name);
+    const idx_t Y = c.H * c.hd, row = (c.H + 2 * c.Hkv) * c.hd + 8;
+    Rng rng(uint64_t(c.T * 7 + c.hd), 2);
+    DeviceBuffer X = up<bf16>(rnd(size_t(c.B * c.T * row), rng, -2, 2, true));
+    AttentionParams<bf16, float> p;
+    p.q = X.as<bf16>();
+    p.k = p.q + Y;
+    p.v = p.q + Y + c.Hkv * c.hd;
+    p.q_ld = p.k_ld = p.v_ld = row;
+    p.B = c.B, p.T = c.T, p.H = c.H, p.Hkv = c.Hkv, p.hd = c.hd, p.window = c.W;
+    std::vector<std::vector<double>> outs, lses;
+    for (int rows : {16, 32}) {
+      DeviceBuffer O = up<bf16>(std::vector<double>(size_t(c.B * c.T * Y), 0.0)),
+                   L = up_f32(std::vector<double>(size_t(c.B * c.H * c.T), 0.0));
+      cuda::attention_mma::forward(O.as<bf16>(), Y, L.as<float>(), p, nullptr, rows);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      outs.push_back(down<bf16>(O));
+      lses.push_back(down_f32(L));
+    }
+    EXPECT_EQ(outs[0], outs[1]);
+    EXPECT_EQ(lses[0], lses[1]);
+  }
+}
+
 // ---- stacks -----------------------------------------------------------------------------------
 
 struct Stack {
