@@ -19,8 +19,9 @@ bool eligible(const AttentionParams<__nv_bfloat16, float>& p, std::initializer_l
               std::initializer_list<const void*> ptrs);
 
 // rows_per_warp: 16 or 32 query rows per warp (32 only at head sizes <= 64; ignored above), 0 =
-// automatic (32 where it applies and T > 64). Both give bitwise the same result (the extra key
-// tiles a taller block visits are fully masked for the rows that do not need them).
+// automatic (32 where it applies and T > 64). Both are meant to give bitwise the same result (the
+// extra key tiles a taller block visits are fully masked for the rows that do not need them;
+// tests/cuda/test_attention_cuda.cpp checks it).
 void forward(__nv_bfloat16* out, idx_t out_ld, float* lse, const AttentionParams<__nv_bfloat16, float>& p,
              cudaStream_t stream, int rows_per_warp = 0);
 
