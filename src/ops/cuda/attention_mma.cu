@@ -84,29 +84,60 @@ __device__ __forceinline__ void gemm_abt(float (&acc)[kNt][4], const bf16* a_til
     for (int np = 0; np < kNt / 2; ++np) {
       uint32_t bf[4];
       ldmatrix_x4(bf, bn_tile + (np * 16 + bn_row(lane)) * ld_s<HD>() + kk * 16 + bn_col(lane));
-      mma_bf16(acc[2 * np], a, bf[0], bf[1]);
-      mma_bf16(acc[2 * np + 1], a, bf[2], bf[3]);
+      mma_pair(acc[2 * np], acc[2 * np + 1], a, bf);
     }
   }
 }
 
-// out[d-tile][4] += p (16 × 64, C layout over 8 n-tiles, rounded to bf16) · Bk (64 × HD tile,
-// [k][n] row-major, loaded transposed).
-template <int HD>
-__device__ __forceinline__ void gemm_pb(float (&out)[HD / 8][4], const float (&p)[kNt][4], const bf16* bk_tile,
-                                        int lane) {
+// out[mt][d-tile][4] += p[mt] (16 × 64 each, C layout over 8 n-tiles, rounded to bf16) · Bk
+// (64 × HD tile, [k][n] row-major, loaded transposed): each B fragment serves the MT m-tiles.
+template <int HD, int MT>
+__device__ __forceinline__ void gemm_pb(float (&out)[MT][HD / 8][4], const float (&p)[MT][kNt][4],
+                                        const bf16* bk_tile, int lane) {
 #pragma unroll
   for (int kk = 0; kk < kNt / 2; ++kk) {
-    uint32_t a[4];
-    pack_a(a, p[2 * kk], p[2 * kk + 1]);
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) pack_a(a[mt], p[mt][2 * kk], p[mt][2 * kk + 1]);
 #pragma unroll
     for (int dp = 0; dp < HD / 16; ++dp) {
       uint32_t bf[4];
       ldmatrix_x4_trans(bf, bk_tile + (kk * 16 + bk_row(lane)) * ld_s<HD>() + dp * 16 + bk_col(lane));
-      mma_bf16(out[2 * dp], a, bf[0], bf[1]);
-      mma_bf16(out[2 * dp + 1], a, bf[2], bf[3]);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) mma_pair(out[mt][2 * dp], out[mt][2 * dp + 1], a[mt], bf);
     }
   }
+}
+
+// One m-tile.
+template <int HD>
+__device__ __forceinline__ void gemm_pb(float (&out)[HD / 8][4], const float (&p)[kNt][4], const bf16* bk_tile,
+                                        int lane) {
+  gemm_pb<HD, 1>(reinterpret_cast<float(&)[1][HD / 8][4]>(out), reinterpret_cast<const float(&)[1][kNt][4]>(p),
+                 bk_tile, lane);
+}
+
+// The two-buffer pipeline's step at iteration j of n: start the copy of j + 1 (load(j + 1)) and
+// wait until the copies of j have landed (for every thread of the block).
+template <typename Load>
+__device__ __forceinline__ void pipeline_step(int j, int n, Load&& load) {
+  if (j + 1 < n) {
+    load(j + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
+// Key tile j (keys kb0 + 64·j ..) of kv head kvh of sequence b into buffer j & 1 of Ks and Vs.
+template <int HD>
+__device__ __forceinline__ void load_kv_tile(bf16* Ks, bf16* Vs, const P& p, idx_t b, idx_t kvh, idx_t kb0, int j) {
+  const idx_t kb = kb0 + idx_t(j) * kRows;
+  const int n = int(p.T - kb < kRows ? p.T - kb : kRows);
+  load_tile<HD>(Ks + (j & 1) * tile_elems<HD>(), p.k, p.k_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
+  load_tile<HD>(Vs + (j & 1) * tile_elems<HD>(), p.v, p.v_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
 }
 
 template <int N>
@@ -166,12 +197,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(bf16* out, idx_t out_ld, 
     if (mt * kRows < rows)
       load_tile<HD>(Qs + mt * tile_elems<HD>(), p.q, p.q_ld, b * p.T + t0 + mt * kRows, h * p.hd,
                     rows - mt * kRows, int(p.hd));
-  auto load_kv = [&](int j) {
-    const idx_t kb = kb0 + idx_t(j) * kRows;
-    const int n = int(p.T - kb < kRows ? p.T - kb : kRows);
-    load_tile<HD>(Ks + (j & 1) * tile_elems<HD>(), p.k, p.k_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
-    load_tile<HD>(Vs + (j & 1) * tile_elems<HD>(), p.v, p.v_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
-  };
+  auto load_kv = [&](int j) { load_kv_tile<HD>(Ks, Vs, p, b, kvh, kb0, j); };
   load_kv(0);
   cp_async_commit();
 
@@ -187,14 +213,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(bf16* out, idx_t out_ld, 
   const int qrow0 = warp * 16;  // within each m-tile
 
   for (int j = 0; j < n_tiles; ++j) {
-    if (j + 1 < n_tiles) {
-      load_kv(j + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    pipeline_step(j, n_tiles, load_kv);
     if (j == 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -216,10 +235,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(bf16* out, idx_t out_ld, 
         uint32_t bf[4];
         ldmatrix_x4(bf, K + (np * 16 + bn_row(lane)) * ld_s<HD>() + kk * 16 + bn_col(lane));
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma_bf16(s[mt][2 * np], qf[mt][kk], bf[0], bf[1]);
-          mma_bf16(s[mt][2 * np + 1], qf[mt][kk], bf[2], bf[3]);
-        }
+        for (int mt = 0; mt < MT; ++mt) mma_pair(s[mt][2 * np], s[mt][2 * np + 1], qf[mt][kk], bf);
       }
     // mask: the diagonal tiles, the window's edge (and keys past T, which sit past the diagonal)
     const bool masked = kb + kRows - 1 > t0 || (p.window > 0 && kb <= q_last - p.window);
@@ -263,23 +279,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(bf16* out, idx_t out_ld, 
         o[mt][dt][2] *= alpha[1], o[mt][dt][3] *= alpha[1];
       }
     }
-    // O += P V: each V fragment serves the MT m-tiles
-#pragma unroll
-    for (int kk = 0; kk < kNt / 2; ++kk) {
-      uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) pack_a(a[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
-#pragma unroll
-      for (int dp = 0; dp < HD / 16; ++dp) {
-        uint32_t bf[4];
-        ldmatrix_x4_trans(bf, V + (kk * 16 + bk_row(lane)) * ld_s<HD>() + dp * 16 + bk_col(lane));
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma_bf16(o[mt][2 * dp], a[mt], bf[0], bf[1]);
-          mma_bf16(o[mt][2 * dp + 1], a[mt], bf[2], bf[3]);
-        }
-      }
-    }
+    gemm_pb<HD, MT>(o, s, V, lane);  // O += P V
     __syncthreads();  // buffer j & 1 is refilled by the copy issued at iteration j + 1
   }
 #pragma unroll
@@ -349,14 +349,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, idx_t dk_ld, b
   zero(dva);
   const int krow0 = warp * 16;
   for (int it = 0; it < n_iter; ++it) {
-    if (it + 1 < n_iter) {
-      load_q(it + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    pipeline_step(it, n_iter, load_q);
     const bf16* Q = Qs + (it & 1) * tile_elems<HD>();
     const bf16* G = Gs + (it & 1) * tile_elems<HD>();
     const float* L = Ls + (it & 1) * kRows;
@@ -412,12 +405,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, idx_t dq_ld, con
 
   load_tile<HD>(Qs, p.q, p.q_ld, b * p.T + t0, h * p.hd, rows, int(p.hd));
   load_tile<HD>(Gs, dout, dout_ld, b * p.T + t0, h * p.hd, rows, int(p.hd));
-  auto load_kv = [&](int j) {
-    const idx_t kb = kb0 + idx_t(j) * kRows;
-    const int n = int(p.T - kb < kRows ? p.T - kb : kRows);
-    load_tile<HD>(Ks + (j & 1) * tile_elems<HD>(), p.k, p.k_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
-    load_tile<HD>(Vs + (j & 1) * tile_elems<HD>(), p.v, p.v_ld, b * p.T + kb, kvh * p.hd, n, int(p.hd));
-  };
+  auto load_kv = [&](int j) { load_kv_tile<HD>(Ks, Vs, p, b, kvh, kb0, j); };
   load_kv(0);
   cp_async_commit();
   float L2[2], Dr[2];
@@ -431,14 +419,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, idx_t dq_ld, con
   float dqa[HD / 8][4];
   zero(dqa);
   for (int j = 0; j < n_tiles; ++j) {
-    if (j + 1 < n_tiles) {
-      load_kv(j + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    pipeline_step(j, n_tiles, load_kv);
     const bf16* K = Ks + (j & 1) * tile_elems<HD>();
     const bf16* V = Vs + (j & 1) * tile_elems<HD>();
     const idx_t kb = kb0 + idx_t(j) * kRows;
