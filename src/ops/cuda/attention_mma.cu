@@ -152,6 +152,24 @@ __device__ __forceinline__ idx_t first_key_tile_start(idx_t t0, idx_t window) {
   return lo / kRows * kRows;
 }
 
+// The query rows of this block (the last blocks first: they see the most keys) and the key
+// tiles they read: t0 .. t0 + rows − 1, key tiles from kb0 through q_last.
+struct QueryBlock {
+  idx_t t0, kb0, q_last;
+  int rows, n_tiles;
+};
+template <int BM>
+__device__ __forceinline__ QueryBlock query_block(const P& p) {
+  QueryBlock q;
+  const idx_t blocks = (p.T + BM - 1) / BM;
+  q.t0 = (blocks - 1 - idx_t(blockIdx.x)) * BM;
+  q.rows = int(p.T - q.t0 < BM ? p.T - q.t0 : BM);
+  q.kb0 = first_key_tile_start(q.t0, p.window);
+  q.q_last = q.t0 + q.rows - 1;
+  q.n_tiles = int((q.q_last - q.kb0) / kRows + 1);
+  return q;
+}
+
 // Writes a warp's 16 × hd accumulator (times s0 for row g, s1 for row g + 8) as bf16 rows row0 + g
 // (+8) of a stream, rows below `valid` only.
 template <int HD>
@@ -186,10 +204,9 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(bf16* out, idx_t out_ld, 
   bf16* Vs = Ks + 2 * tile_elems<HD>();           // two buffers
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const idx_t b = blockIdx.z, h = blockIdx.y, kvh = h / (p.H / p.Hkv);
-  const idx_t blocks = (p.T + kBM - 1) / kBM, t0 = (blocks - 1 - idx_t(blockIdx.x)) * kBM;
-  const int rows = int(p.T - t0 < kBM ? p.T - t0 : kBM);
-  const idx_t kb0 = first_key_tile_start(t0, p.window), q_last = t0 + rows - 1;
-  const int n_tiles = int((q_last - kb0) / kRows + 1);
+  const QueryBlock qb = query_block<kBM>(p);
+  const idx_t t0 = qb.t0, kb0 = qb.kb0, q_last = qb.q_last;
+  const int rows = qb.rows, n_tiles = qb.n_tiles;
   const float sl2 = rsqrtf(float(p.hd)) * kLog2e;
 
 #pragma unroll
@@ -396,10 +413,9 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, idx_t dq_ld, con
   bf16* Vs = Ks + 2 * tile_elems<HD>();  // two buffers
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const idx_t b = blockIdx.z, h = blockIdx.y, kvh = h / (p.H / p.Hkv);
-  const idx_t tiles = (p.T + kRows - 1) / kRows, t0 = (tiles - 1 - idx_t(blockIdx.x)) * kRows;
-  const int rows = int(p.T - t0 < kRows ? p.T - t0 : kRows);
-  const idx_t kb0 = first_key_tile_start(t0, p.window), q_last = t0 + rows - 1;
-  const int n_tiles = int((q_last - kb0) / kRows + 1);
+  const QueryBlock qb = query_block<kRows>(p);
+  const idx_t t0 = qb.t0, kb0 = qb.kb0, q_last = qb.q_last;
+  const int rows = qb.rows, n_tiles = qb.n_tiles;
   const float scale = rsqrtf(float(p.hd)), sl2 = scale * kLog2e;
   const int qrow0 = warp * 16;
 
