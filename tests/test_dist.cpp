@@ -2,8 +2,8 @@
 // bitwise as before, with or without MPI; the loader's shards are the rows of the global batch;
 // `mpirun -np 2` with batch b equals one process with batch 2b within an error budget, two
 // 2-rank runs are bitwise equal, a run resumes with another number of processes when the global
-// batch is kept (and is refused naming both global batches when not), and a rank that fails ends
-// the whole run with a message naming it. The mpirun cases are skipped only when this build has
+// batch is kept (and is refused naming both global batches when not), ZeRO-1 gives bitwise the
+// plain run and resumes, and a rank that fails ends the whole run with a message naming it. The mpirun cases are skipped only when this build has
 // no MPI launcher (MOESSM_MPIEXEC, from CMake's FindMPI).
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -279,6 +279,43 @@ TEST(Dist, ResumeWithAnotherNumberOfProcessesKeepsTheGlobalBatch) {
   EXPECT_LE(max_dw, kWeightTol);
   EXPECT_EQ(read_trainer_state(find_run_checkpoint(dir + "/cut")).at("world_size").as_int(), 1);
   EXPECT_EQ(read_trainer_state(find_run_checkpoint(dir + "/cut")).at("options").at("batch_size").as_int(), 4);
+}
+
+// ZeRO-1 (--zero1): the moments sharded over 2 ranks give bitwise the plain 2-rank run (losses,
+// weights and the checkpoint's whole moments, gathered onto rank 0); a ZeRO-1 run halted at step
+// 2 resumes (zero1 inherited) to bitwise the same end, and its checkpoint resumes in one process.
+TEST(Dist, Zero1IsBitwiseThePlainRunAndResumes) {
+  SKIP_WITHOUT_MPIRUN();
+  const std::string dir = temp_dir("dist_zero1"), cfg = cfg_file(dir), data = make_word_data("dist_zero1_data", 6000);
+  std::string out;
+  auto run2 = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"train", "--config", cfg, "--data", data, "--out", dir + name, "--batch-size", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_mpi(2, args, &out);
+  };
+  ASSERT_EQ(run2("/plain", {}), 0) << out;
+  ASSERT_EQ(run2("/zero", {"--zero1"}), 0) << out;
+  EXPECT_NE(out.find("ZeRO-1: the AdamW moments are sharded over the 2 ranks"), std::string::npos) << out;
+  auto bytes = [&](const std::string& run, const char* file) {
+    return read_file(find_run_checkpoint(dir + run) + "/" + file);
+  };
+  EXPECT_EQ(loss_fields(dir + "/zero/metrics.jsonl"), loss_fields(dir + "/plain/metrics.jsonl"));
+  EXPECT_EQ(bytes("/zero", "model.safetensors"), bytes("/plain", "model.safetensors"));
+  EXPECT_EQ(bytes("/zero", "optimizer.safetensors"), bytes("/plain", "optimizer.safetensors"));
+  EXPECT_TRUE(read_trainer_state(find_run_checkpoint(dir + "/zero")).at("options").at("zero1").as_bool());
+
+  ASSERT_EQ(run2("/cut", {"--zero1", "--halt-after", "2"}), 0) << out;
+  ASSERT_EQ(run_mpi(2, {"train", "--resume", dir + "/cut"}, &out), 0) << out;
+  EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+  EXPECT_NE(out.find("ZeRO-1: the AdamW moments are sharded"), std::string::npos) << "zero1 is inherited\n" << out;
+  EXPECT_EQ(bytes("/cut", "model.safetensors"), bytes("/plain", "model.safetensors"));
+  EXPECT_EQ(bytes("/cut", "optimizer.safetensors"), bytes("/plain", "optimizer.safetensors"));
+
+  // one process from the halted ZeRO-1 checkpoint (global batch kept: batch_size 4 inherited)
+  ASSERT_EQ(run2("/cut1", {"--zero1", "--halt-after", "2"}), 0) << out;
+  ASSERT_EQ(run_cli_argv({"train", "--resume", dir + "/cut1"}, &out), 0) << out;
+  EXPECT_NE(out.find("ZeRO-1: one process, nothing to shard"), std::string::npos) << out;
+  EXPECT_EQ(read_trainer_state(find_run_checkpoint(dir + "/cut1")).at("world_size").as_int(), 1);
 }
 
 // Rank 0 alone checks the run directory: a run into one that already holds a run fails there

@@ -162,6 +162,62 @@ const char* transport_name() {
 void Communicator::all_reduce_sum(float* data, size_t n) { all_reduce_impl(data, n, *this); }
 void Communicator::all_reduce_sum(double* data, size_t n) { all_reduce_impl(data, n, *this); }
 
+Shard shard_of(size_t n, int world_size, int rank) {
+  CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_of: rank ", rank, " of a world of ", world_size);
+  const size_t W = size_t(world_size), r = size_t(rank), base = n / W, extra = n % W;
+  Shard s;
+  s.lo = r * base + std::min(r, extra);
+  s.hi = s.lo + base + (r < extra ? 1 : 0);
+  return s;
+}
+
+#ifdef MOESSM_MPI
+namespace {
+// MPI's int counts and displacements of the W shards of n elements (a shard or an offset past
+// INT_MAX is refused, naming the sizes).
+void shard_counts(size_t n, const Communicator& c, std::vector<int>& counts, std::vector<int>& displs) {
+  const int W = c.world_size();
+  counts.resize(W);
+  displs.resize(W);
+  for (int p = 0; p < W; ++p) {
+    const Shard s = shard_of(n, W, p);
+    CHECK(s.hi <= size_t(INT_MAX), "ZeRO-1: a buffer of ", n, " elements over ", W,
+          " ranks needs offsets past MPI's int range (at most ", INT_MAX, " elements in all)");
+    counts[p] = int(s.size());
+    displs[p] = int(s.lo);
+  }
+}
+}  // namespace
+#endif
+
+void Communicator::all_gather_shards(float* data, size_t n) {
+  if (size_ == 1) return;
+#ifdef MOESSM_MPI
+  std::vector<int> counts, displs;
+  shard_counts(n, *this, counts, displs);
+  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, data, counts.data(), displs.data(), MPI_FLOAT, MPI_COMM_WORLD),
+            "MPI_Allgatherv (all_gather_shards)", *this);
+#else
+  (void)data;
+  (void)n;
+#endif
+}
+
+void Communicator::gather_shards(const float* mine, float* full, size_t n, int root) {
+  CHECK(root >= 0 && root < size_, "gather_shards: root ", root, " is not a rank of a world of ", size_);
+  if (size_ == 1) {
+    std::copy(mine, mine + n, full);
+    return;
+  }
+#ifdef MOESSM_MPI
+  std::vector<int> counts, displs;
+  shard_counts(n, *this, counts, displs);
+  check_mpi(MPI_Gatherv(mine, counts[rank_], MPI_FLOAT, full, counts.data(), displs.data(), MPI_FLOAT, root,
+                        MPI_COMM_WORLD),
+            "MPI_Gatherv (gather_shards)", *this);
+#endif
+}
+
 void Communicator::broadcast(void* data, size_t bytes, int root) {
   CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of a world of ", size_);
   if (size_ == 1) return;

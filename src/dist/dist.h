@@ -35,6 +35,13 @@ class Communicator {
   // In place; every rank ends with the same sums (see the top of the file).
   void all_reduce_sum(float* data, size_t n);
   void all_reduce_sum(double* data, size_t n);
+  // ZeRO-1 (docs/distributed.md): a flat buffer of n elements split into W contiguous shards,
+  // rank r's shard = shard_of(n, W, r). all_gather_shards: every rank contributes its own shard
+  // of `data` (in place) and ends with every shard. gather_shards: every rank sends `mine` (its
+  // shard, hi − lo elements) and `root` receives all of them into `full` (n elements; nullptr on
+  // the other ranks). World size 1: the identity / a copy.
+  void all_gather_shards(float* data, size_t n);
+  void gather_shards(const float* mine, float* full, size_t n, int root = 0);
   // Root's bytes to every rank.
   void broadcast(void* data, size_t bytes, int root = 0);
   void barrier();
@@ -49,6 +56,14 @@ class Communicator {
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
 };
+
+// Rank r's share of n elements: [lo, hi), the first n mod W ranks one element more (the same
+// split as the all-reduce's chunks).
+struct Shard {
+  size_t lo = 0, hi = 0;
+  size_t size() const { return hi - lo; }
+};
+Shard shard_of(size_t n, int world_size, int rank);
 
 // The run's processes (made on the first call; errors in the launcher's environment throw).
 Communicator& world();

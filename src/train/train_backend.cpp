@@ -1,6 +1,7 @@
 // ModelTrainBackend<Bk>: the one TrainBackend, for every backend (see train_backend.h).
 #include "train/train_backend.h"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/backends.h"
@@ -46,6 +47,32 @@ class ModelTrainBackend : public TrainBackend {
       comm.all_reduce_sum(model_.grads.data(), model_.grads.size());
     }
   }
+  void shard_optimizer(dist::Communicator& comm) override {
+    if (comm.world_size() == 1) return;
+    if constexpr (Bk::kOnDevice) {
+      FAIL("train backend ", name(), ": ZeRO-1 needs a host backend (device runs take world size 1)");
+    } else {
+      CHECK(!comm_, "train backend: shard_optimizer called twice");
+      const size_t n = model_.table().total();
+      shard_ = dist::shard_of(n, comm.world_size(), comm.rank());
+      for (auto* buf : {&m_, &v_}) {
+        typename Bk::template Buffer<Param> mine;
+        Bk::alloc(mine, shard_.size());
+        std::copy(buf->data() + shard_.lo, buf->data() + shard_.hi, mine.data());
+        *buf = std::move(mine);
+      }
+      comm_ = &comm;
+    }
+  }
+  void gather_optimizer(dist::Communicator& comm) override {
+    if (!comm_) return;
+    const size_t n = model_.table().total();
+    const bool root = comm.is_lead();
+    m_full_.assign(root ? n : 0, 0.f);
+    v_full_.assign(root ? n : 0, 0.f);
+    comm.gather_shards(m_.data(), root ? m_full_.data() : nullptr, n);
+    comm.gather_shards(v_.data(), root ? v_full_.data() : nullptr, n);
+  }
   double grad_norm_squared() override {
     Bk::grad_norm_squared(model_.ctx(), scalar_.data(), model_.grads.data(), idx_t(model_.grads.size()));
     double v = 0;
@@ -56,11 +83,19 @@ class ModelTrainBackend : public TrainBackend {
     Param* P = model_.params.data();
     typename Bk::Weight* W = model_.gemm_weights_mut();
     const Param* G = model_.grads.data();
+    // Each tensor's elements in [lo, hi): all of them, or this rank's ZeRO-1 shard (the moments
+    // then hold only [lo, hi)); AdamW is elementwise, so the split changes no result.
+    const size_t lo = comm_ ? shard_.lo : 0, hi = comm_ ? shard_.hi : model_.table().total();
     model_.table().visit([&](const ParamInfo& p) {
-      Bk::adamw_update(model_.ctx(), P + p.offset, W + p.offset, m_.data() + p.offset, v_.data() + p.offset,
-                       G + p.offset, idx_t(p.numel), lr, o.beta1, o.beta2, o.eps, p.no_decay ? 0.0 : o.weight_decay,
-                       step, grad_scale);
+      const size_t a = std::max(p.offset, lo), b = std::min(p.offset + p.numel, hi);
+      if (a >= b) return;
+      Bk::adamw_update(model_.ctx(), P + a, W + a, m_.data() + (a - lo), v_.data() + (a - lo), G + a, idx_t(b - a), lr,
+                       o.beta1, o.beta2, o.eps, p.no_decay ? 0.0 : o.weight_decay, step, grad_scale);
     });
+    if (comm_) {
+      comm_->all_gather_shards(P, model_.table().total());
+      model_.refresh_weights();
+    }
   }
   Json stats() const override { return model_.stats(); }
   void download(std::vector<float>& params, std::vector<float>& m, std::vector<float>& v) const override {
@@ -69,6 +104,15 @@ class ModelTrainBackend : public TrainBackend {
     m.resize(n);
     v.resize(n);
     model_.download_params(params.data());
+    if (comm_) {  // sharded: the moments gathered by gather_optimizer (rank 0)
+      CHECK(m_full_.size() == n && v_full_.size() == n,
+            "train backend: ZeRO-1 moments are sharded; gather_optimizer() on every rank comes before download()");
+      m.swap(m_full_);
+      v.swap(v_full_);
+      m_full_.clear();
+      v_full_.clear();
+      return;
+    }
     Bk::to_host(model_.ctx(), m.data(), m_.data(), idx_t(n));
     Bk::to_host(model_.ctx(), v.data(), v_.data(), idx_t(n));
   }
@@ -77,14 +121,20 @@ class ModelTrainBackend : public TrainBackend {
     CHECK(params.size() == n && m.size() == n && v.size() == n, "train backend: ", params.size(), " weights, ",
           m.size(), " and ", v.size(), " moments for ", n, " parameters");
     model_.upload_params(params.data());
-    Bk::from_host(model_.ctx(), m_.data(), m.data(), idx_t(n));
-    Bk::from_host(model_.ctx(), v_.data(), v.data(), idx_t(n));
+    const size_t lo = comm_ ? shard_.lo : 0, count = comm_ ? shard_.size() : n;
+    Bk::from_host(model_.ctx(), m_.data(), m.data() + lo, idx_t(count));
+    Bk::from_host(model_.ctx(), v_.data(), v.data() + lo, idx_t(count));
   }
 
  private:
   Model<Bk> model_;
   typename Bk::template Buffer<Param> m_, v_;
   typename Bk::template Buffer<double> scalar_;
+  // ZeRO-1: set by shard_optimizer; m_ and v_ then hold [shard_.lo, shard_.hi) only, and rank 0
+  // gathers them whole into m_full_ / v_full_ for the next download (a checkpoint).
+  dist::Communicator* comm_ = nullptr;
+  dist::Shard shard_;
+  mutable std::vector<float> m_full_, v_full_;
 };
 
 template <typename Bk>

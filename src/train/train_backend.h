@@ -35,6 +35,14 @@ class TrainBackend {
   // Sums the flat gradient buffer over the processes of a data-parallel run (in place, one
   // call; dist.h). The identity for world size 1; a device backend takes world size 1 only.
   virtual void all_reduce_grads(dist::Communicator& comm) = 0;
+  // ZeRO-1 (TrainOptions::zero1): from now on this rank keeps only its shard (dist::shard_of) of
+  // the AdamW moments, updates only its shard of the weights and all-gathers the rest after each
+  // step (bitwise the same weights as without). Collective; world size 1: nothing changes. Host
+  // backends only (a device backend takes world size 1 and ignores it).
+  virtual void shard_optimizer(dist::Communicator& comm) = 0;
+  // Collective, before a checkpoint when sharded: gathers the moments onto rank 0, whose next
+  // download() returns them whole. A no-op when not sharded.
+  virtual void gather_optimizer(dist::Communicator& comm) = 0;
   virtual double grad_norm_squared() = 0;
   // One AdamW step with gradients scaled by grad_scale (accumulation and clipping), per-tensor
   // weight decay from the table (no_decay → 0).

@@ -45,6 +45,9 @@ const TrainOptionSpec kTrainOptions[] = {
     {"answers_only", &O::answers_only,
      "score the loss (training and validation) only at the answer positions of a `moessm task make` data "
      "directory, as Zoology trains MQAR; the model still reads every token", K},
+    {"zero1", &O::zero1,
+     "data parallel (mpirun): each rank keeps and updates only its 1/W of the AdamW moments and the "
+     "updated weights are all-gathered (ZeRO-1: bitwise the same run, moments memory / W; one process: no effect)", F},
     {"device", &O::device, "cpu or cuda (one GPU, every layer type: bf16 activations, fp32 master weights)", F},
     {"halt_after", &O::halt_after, "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)", P},
     {"overwrite", &O::overwrite, "replace an existing run or checkpoint in the run directory (else refused)", P},

@@ -27,6 +27,7 @@ struct TrainOptions {
   bool overwrite = false, allow_changed_options = false;
   bool pack_documents = false;  // reset the recurrent state at every end-of-text (data/packing.h)
   bool answers_only = false;    // task data: score only the answer positions (data/tasks.h)
+  bool zero1 = false;           // data parallel: shard the AdamW moments over the ranks (ZeRO-1)
 
   // Applies a JSON object of options (keys as the field names); errors name `source` and the key.
   void apply_json(const Json& j, const std::string& source);

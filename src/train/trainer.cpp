@@ -362,6 +362,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     backend->download(params, m, v);
     for (std::vector<float>* x : {&params, &m, &v}) comm.broadcast(x->data(), x->size() * sizeof(float));
     backend->upload(params, m, v);
+    if (o.zero1) backend->shard_optimizer(comm);  // each rank keeps its 1/W of the moments from here on
   }
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
@@ -379,6 +380,14 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     if (W > 1)
       std::printf("data parallel: %d processes x batch_size %lld = global batch %lld (rank 0 logs and checkpoints)\n",
                   W, (long long)o.batch_size, (long long)(int64_t(W) * o.batch_size));
+    if (W > 1 && o.zero1) {
+      const dist::Shard s0 = dist::shard_of(backend->table().total(), W, 0);
+      std::printf("ZeRO-1: the AdamW moments are sharded over the %d ranks (%llu of %llu parameters each, at most); "
+                  "the updated weights are all-gathered every step\n",
+                  W, (unsigned long long)s0.size(), (unsigned long long)backend->table().total());
+    } else if (o.zero1) {
+      std::printf("ZeRO-1: one process, nothing to shard (--zero1 has no effect)\n");
+    }
     std::fflush(stdout);
   }
 
@@ -490,8 +499,9 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     res.last_step = step;
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
-    if (lead && ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt)) {
-      save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json, special);
+    if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
+      backend->gather_optimizer(comm);  // every rank: ZeRO-1's moment shards onto rank 0 (else nothing)
+      if (lead) save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json, special);
     }
     if (halt) {
       res.halted = true;
