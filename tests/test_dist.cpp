@@ -3,8 +3,9 @@
 // `mpirun -np 2` with batch b equals one process with batch 2b within an error budget, two
 // 2-rank runs are bitwise equal, a run resumes with another number of processes when the global
 // batch is kept (and is refused naming both global batches when not), ZeRO-1 gives bitwise the
-// plain run and resumes, and a rank that fails ends the whole run with a message naming it. The mpirun cases are skipped only when this build has
-// no MPI launcher (MOESSM_MPIEXEC, from CMake's FindMPI).
+// plain run and resumes, and a rank that fails ends the whole run with a message naming it. The
+// mpirun cases are skipped only when this build has no MPI launcher (MOESSM_MPIEXEC, from
+// CMake's FindMPI).
 #include <gtest/gtest.h>
 #include <unistd.h>
 

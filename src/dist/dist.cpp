@@ -21,6 +21,15 @@
 
 namespace moessm::dist {
 
+Shard shard_of(size_t n, int world_size, int rank) {
+  CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_of: rank ", rank, " of a world of ", world_size);
+  const size_t W = size_t(world_size), r = size_t(rank), base = n / W, extra = n % W;
+  Shard s;
+  s.lo = r * base + std::min(r, extra);
+  s.hi = s.lo + base + (r < extra ? 1 : 0);
+  return s;
+}
+
 namespace {
 
 std::unique_ptr<Communicator> g_world;
@@ -60,17 +69,28 @@ MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
 template <>
 MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
 
+// MPI's int counts and displacements of the W shards (shard_of) of n elements; an offset past
+// INT_MAX is refused, naming the sizes.
+void shard_counts(size_t n, const Communicator& c, std::vector<int>& counts, std::vector<int>& displs) {
+  const int W = c.world_size();
+  counts.resize(W);
+  displs.resize(W);
+  for (int p = 0; p < W; ++p) {
+    const Shard s = shard_of(n, W, p);
+    CHECK(s.hi <= Communicator::kMaxShardedElements, "a buffer of ", n, " elements over ", W,
+          " ranks needs offsets past MPI's int range (at most ", Communicator::kMaxShardedElements, " elements)");
+    counts[p] = int(s.size());
+    displs[p] = int(s.lo);
+  }
+}
+
 // One segment (n <= kSegment) of the deterministic all-reduce (dist.h): reduce-scatter through
 // MPI_Alltoallv with the rank-order sum, then MPI_Allgatherv of the reduced chunks.
 template <typename T>
 void all_reduce_segment(T* data, size_t n, Communicator& c) {
   const int W = c.world_size(), r = c.rank();
-  std::vector<int> counts(W), displs(W);
-  for (int p = 0, off = 0; p < W; ++p) {
-    counts[p] = int(n / size_t(W) + (size_t(p) < n % size_t(W) ? 1 : 0));
-    displs[p] = off;
-    off += counts[p];
-  }
+  std::vector<int> counts, displs;  // rank p reduces its shard of the segment
+  shard_counts(n, c, counts, displs);
   const int mine = counts[r];
   std::vector<T> recv(size_t(mine) * size_t(W));
   std::vector<int> rcounts(W, mine), rdispls(W);
@@ -161,34 +181,6 @@ const char* transport_name() {
 
 void Communicator::all_reduce_sum(float* data, size_t n) { all_reduce_impl(data, n, *this); }
 void Communicator::all_reduce_sum(double* data, size_t n) { all_reduce_impl(data, n, *this); }
-
-Shard shard_of(size_t n, int world_size, int rank) {
-  CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_of: rank ", rank, " of a world of ", world_size);
-  const size_t W = size_t(world_size), r = size_t(rank), base = n / W, extra = n % W;
-  Shard s;
-  s.lo = r * base + std::min(r, extra);
-  s.hi = s.lo + base + (r < extra ? 1 : 0);
-  return s;
-}
-
-#ifdef MOESSM_MPI
-namespace {
-// MPI's int counts and displacements of the W shards of n elements (a shard or an offset past
-// INT_MAX is refused, naming the sizes).
-void shard_counts(size_t n, const Communicator& c, std::vector<int>& counts, std::vector<int>& displs) {
-  const int W = c.world_size();
-  counts.resize(W);
-  displs.resize(W);
-  for (int p = 0; p < W; ++p) {
-    const Shard s = shard_of(n, W, p);
-    CHECK(s.hi <= size_t(INT_MAX), "ZeRO-1: a buffer of ", n, " elements over ", W,
-          " ranks needs offsets past MPI's int range (at most ", INT_MAX, " elements in all)");
-    counts[p] = int(s.size());
-    displs[p] = int(s.lo);
-  }
-}
-}  // namespace
-#endif
 
 void Communicator::all_gather_shards(float* data, size_t n) {
   if (size_ == 1) return;

@@ -49,6 +49,7 @@ class Communicator {
   [[noreturn]] void abort(const std::string& why);
 
   static constexpr size_t kSegment = size_t(1) << 26;  // elements per all-reduce segment
+  static constexpr size_t kMaxShardedElements = 2147483647;  // MPI's int offsets (ZeRO-1 buffers)
 
  private:
   friend Communicator& world();
@@ -57,8 +58,8 @@ class Communicator {
   bool mpi_ = false;
 };
 
-// Rank r's share of n elements: [lo, hi), the first n mod W ranks one element more (the same
-// split as the all-reduce's chunks).
+// Rank r's share of n elements: [lo, hi), the first n mod W ranks one element more (also the
+// chunk each rank reduces in all_reduce_sum).
 struct Shard {
   size_t lo = 0, hi = 0;
   size_t size() const { return hi - lo; }

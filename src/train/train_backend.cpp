@@ -54,6 +54,8 @@ class ModelTrainBackend : public TrainBackend {
     } else {
       CHECK(!comm_, "train backend: shard_optimizer called twice");
       const size_t n = model_.table().total();
+      CHECK(n <= dist::Communicator::kMaxShardedElements, "--zero1: ", n, " parameters exceed the ",
+            dist::Communicator::kMaxShardedElements, " a sharded buffer can address through MPI");
       shard_ = dist::shard_of(n, comm.world_size(), comm.rank());
       for (auto* buf : {&m_, &v_}) {
         typename Bk::template Buffer<Param> mine;

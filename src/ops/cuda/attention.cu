@@ -347,13 +347,6 @@ size_t dkdv_smem() { return size_t(4 * tile_floats<HD>() + 2 * kTile * kPstride 
 template <int HD>
 size_t dq_smem() { return size_t(4 * tile_floats<HD>() + kTile * kPstride) * sizeof(float); }
 
-// Raises a kernel's dynamic shared memory limit (a host-side attribute of the current device,
-// set on every call like the selective scan's: allowed while a stream is captured).
-template <typename K>
-void allow_smem(K kernel, size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
-
 template <typename T, int HD>
 void forward_hd(T* out, idx_t out_ld, float* lse, const AttentionParams<T, float>& p, cudaStream_t stream) {
   const size_t smem = fwd_smem<HD>();

@@ -478,11 +478,6 @@ constexpr size_t dq_smem() {
   return size_t(6 * tile_elems<HD>()) * sizeof(bf16);
 }
 
-template <typename K>
-void allow_smem(K kernel, size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
-
 template <int HD, int MT>
 void forward_mt(bf16* out, idx_t out_ld, float* lse, const P& p, cudaStream_t stream) {
   allow_smem(fwd_kernel<HD, MT>, fwd_smem<HD, MT>());

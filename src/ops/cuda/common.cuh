@@ -54,6 +54,13 @@ __device__ __forceinline__ float softplus_grad_f(float v) {
 // valid for work enqueued on `stream` until the next workspace() call on the same stream.
 void* workspace(size_t bytes, cudaStream_t stream);
 
+// Raises a kernel's dynamic shared memory limit to `bytes` (a host-side attribute of the current
+// device, set before every launch: allowed while a stream is captured).
+template <typename K>
+void allow_smem(K kernel, size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
 // Chunking of n routing slots (or token rows) over E experts for the chunk-parallel plan and
 // router statistics: chunks of `size` items (a multiple of 32, at least 256), at most
 // max(1, 2^20 / E) of them, so a [count, E] table of partials stays <= 2^20 entries.
