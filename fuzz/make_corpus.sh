@@ -77,6 +77,7 @@ w("fuzz_safetensors", "dtypes.safetensors", st({"__metadata__": {"k": "v"},
 w("fuzz_safetensors", "overlap.safetensors", st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
     "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, bytes(8)))
 w("fuzz_safetensors", "huge_shape.safetensors", st({"a": {"dtype": "F32", "shape": [4611686018427387904, 8], "data_offsets": [0, 8]}}, bytes(8)))
+w("fuzz_safetensors", "huge_empty_shape.safetensors", st({"a": {"dtype": "F32", "shape": [4611686018427387904, 8, 0], "data_offsets": [0, 0]}}, b""))
 w("fuzz_safetensors", "header_too_long.bin", struct.pack("<Q", 1 << 40) + b"{}")
 m = open(os.path.join(out, "fuzz_safetensors", "model.safetensors"), "rb").read()
 w("fuzz_safetensors", "truncated.safetensors", m[:200])
@@ -119,6 +120,7 @@ w("fuzz_npy", "empty.npy", npy("<f4", [0, 5], b""))
 w("fuzz_npy", "short_data.npy", npy("<f4", [4], struct.pack("<f", 1.0)))
 w("fuzz_npy", "bad_descr.npy", npy(">f4", [1], b"\0\0\0\0"))
 w("fuzz_npy", "huge_shape.npy", npy("<f4", [1 << 62, 1 << 62], b""))
+w("fuzz_npy", "huge_empty_shape.npy", npy("<f4", [1318976251, 4611688876251, 0], b""))
 # shards
 def shard(ids, vocab, id_bytes=None, desc=b"byte", extra=b""):
     id_bytes = id_bytes or (2 if vocab <= 65535 else 4)

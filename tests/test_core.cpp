@@ -164,4 +164,9 @@ TEST(TensorView, ShapesAndContiguity) {
   EXPECT_FALSE(v.contiguous());
   EXPECT_EQ(shape_str({2, 3}), "[2, 3]");
   EXPECT_THROW(shape_numel({2, -1}), Error);
+  EXPECT_EQ(shape_numel({3, 0, 5}), 0);
+  EXPECT_EQ(shape_numel({}), 1);
+  EXPECT_EQ(shape_numel({int64_t(1) << 31, int64_t(1) << 31}), int64_t(1) << 62);
+  EXPECT_THROW(shape_numel({int64_t(1) << 32, int64_t(1) << 32}), Error);
+  EXPECT_THROW(shape_numel({int64_t(1) << 32, int64_t(1) << 32, 0}), Error);  // as numpy
 }

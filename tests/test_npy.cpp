@@ -142,6 +142,14 @@ TEST_F(Npy, ClearErrors) {
   EXPECT_ERROR_HAS(read_npy(garbage), garbage, "end of the header dict");
   std::string huge = put("huge.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", ""));
   EXPECT_ERROR_HAS(read_npy(huge), huge, "more than any file holds");
+  // A zero dimension makes the array empty, but the other dimensions must still count in int64
+  // (the fuzzer's find: shape_numel overflowed on this before it was refused).
+  std::string huge_empty = put("huge_empty.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1318976251, 4611688876251, 0), }", ""));
+  EXPECT_ERROR_HAS(read_npy(huge_empty), huge_empty, "shape [1318976251, 4611688876251, 0]", "more elements than int64");
+  std::string empty = put("empty.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0, 5), }", ""));
+  NpyArray e = read_npy(empty);
+  EXPECT_EQ(e.shape, (Shape{3, 0, 5}));
+  EXPECT_TRUE(e.data.empty());
 
   float x = 0;
   std::string unwritable = path_join(dir, "no/dir/x.npy");

@@ -304,6 +304,15 @@ TEST(SafetensorsLies, BadShape) {
       R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})";
   EXPECT_ERROR_HAS(SafetensorsFile::from_bytes(make_file(huge, ""), kFile), kFile, "tensor 'w'",
                    "larger than any file");
+  // A zero dimension empties the tensor but does not excuse the others from counting in int64.
+  std::string huge_empty =
+      R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})";
+  EXPECT_ERROR_HAS(SafetensorsFile::from_bytes(make_file(huge_empty, ""), kFile), kFile,
+                   "tensor 'w'", "[4294967296, 4294967296, 0]", "larger than any file");
+  std::string empty = R"({"w":{"dtype":"F32","shape":[3,0,5],"data_offsets":[0,0]}})";
+  SafetensorsFile f = SafetensorsFile::from_bytes(make_file(empty, ""), kFile);
+  ASSERT_NE(f.find("w"), nullptr);
+  EXPECT_EQ(f.find("w")->shape, (Shape{3, 0, 5}));
 }
 
 TEST(SafetensorsLies, BadDataOffsets) {

@@ -212,13 +212,19 @@ NpyArray read_npy(const std::string& path) {
   const size_t data_start = header_start + header_len;
   const size_t have = bytes.size() - data_start;
   // numel * item must equal the bytes present; compute with an overflow guard.
+  // As in numpy, the non-zero dimensions' product must not overflow even when a zero
+  // dimension makes the array empty.
   size_t want = item;
-  bool overflow = false;
+  bool overflow = false, empty = false;
   for (int64_t d : h.shape) {
-    if (d == 0) { want = 0; overflow = false; break; }
-    if (want > std::numeric_limits<size_t>::max() / static_cast<size_t>(d)) overflow = true;
+    if (d == 0) { empty = true; continue; }
+    if (want > static_cast<size_t>(std::numeric_limits<int64_t>::max()) / static_cast<size_t>(d))
+      overflow = true;
     else want *= static_cast<size_t>(d);
   }
+  CHECK(!overflow || !empty, path, ": .npy shape ", shape_str(h.shape),
+        " has more elements than int64 counts (ignoring its zero dimension), as numpy refuses too");
+  if (empty) want = 0;
   CHECK(!overflow && want == have, path, ": .npy data for shape ", shape_str(h.shape), " of '",
         h.descr, "' should be ", overflow ? std::string("more than any file holds")
                                           : str_cat(want, " bytes"),

@@ -133,12 +133,14 @@ SafetensorsFile SafetensorsFile::from_bytes(std::string bytes, const std::string
       CHECK(d <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), what, ": shape[", i,
             "] = ", d, " is out of range");
       e.shape.push_back(static_cast<int64_t>(d));
-      if (d != 0 && nbytes > std::numeric_limits<uint64_t>::max() / d) too_big = true;
+      // A zero dimension empties the tensor, but the others must still count (as numpy demands).
+      if (d == 0) continue;
+      if (nbytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / d) too_big = true;
       else nbytes *= d;
     }
-    if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) { too_big = false; nbytes = 0; }
     CHECK(!too_big, what, ": shape ", shape_str(e.shape), " (", dname,
           ") is larger than any file could hold");
+    if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) nbytes = 0;
 
     const Json* offs = v.get("data_offsets");
     CHECK(offs, what, ": missing field \"data_offsets\"");
