@@ -9,7 +9,7 @@
 //   F      "fp32 streams": residual, norm statistics, scan state,   T
 //          A = -exp(A_log), losses
 // Buffers come from an Arena (typed carve<U>, int32 routing plans too); Ctx is the execution
-// context passed to every op (empty on the CPU; the stream on CUDA). Every op forwards to the
+// context passed to every op (on the CPU only the expert-parallel group; the stream on CUDA). Every op forwards to the
 // reference implementation in moessm::cpu with the arguments unchanged, so CPU results are the
 // reference's to the bit.
 #pragma once
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "dist/expert_exchange.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
 #include "ops/causal_conv1d.h"
@@ -49,7 +50,11 @@ struct CpuBackend {
   using Param = T;
   using F = T;
   using Arena = moessm::Arena<T>;
-  struct Ctx {};
+  // experts: expert parallelism (dist/expert_exchange.h): the grouped expert GEMMs run across
+  // this group's ranks, each computing its own experts on every rank's tokens (nullptr: locally).
+  struct Ctx {
+    dist::Communicator* experts = nullptr;
+  };
   using ScanParams = moessm::ScanParams<T>;
   using ScanGrads = moessm::ScanGrads<T>;
   using AttnParams = moessm::AttentionParams<T, T>;
@@ -226,15 +231,22 @@ struct CpuBackend {
   }
   // `rows` = offsets[E] (M·K), known to the caller (the CUDA twin picks its kernel by it);
   // known_offsets: a host copy of the offsets when the caller has one (offsets_on_host).
-  static void grouped_matmul_forward(const Ctx&, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
+  // With an expert group in the context, across its ranks (a collective).
+  static void grouped_matmul_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
                                      idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t,
                                      const int32_t*) {
+    if (c.experts && c.experts->world_size() > 1)
+      return dist::expert_parallel_grouped_matmul_forward(*c.experts, out, out_ld, in, in_ld, w, w_stride, offsets, E,
+                                                          N, Kd);
     cpu::grouped_matmul_forward(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd);
   }
-  static void grouped_matmul_backward(const Ctx&, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
+  static void grouped_matmul_backward(const Ctx& c, Act* din, idx_t din_ld, Param* dw, const Act* dout, idx_t dout_ld,
                                       const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
                                       const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate,
                                       const int32_t*) {
+    if (c.experts && c.experts->world_size() > 1)
+      return dist::expert_parallel_grouped_matmul_backward(*c.experts, din, din_ld, dw, dout, dout_ld, in, in_ld, w,
+                                                           w_stride, offsets, E, N, Kd, din_accumulate);
     cpu::grouped_matmul_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,
                                  din_accumulate);
   }

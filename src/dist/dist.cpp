@@ -21,6 +21,23 @@
 
 namespace moessm::dist {
 
+#ifdef MOESSM_MPI
+struct CommAccess {
+  static MPI_Comm get(const Communicator& c) { return c.handle_ < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(c.handle_); }
+  static void set(Communicator& c, MPI_Comm m, int rank, int size) {
+    c.handle_ = int(MPI_Comm_c2f(m));
+    c.rank_ = rank;
+    c.size_ = size;
+    c.mpi_ = true;
+  }
+  static Communicator* make() { return new Communicator(); }
+};
+#else
+struct CommAccess {
+  static Communicator* make() { return new Communicator(); }
+};
+#endif
+
 Shard shard_of(size_t n, int world_size, int rank) {
   CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_of: rank ", rank, " of a world of ", world_size);
   const size_t W = size_t(world_size), r = size_t(rank), base = n / W, extra = n % W;
@@ -96,7 +113,7 @@ void all_reduce_segment(T* data, size_t n, Communicator& c) {
   std::vector<int> rcounts(W, mine), rdispls(W);
   for (int p = 0; p < W; ++p) rdispls[p] = p * mine;
   check_mpi(MPI_Alltoallv(data, counts.data(), displs.data(), mpi_type<T>(), recv.data(), rcounts.data(),
-                          rdispls.data(), mpi_type<T>(), MPI_COMM_WORLD),
+                          rdispls.data(), mpi_type<T>(), CommAccess::get(c)),
             "MPI_Alltoallv (all_reduce_sum)", c);
   T* out = data + displs[r];
   for (int i = 0; i < mine; ++i) {
@@ -105,7 +122,7 @@ void all_reduce_segment(T* data, size_t n, Communicator& c) {
     out[i] = T(acc);
   }
   check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), data, counts.data(), displs.data(), mpi_type<T>(),
-                           MPI_COMM_WORLD),
+                           CommAccess::get(c)),
             "MPI_Allgatherv (all_reduce_sum)", c);
 }
 #endif
@@ -187,7 +204,8 @@ void Communicator::all_gather_shards(float* data, size_t n) {
 #ifdef MOESSM_MPI
   std::vector<int> counts, displs;
   shard_counts(n, *this, counts, displs);
-  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, data, counts.data(), displs.data(), MPI_FLOAT, MPI_COMM_WORLD),
+  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, data, counts.data(), displs.data(), MPI_FLOAT,
+                           CommAccess::get(*this)),
             "MPI_Allgatherv (all_gather_shards)", *this);
 #else
   (void)data;
@@ -205,7 +223,7 @@ void Communicator::gather_shards(const float* mine, float* full, size_t n, int r
   std::vector<int> counts, displs;
   shard_counts(n, *this, counts, displs);
   check_mpi(MPI_Gatherv(mine, counts[rank_], MPI_FLOAT, full, counts.data(), displs.data(), MPI_FLOAT, root,
-                        MPI_COMM_WORLD),
+                        CommAccess::get(*this)),
             "MPI_Gatherv (gather_shards)", *this);
 #endif
 }
@@ -217,7 +235,7 @@ void Communicator::broadcast(void* data, size_t bytes, int root) {
   constexpr size_t kPiece = size_t(1) << 30;  // MPI counts are int
   char* p = static_cast<char*>(data);
   for (size_t at = 0; at < bytes; at += kPiece)
-    check_mpi(MPI_Bcast(p + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast",
+    check_mpi(MPI_Bcast(p + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, root, CommAccess::get(*this)), "MPI_Bcast",
               *this);
 #else
   (void)data;
@@ -228,13 +246,75 @@ void Communicator::broadcast(void* data, size_t bytes, int root) {
 void Communicator::barrier() {
   if (size_ == 1) return;
 #ifdef MOESSM_MPI
-  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", *this);
+  check_mpi(MPI_Barrier(CommAccess::get(*this)), "MPI_Barrier", *this);
+#endif
+}
+
+void Communicator::all_to_all(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                              const std::vector<size_t>& recv_bytes) {
+  CHECK(send_bytes.size() == size_t(size_) && recv_bytes.size() == size_t(size_), "all_to_all: ",
+        send_bytes.size(), " send and ", recv_bytes.size(), " receive blocks for a world of ", size_);
+  if (size_ == 1) {
+    CHECK(send_bytes[0] == recv_bytes[0], "all_to_all: sends ", send_bytes[0], " bytes to itself but expects ",
+          recv_bytes[0]);
+    if (send_bytes[0] > 0 && send != recv) std::memcpy(recv, send, send_bytes[0]);
+    return;
+  }
+#ifdef MOESSM_MPI
+  std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+  size_t s_at = 0, r_at = 0;
+  for (int p = 0; p < size_; ++p) {
+    CHECK(s_at + send_bytes[p] <= size_t(INT_MAX) && r_at + recv_bytes[p] <= size_t(INT_MAX), "all_to_all: ",
+          s_at + send_bytes[p], " bytes to send or ", r_at + recv_bytes[p],
+          " to receive exceed MPI's int counts (at most ", INT_MAX, " bytes a call)");
+    sc[p] = int(send_bytes[p]);
+    sd[p] = int(s_at);
+    rc[p] = int(recv_bytes[p]);
+    rd[p] = int(r_at);
+    s_at += send_bytes[p];
+    r_at += recv_bytes[p];
+  }
+  check_mpi(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE,
+                          CommAccess::get(*this)),
+            "MPI_Alltoallv (all_to_all)", *this);
+#endif
+}
+
+std::unique_ptr<Communicator> Communicator::split(int group_size) {
+  CHECK(group_size >= 1 && size_ % group_size == 0, "a group of ", group_size, " ranks does not divide the ",
+        size_, " ranks of the run");
+  std::unique_ptr<Communicator> g(CommAccess::make());
+  if (group_size == 1) return g;  // a world of one: no MPI calls
+#ifdef MOESSM_MPI
+  MPI_Comm sub = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split(CommAccess::get(*this), rank_ / group_size, rank_ % group_size, &sub), "MPI_Comm_split",
+            *this);
+  MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
+  int r = 0, n = 0;
+  MPI_Comm_rank(sub, &r);
+  MPI_Comm_size(sub, &n);
+  CommAccess::set(*g, sub, r, n);
+#endif
+  return g;
+}
+
+Communicator::~Communicator() {
+#ifdef MOESSM_MPI
+  if (mpi_ && handle_ >= 0) {
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) {
+      MPI_Comm m = MPI_Comm_f2c(handle_);
+      MPI_Comm_free(&m);
+    }
+  }
 #endif
 }
 
 void Communicator::abort(const std::string& why) {
   std::fflush(stdout);
-  std::fprintf(stderr, "error: rank %d of %d: %s\n", rank_, size_, why.c_str());
+  const Communicator& w = g_world ? *g_world : *this;  // name the rank in the whole run
+  std::fprintf(stderr, "error: rank %d of %d: %s\n", w.rank_, w.size_, why.c_str());
   std::fflush(stderr);
 #ifdef MOESSM_MPI
   if (mpi_) MPI_Abort(MPI_COMM_WORLD, 1);

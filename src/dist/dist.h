@@ -21,12 +21,15 @@
 // every process (MPI_Abort), so a rank that fails never leaves the others waiting.
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace moessm::dist {
 
 class Communicator {
  public:
+  ~Communicator();  // frees a split()'s MPI communicator (unless MPI has finalised)
   int rank() const { return rank_; }
   int world_size() const { return size_; }
   bool is_lead() const { return rank_ == 0; }  // rank 0: the only one that writes and prints
@@ -44,6 +47,16 @@ class Communicator {
   void gather_shards(const float* mine, float* full, size_t n, int root = 0);
   // Root's bytes to every rank.
   void broadcast(void* data, size_t bytes, int root = 0);
+  // Personalised exchange (MPI_Alltoallv over bytes): `send` holds W contiguous blocks in rank
+  // order, block p (send_bytes[p] bytes) going to rank p; `recv` receives W blocks in rank order,
+  // block p (recv_bytes[p] bytes, which the caller knows) from rank p. A block or a buffer past
+  // MPI's int counts is refused, naming the sizes. World size 1: a copy of block 0.
+  void all_to_all(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                  const std::vector<size_t>& recv_bytes);
+  // The sub-groups of group_size consecutive ranks ([g·G, (g+1)·G) is group g; group_size must
+  // divide the world size): this rank's group, its own communicator (MPI_Comm_split), rank r's
+  // rank in it r mod G. Collective over this communicator. group_size 1: a world of one.
+  std::unique_ptr<Communicator> split(int group_size);
   void barrier();
   // Prints "error: rank R of W: why" and ends every process of the run (exit status 1).
   [[noreturn]] void abort(const std::string& why);
@@ -53,9 +66,11 @@ class Communicator {
 
  private:
   friend Communicator& world();
+  friend struct CommAccess;  // dist.cpp: the MPI handle
   Communicator() = default;
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
+  int handle_ = -1;  // the MPI communicator as its Fortran handle (MPI_Comm_c2f); -1: MPI_COMM_WORLD
 };
 
 // Rank r's share of n elements: [lo, hi), the first n mod W ranks one element more (also the

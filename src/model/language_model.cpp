@@ -58,6 +58,16 @@ void Model<Bk>::refresh_weights() {
 }
 
 template <typename Bk>
+void Model<Bk>::set_expert_group(dist::Communicator* group) {
+  if constexpr (Bk::kOnDevice) {
+    CHECK(group == nullptr || group->world_size() == 1, "expert parallelism on ", Bk::kName,
+          ": not yet (host backends only; docs/distributed.md)");
+  } else {
+    ctx_.c.experts = group;
+  }
+}
+
+template <typename Bk>
 void Model<Bk>::init(uint64_t seed) {
   std::vector<Param> host(table_.total(), Param(0));
   {

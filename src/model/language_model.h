@@ -83,6 +83,9 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& table() const { return table_; }
   const Ctx& ctx() const { return ctx_.c; }
+  // Expert parallelism (dist/expert_exchange.h, docs/distributed.md): every routed layer's grouped
+  // expert GEMMs run across `group`'s ranks (nullptr: locally again). Host backends only.
+  void set_expert_group(dist::Communicator* group);
   Param* param(const std::string& name) { return params.data() + table_.at(name).offset; }
 
   typename Bk::template Buffer<Param> params, grads;  // same layout as table(), backend memory

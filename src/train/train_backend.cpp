@@ -75,6 +75,7 @@ class ModelTrainBackend : public TrainBackend {
     comm.gather_shards(m_.data(), root ? m_full_.data() : nullptr, n);
     comm.gather_shards(v_.data(), root ? v_full_.data() : nullptr, n);
   }
+  void set_expert_group(dist::Communicator* group) override { model_.set_expert_group(group); }
   double grad_norm_squared() override {
     Bk::grad_norm_squared(model_.ctx(), scalar_.data(), model_.grads.data(), idx_t(model_.grads.size()));
     double v = 0;

@@ -43,6 +43,9 @@ class TrainBackend {
   // Collective, before a checkpoint when sharded: gathers the moments onto rank 0, whose next
   // download() returns them whole. A no-op when not sharded.
   virtual void gather_optimizer(dist::Communicator& comm) = 0;
+  // Expert parallelism (TrainOptions::expert_parallel): the grouped expert GEMMs of the routed
+  // layers run across `group` (dist/expert_exchange.h); nullptr: locally. Host backends only.
+  virtual void set_expert_group(dist::Communicator* group) = 0;
   virtual double grad_norm_squared() = 0;
   // One AdamW step with gradients scaled by grad_scale (accumulation and clipping), per-tensor
   // weight decay from the table (no_decay → 0).

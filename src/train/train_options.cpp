@@ -48,6 +48,10 @@ const TrainOptionSpec kTrainOptions[] = {
     {"zero1", &O::zero1,
      "data parallel (mpirun): each rank keeps and updates only its 1/W of the AdamW moments and the "
      "updated weights are all-gathered (ZeRO-1: bitwise the same run, moments memory / W; one process: no effect)", F},
+    {"expert_parallel", &O::expert_parallel,
+     "expert parallelism (mpirun): groups of N consecutive ranks share each routed layer's experts, each rank "
+     "computing its contiguous 1/N of them on the tokens of every rank of its group (all-to-all exchange; "
+     "N divides the processes; 1: off; cpu)", F},
     {"device", &O::device, "cpu or cuda (one GPU, every layer type: bf16 activations, fp32 master weights)", F},
     {"halt_after", &O::halt_after, "stop after N steps of this invocation with a checkpoint, as if interrupted (0: off)", P},
     {"overwrite", &O::overwrite, "replace an existing run or checkpoint in the run directory (else refused)", P},
@@ -163,6 +167,8 @@ void TrainOptions::validate() const {
   CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps > 0, "train: need 0 <= beta1, beta2 < 1 and eps > 0");
   CHECK(weight_decay >= 0 && grad_clip >= 0, "train: weight_decay and grad_clip must be >= 0");
   CHECK(device == "cpu" || device == "cuda", "train: device must be 'cpu' or 'cuda', found '", device, "'");
+  CHECK(expert_parallel >= 1 && expert_parallel <= 65536, "train: expert_parallel must be a group size in [1, 65536], "
+        "found ", expert_parallel);
 }
 
 }  // namespace moessm

@@ -28,6 +28,7 @@ struct TrainOptions {
   bool pack_documents = false;  // reset the recurrent state at every end-of-text (data/packing.h)
   bool answers_only = false;    // task data: score only the answer positions (data/tasks.h)
   bool zero1 = false;           // data parallel: shard the AdamW moments over the ranks (ZeRO-1)
+  int64_t expert_parallel = 1;  // ranks per expert group (dist/expert_exchange.h); 1: off
 
   // Applies a JSON object of options (keys as the field names); errors name `source` and the key.
   void apply_json(const Json& j, const std::string& source);

@@ -223,6 +223,10 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   const bool lead = comm.is_lead();
   CHECK(W == 1 || o.device == "cpu", "train --device ", o.device, " with ", W, " processes: data-parallel training "
         "runs on the CPU only so far (multi-GPU is a later step, docs/distributed.md); use --device cpu or one process");
+  // Expert parallelism (docs/distributed.md): groups of G consecutive ranks share the experts.
+  const int G = int(o.expert_parallel);
+  CHECK(W % G == 0, "train --expert-parallel ", G, ": the group size must divide the number of processes (", W,
+        W == 1 ? "; start the run with mpirun -np N, N a multiple of the group size)" : ")");
   check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
   // A resumed run: the checkpoint, its state and the checks against it come before the run
@@ -364,6 +368,10 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     backend->upload(params, m, v);
     if (o.zero1) backend->shard_optimizer(comm);  // each rank keeps its 1/W of the moments from here on
   }
+  // The expert groups (collective): from here on the routed layers' grouped expert GEMMs of
+  // training steps run across the group. Validation stays local (every rank holds all weights).
+  std::unique_ptr<dist::Communicator> experts = comm.split(G);
+  if (G > 1) backend->set_expert_group(experts.get());
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
   const MixerCounts counts = backend->counts();
@@ -387,6 +395,13 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
                   W, (unsigned long long)s0.size(), (unsigned long long)backend->table().total());
     } else if (o.zero1) {
       std::printf("ZeRO-1: one process, nothing to shard (--zero1 has no effect)\n");
+    }
+    if (G > 1) {
+      int routed = 0;
+      for (const MixerSpec& l : cfg.layers) routed += l.type == "rom" || l.type == "swimba" || l.type == "moe_mlp";
+      std::printf("expert parallel: %d groups of %d ranks; in each group rank i computes the i-th contiguous 1/%d of "
+                  "the experts of the %d layers with grouped expert GEMMs, on the tokens of the whole group%s\n",
+                  W / G, G, G, routed, routed ? "" : " (none here: --expert-parallel has no effect)");
     }
     std::fflush(stdout);
   }
@@ -412,6 +427,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   // counts are all-reduced, so every rank returns the loss over the same windows one process
   // with batch W·B evaluates.
   auto evaluate = [&]() {
+    backend->set_expert_group(nullptr);  // local: ranks may hold different numbers of rows here
     const int64_t nb = val_loader.val_batches(global_B, T);
     const int64_t limit = o.eval_tokens > 0 ? std::max<int64_t>(1, o.eval_tokens / (global_B * T)) : nb;
     double sums[2] = {0, 0};  // loss × tokens, tokens
@@ -422,6 +438,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
       sums[1] += double(r.count);
     }
     comm.all_reduce_sum(sums, 2);
+    if (G > 1) backend->set_expert_group(experts.get());
     return sums[0] / sums[1];
   };
 

@@ -869,12 +869,7 @@ void launch_fwd(const ScanParamsT<Tin>& p, cudaStream_t st) {
   constexpr int NT = threads_for<TPC>(), CPB = NT / TPC, NP = TPC * NPT;
   constexpr int TS = fwd_tile<TPC, NPT>();
   const size_t smem = (size_t(2) * TS * NP + size_t(4) * TS * CPB + TS) * sizeof(float);
-  static bool attr_set = false;
-  if (!attr_set) {
-    CUDA_CHECK(cudaFuncSetAttribute(scan_fwd_kernel<Tin, TPC, NPT>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr_set = true;
-  }
+  allow_smem(scan_fwd_kernel<Tin, TPC, NPT>, smem);  // per launch: the attribute belongs to the current device
   const idx_t G = (p.Di + CPB - 1) / CPB, nch = scan_num_chunks(p.T_);
   const Segments sg = choose_segments(nch, G * p.B, resident_blocks(scan_fwd_kernel<Tin, TPC, NPT>, NT, smem), nch);
   const float* h_start = p.h0;
@@ -898,12 +893,7 @@ void launch_bwd(const ScanGradsT<Tin>& g, const ScanParamsT<Tin>& p, cudaStream_
   const size_t smem = (size_t(2) * kScanChunk * NP + size_t(2) * SUB * W * NP + size_t(8) * kScanChunk * CPB +
                        bwd_defer_floats<NT, SUB, CPB>() + kScanChunk) *
                       sizeof(float);
-  static bool attr_set = false;
-  if (!attr_set) {
-    CUDA_CHECK(cudaFuncSetAttribute(scan_bwd_kernel<Tin, TPC, NPT>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr_set = true;
-  }
+  allow_smem(scan_bwd_kernel<Tin, TPC, NPT>, smem);  // per launch: the attribute belongs to the current device
   const idx_t Bn = p.B, T = p.T_, Di = p.Di, N = p.N, nch = scan_num_chunks(T);
   const int G = int((Di + CPB - 1) / CPB);
   // The dB/dC partial buffer of one launch (a slab of whole segments) stays within the budget.
