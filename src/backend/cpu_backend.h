@@ -51,7 +51,8 @@ struct CpuBackend {
   using F = T;
   using Arena = moessm::Arena<T>;
   // experts: expert parallelism (dist/expert_exchange.h): the grouped expert GEMMs run across
-  // this group's ranks, each computing its own experts on every rank's tokens (nullptr: locally).
+  // this group's ranks, each computing its own experts on every rank's tokens, with the model's
+  // expert slabs holding this rank's experts only (ExpertShard; nullptr: locally).
   struct Ctx {
     dist::Communicator* experts = nullptr;
   };
@@ -69,6 +70,9 @@ struct CpuBackend {
   template <typename U> static void alloc(Buffer<U>& b, size_t n) { b.assign(n, U(0)); }
   static Ctx make_ctx(int /*device*/) { return {}; }
   static std::string describe(const Ctx&) { return kName; }
+  // Whether the grouped expert GEMMs exchange rows across an expert group (then this rank's
+  // expert slabs hold its own experts only: nothing else may read them).
+  static bool experts_exchanged(const Ctx& c) { return c.experts && c.experts->world_size() > 1; }
   static void destroy_ctx(Ctx&) {}
 
   // ---- memory ----
@@ -235,7 +239,7 @@ struct CpuBackend {
   static void grouped_matmul_forward(const Ctx& c, Act* out, idx_t out_ld, const Act* in, idx_t in_ld, const Weight* w,
                                      idx_t w_stride, const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, idx_t,
                                      const int32_t*) {
-    if (c.experts && c.experts->world_size() > 1)
+    if (experts_exchanged(c))
       return dist::expert_parallel_grouped_matmul_forward(*c.experts, out, out_ld, in, in_ld, w, w_stride, offsets, E,
                                                           N, Kd);
     cpu::grouped_matmul_forward(out, out_ld, in, in_ld, w, w_stride, offsets, E, N, Kd);
@@ -244,7 +248,7 @@ struct CpuBackend {
                                       const Act* in, idx_t in_ld, const Weight* w, idx_t w_stride,
                                       const int32_t* offsets, idx_t E, idx_t N, idx_t Kd, bool din_accumulate,
                                       const int32_t*) {
-    if (c.experts && c.experts->world_size() > 1)
+    if (experts_exchanged(c))
       return dist::expert_parallel_grouped_matmul_backward(*c.experts, din, din_ld, dw, dout, dout_ld, in, in_ld, w,
                                                            w_stride, offsets, E, N, Kd, din_accumulate);
     cpu::grouped_matmul_backward(din, din_ld, dw, dout, dout_ld, in, in_ld, w, w_stride, offsets, E, N, Kd,

@@ -72,6 +72,7 @@ struct CudaBackend {
   static Ctx make_ctx(int device);
   static void destroy_ctx(Ctx& c);
   static std::string describe(const Ctx& c);  // "cuda (NVIDIA H200, bf16 activations, ...)"
+  static bool experts_exchanged(const Ctx&) { return false; }  // no expert parallelism on CUDA yet
 
   // ---- memory ----
   template <typename U> static void zero(const Ctx& c, U* p, idx_t n) {

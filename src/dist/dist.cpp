@@ -38,14 +38,6 @@ struct CommAccess {
 };
 #endif
 
-Shard shard_of(size_t n, int world_size, int rank) {
-  CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_of: rank ", rank, " of a world of ", world_size);
-  const size_t W = size_t(world_size), r = size_t(rank), base = n / W, extra = n % W;
-  Shard s;
-  s.lo = r * base + std::min(r, extra);
-  s.hi = s.lo + base + (r < extra ? 1 : 0);
-  return s;
-}
 
 namespace {
 
@@ -283,19 +275,66 @@ void Communicator::all_to_all(const void* send, const std::vector<size_t>& send_
 std::unique_ptr<Communicator> Communicator::split(int group_size) {
   CHECK(group_size >= 1 && size_ % group_size == 0, "a group of ", group_size, " ranks does not divide the ",
         size_, " ranks of the run");
+  if (group_size == 1) return std::unique_ptr<Communicator>(CommAccess::make());  // a world of one: no MPI
+  return split_by(rank_ / group_size, rank_ % group_size, "MPI_Comm_split (groups)");
+}
+
+std::unique_ptr<Communicator> Communicator::replicas(int group_size) {
+  CHECK(group_size >= 1 && size_ % group_size == 0, "a group of ", group_size, " ranks does not divide the ",
+        size_, " ranks of the run");
+  if (group_size == size_) return std::unique_ptr<Communicator>(CommAccess::make());  // one group: no replicas
+  return split_by(rank_ % group_size, rank_ / group_size, "MPI_Comm_split (replicas)");
+}
+
+std::unique_ptr<Communicator> Communicator::split_by(int color, int key, const char* what) {
   std::unique_ptr<Communicator> g(CommAccess::make());
-  if (group_size == 1) return g;  // a world of one: no MPI calls
 #ifdef MOESSM_MPI
   MPI_Comm sub = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split(CommAccess::get(*this), rank_ / group_size, rank_ % group_size, &sub), "MPI_Comm_split",
-            *this);
+  check_mpi(MPI_Comm_split(CommAccess::get(*this), color, key, &sub), what, *this);
   MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
   int r = 0, n = 0;
   MPI_Comm_rank(sub, &r);
   MPI_Comm_size(sub, &n);
   CommAccess::set(*g, sub, r, n);
+#else
+  (void)color;
+  (void)key;
+  (void)what;
 #endif
   return g;
+}
+
+void Communicator::gather_varying(const float* mine, size_t n, std::vector<float>& all, std::vector<size_t>& counts,
+                                  int root) {
+  CHECK(root >= 0 && root < size_, "gather_varying: root ", root, " is not a rank of a world of ", size_);
+  all.clear();
+  counts.clear();
+  if (size_ == 1) {
+    all.assign(mine, mine + n);
+    counts.assign(1, n);
+    return;
+  }
+#ifdef MOESSM_MPI
+  CHECK(n <= size_t(INT_MAX), "gather_varying: ", n, " floats exceed MPI's int counts");
+  const int mine_n = int(n);
+  std::vector<int> cn(rank_ == root ? size_ : 0), displs(rank_ == root ? size_ : 0);
+  check_mpi(MPI_Gather(&mine_n, 1, MPI_INT, cn.data(), 1, MPI_INT, root, CommAccess::get(*this)),
+            "MPI_Gather (gather_varying counts)", *this);
+  if (rank_ == root) {
+    size_t total = 0;
+    for (int p = 0; p < size_; ++p) {
+      CHECK(total + size_t(cn[p]) <= size_t(INT_MAX), "gather_varying: ", total + size_t(cn[p]),
+            " floats in all exceed MPI's int counts");
+      displs[p] = int(total);
+      total += size_t(cn[p]);
+      counts.push_back(size_t(cn[p]));
+    }
+    all.resize(total);
+  }
+  check_mpi(MPI_Gatherv(mine, mine_n, MPI_FLOAT, all.data(), cn.data(), displs.data(), MPI_FLOAT, root,
+                        CommAccess::get(*this)),
+            "MPI_Gatherv (gather_varying)", *this);
+#endif
 }
 
 Communicator::~Communicator() {

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "core/shard.h"
+
 namespace moessm::dist {
 
 class Communicator {
@@ -57,6 +59,14 @@ class Communicator {
   // divide the world size): this rank's group, its own communicator (MPI_Comm_split), rank r's
   // rank in it r mod G. Collective over this communicator. group_size 1: a world of one.
   std::unique_ptr<Communicator> split(int group_size);
+  // The ranks that hold the same position in every such group (r ≡ i mod G: the data-parallel
+  // replicas of group rank i), ordered by rank; rank r's rank in it is r / G. Collective.
+  std::unique_ptr<Communicator> replicas(int group_size);
+  // Every rank sends n (its own count) floats; `root` receives them all, rank after rank, in
+  // `all`, with each rank's count in `counts` (both left empty on the other ranks). The total
+  // must fit MPI's int counts. World size 1: a copy.
+  void gather_varying(const float* mine, size_t n, std::vector<float>& all, std::vector<size_t>& counts,
+                      int root = 0);
   void barrier();
   // Prints "error: rank R of W: why" and ends every process of the run (exit status 1).
   [[noreturn]] void abort(const std::string& why);
@@ -67,19 +77,16 @@ class Communicator {
  private:
   friend Communicator& world();
   friend struct CommAccess;  // dist.cpp: the MPI handle
+  std::unique_ptr<Communicator> split_by(int color, int key, const char* what);
   Communicator() = default;
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
   int handle_ = -1;  // the MPI communicator as its Fortran handle (MPI_Comm_c2f); -1: MPI_COMM_WORLD
 };
 
-// Rank r's share of n elements: [lo, hi), the first n mod W ranks one element more (also the
-// chunk each rank reduces in all_reduce_sum).
-struct Shard {
-  size_t lo = 0, hi = 0;
-  size_t size() const { return hi - lo; }
-};
-Shard shard_of(size_t n, int world_size, int rank);
+// Rank r's share of n elements (core/shard.h; also the chunk each rank reduces in all_reduce_sum).
+using Shard = RankSlice;
+inline Shard shard_of(size_t n, int world_size, int rank) { return rank_slice(n, world_size, rank); }
 
 // The run's processes (made on the first call; errors in the launcher's environment throw).
 Communicator& world();

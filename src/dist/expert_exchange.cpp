@@ -109,7 +109,7 @@ void expert_parallel_grouped_matmul_forward(Communicator& group, T* out, idx_t o
   const Shard e = x.experts();
   std::vector<T> xin(size_t(x.received()) * size_t(Kd)), xout(size_t(x.received()) * size_t(N));
   x.dispatch(in, in_ld, Kd, xin.data());
-  cpu::grouped_matmul_forward(xout.data(), N, xin.data(), Kd, weight + idx_t(e.lo) * w_stride, w_stride,
+  cpu::grouped_matmul_forward(xout.data(), N, xin.data(), Kd, weight, w_stride,
                               x.local_offsets().data(), idx_t(e.size()), N, Kd);
   x.combine(xout.data(), N, out, out_ld, /*accumulate=*/false);
 }
@@ -125,8 +125,8 @@ void expert_parallel_grouped_matmul_backward(Communicator& group, T* din, idx_t 
   std::vector<T> xdout(R * size_t(N)), xin(R * size_t(Kd)), xdin(din ? R * size_t(Kd) : 0);
   x.dispatch(dout, dout_ld, N, xdout.data());
   x.dispatch(in, in_ld, Kd, xin.data());
-  cpu::grouped_matmul_backward(din ? xdin.data() : nullptr, Kd, dweight ? dweight + idx_t(e.lo) * w_stride : nullptr,
-                               xdout.data(), N, xin.data(), Kd, weight + idx_t(e.lo) * w_stride, w_stride,
+  cpu::grouped_matmul_backward(din ? xdin.data() : nullptr, Kd, dweight, xdout.data(), N, xin.data(), Kd, weight,
+                               w_stride,
                                x.local_offsets().data(), idx_t(e.size()), N, Kd, /*din_accumulate=*/false);
   if (din) x.combine(xdin.data(), Kd, din, din_ld, din_accumulate);
 }

@@ -18,10 +18,10 @@
 // order (the layers do: every rank runs the same model on the same shapes).
 //
 // expert_parallel_grouped_matmul_forward / _backward: ops/grouped_matmul.h's contract across the
-// group (the CPU backend's grouped GEMM when its context names an expert group). The weight slab
-// [E, N, Kd] is whole on every rank in this version; each rank reads only its own experts' blocks
-// and writes only their gradients (the others' stay as they were: zero before the data-parallel
-// all-reduce, which then gives every rank the whole gradient).
+// group (the CPU backend's grouped GEMM when its context names an expert group), except that
+// `weight` and `dweight` hold THIS rank's experts only: [hi - lo, N, Kd] with stride w_stride,
+// expert lo first (the expert-sharded storage of core/params.h). offsets and E are the routing's
+// over all E experts, as without expert parallelism.
 #pragma once
 #include <cstdint>
 #include <vector>

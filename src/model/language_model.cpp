@@ -28,7 +28,10 @@ ModelLayout<Bk> register_model(const ModelConfig& cfg, ParamTable& table) {
 }
 
 template <typename Bk>
-Model<Bk>::Model(const ModelConfig& cfg, int device) : cfg_(cfg), D_(cfg.d_model), V_(cfg.padded_vocab()) {
+Model<Bk>::Model(const ModelConfig& cfg, int device, ExpertShard shard)
+    : cfg_(cfg), table_(shard), D_(cfg.d_model), V_(cfg.padded_vocab()) {
+  CHECK(shard.size == 1 || !Bk::kOnDevice, "expert-sharded storage on ", Bk::kName,
+        ": host backends only (docs/distributed.md)");
   ModelLayout<Bk> layout = register_model<Bk>(cfg, table_);
   mixers_ = std::move(layout.mixers);
   emb_ = layout.emb;
@@ -67,17 +70,38 @@ void Model<Bk>::set_expert_group(dist::Communicator* group) {
   }
 }
 
+namespace {
+// The initial weights of every tensor whole, in the layout of `table` (unsharded): the mixers
+// and norm offsets registered against it.
+template <typename Bk, typename Param>
+void init_whole(std::vector<Param>& host, const ModelConfig& cfg, const std::vector<std::unique_ptr<Mixer<Bk>>>& mixers,
+                const std::vector<size_t>& norm, size_t norm_f, const ParamTable& table, uint64_t seed) {
+  host.assign(table.total(), Param(0));
+  {
+    const ParamInfo& e = table.at("backbone.embeddings.weight");
+    Rng rng = param_rng(seed, e.name);
+    init_normal(host.data() + e.offset, e.numel, cfg.embedding_init_std, rng);
+  }
+  for (size_t off : norm) init_constant(host.data() + off, cfg.d_model, 1.0);
+  init_constant(host.data() + norm_f, cfg.d_model, 1.0);
+  for (auto& m : mixers) m->init_params(host.data(), table, seed);
+}
+}  // namespace
+
 template <typename Bk>
 void Model<Bk>::init(uint64_t seed) {
-  std::vector<Param> host(table_.total(), Param(0));
-  {
-    const ParamInfo& e = table_.at("backbone.embeddings.weight");
-    Rng rng = param_rng(seed, e.name);
-    init_normal(host.data() + e.offset, e.numel, cfg_.embedding_init_std, rng);
+  std::vector<Param> host;
+  if (!table_.sharded()) {
+    init_whole(host, cfg_, mixers_, norm_, norm_f_, table_, seed);
+  } else {  // the whole model's draws (in a layout of its own), then this rank's part
+    ParamTable whole;
+    const ModelLayout<Bk> layout = register_model<Bk>(cfg_, whole);
+    std::vector<Param> all;
+    init_whole(all, cfg_, layout.mixers, layout.norm, layout.norm_f, whole, seed);
+    host.resize(table_.total());
+    if constexpr (std::is_same_v<Param, float>) table_.local_from_full(all.data(), host.data());
+    else FAIL("expert-sharded storage: fp32 master weights only");
   }
-  for (size_t off : norm_) init_constant(host.data() + off, D_, 1.0);
-  init_constant(host.data() + norm_f_, D_, 1.0);
-  for (auto& m : mixers_) m->init_params(host.data(), table_, seed);
   upload_params(host.data());
 }
 

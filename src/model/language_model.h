@@ -74,7 +74,9 @@ class Model {
   // Logits delivered to the host: the scalar on the CPU (double in gradient tests), fp32 on CUDA.
   using HostLogit = std::conditional_t<Bk::kOnDevice, float, Act>;
 
-  explicit Model(const ModelConfig& cfg, int device = 0);
+  // shard: expert parallelism's storage split (core/params.h): the table keeps only this rank's
+  // experts of every expert slab (host backends; training only).
+  explicit Model(const ModelConfig& cfg, int device = 0, ExpertShard shard = {});
   Model(Model&&) noexcept = default;  // buffers keep their addresses; the stream moves along
   Model& operator=(Model&&) noexcept = default;
   Model(const Model&) = delete;
@@ -90,7 +92,7 @@ class Model {
 
   typename Bk::template Buffer<Param> params, grads;  // same layout as table(), backend memory
 
-  void init(uint64_t seed);  // initialises on the host, then uploads
+  void init(uint64_t seed);  // initialises on the host (the whole tensors, then this shard), then uploads
   void zero_grads();
   // Host copies of the master weights / gradients in the table's layout (fp32 on CUDA).
   void upload_params(const Param* host);

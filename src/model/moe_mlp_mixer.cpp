@@ -47,9 +47,9 @@ template <typename Bk>
 void MoeMlpMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
   prefix_ = p;
   router_.register_params(t, p);
-  gate_ = t.add(p + "experts.gate_proj.weight", {E, Fx, D}, false);
-  up_ = t.add(p + "experts.up_proj.weight", {E, Fx, D}, false);
-  down_ = t.add(p + "experts.down_proj.weight", {E, D, Fx}, false);
+  gate_ = t.add_experts(p + "experts.gate_proj.weight", {E, Fx, D}, false);  // grouped GEMMs only
+  up_ = t.add_experts(p + "experts.up_proj.weight", {E, Fx, D}, false);
+  down_ = t.add_experts(p + "experts.down_proj.weight", {E, D, Fx}, false);
   if (shared_) shared_->register_params(t, p + "shared_expert.");
 }
 

@@ -281,26 +281,29 @@ void RomMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
   prefix_ = p;
   core_->register_params(t, p);
   core_->bind();
-  auto slab = [&](bool ex, Shape s) {
-    if (ex) s.insert(s.begin(), E);
-    return s;
+  // An expertised projection is an expert slab [E, ...] (only grouped GEMMs read it: expert
+  // parallelism may keep a rank's experts only); a dense one a plain tensor.
+  auto add = [&](const std::string& name, bool ex, Shape s) {
+    if (!ex) return t.add(name, s, false);
+    s.insert(s.begin(), E);
+    return t.add_experts(name, s, false);
   };
   const bool ex_x = opt_.expert[kRomConvProj], ex_z = opt_.expert[kRomGateProj], ex_o = opt_.expert[kRomOutProj];
   size_t wx, wz;
   idx_t stride_in;
   if (ex_x == ex_z) {  // one in_proj tensor, halves as in the dense layout
-    in_proj_ = t.add(p + "in_proj.weight", slab(ex_x, {2 * Di, D}), false);
+    in_proj_ = add(p + "in_proj.weight", ex_x, {2 * Di, D});
     wx = in_proj_;
     wz = in_proj_ + Di * D;
     stride_in = 2 * Di * D;
   } else {
-    conv_proj_ = t.add(p + "conv_proj.weight", slab(ex_x, {Di, D}), false);
-    gate_proj_ = t.add(p + "gate_proj.weight", slab(ex_z, {Di, D}), false);
+    conv_proj_ = add(p + "conv_proj.weight", ex_x, {Di, D});
+    gate_proj_ = add(p + "gate_proj.weight", ex_z, {Di, D});
     wx = conv_proj_;
     wz = gate_proj_;
     stride_in = Di * D;
   }
-  out_proj_ = t.add(p + "out_proj.weight", slab(ex_o, {D, Di}), false);
+  out_proj_ = add(p + "out_proj.weight", ex_o, {D, Di});
   const size_t w[3] = {wx, wz, out_proj_};
   const idx_t stride[3] = {stride_in, stride_in, D * Di};
   const idx_t in_dim[3] = {D, D, Di}, out_dim[3] = {Di, Di, D};
@@ -370,8 +373,9 @@ void RomMixer<Bk>::forward(const Ctx& ctx, Act* out, const Act* u, const ParamsR
   CHECK(M <= planned_BT_, "RomMixer: called with B·T=", M, " but planned for ", planned_BT_);
   // 1. routing (each router adds its share of the layer's aux objective to *aux). Decoding a few
   // tokens, every expertised linear takes the routed GEMV (and conv1d experts read only the
-  // choice), so no grouping plan is built.
-  const bool direct = !training_ && M * K <= kGroupedGemvMaxRows;
+  // choice), so no grouping plan is built; not when the experts live on other ranks (expert
+  // parallelism: only grouped GEMMs exchange rows).
+  const bool direct = !training_ && M * K <= kGroupedGemvMaxRows && !Bk::experts_exchanged(ctx);
   for (auto& l : lin_)
     if (l) l->direct = direct;
   if (in_lin_) in_lin_->direct = direct;

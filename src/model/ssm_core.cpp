@@ -31,8 +31,13 @@ template <typename Bk>
 void SsmCore<Bk>::register_params(ParamTable& t, const std::string& p) {
   conv_w = t.add(p + "conv1d.weight", slab(experts.conv1d, {Di, 1, Kc}), false);
   conv_b = t.add(p + "conv1d.bias", slab(experts.conv1d, {Di}), true);
-  x_proj = t.add(p + "x_proj.weight", slab(experts.x_proj, {R + 2 * N, Di}), false);
-  dt_proj_w = t.add(p + "dt_proj.weight", slab(experts.dt_proj, {Di, R}), false);
+  // Expert x_proj / dt_proj slabs are read by grouped GEMMs only (RoM's RomLinear): expert slabs.
+  // An expert conv1d is read by expert_conv1d for each token's experts: a plain tensor.
+  auto add = [&](const std::string& name, int64_t e, Shape s) {
+    return e ? t.add_experts(name, slab(e, s), false) : t.add(name, s, false);
+  };
+  x_proj = add(p + "x_proj.weight", experts.x_proj, {R + 2 * N, Di});
+  dt_proj_w = add(p + "dt_proj.weight", experts.dt_proj, {Di, R});
   dt_proj_b = t.add(p + "dt_proj.bias", {Di}, true);
   A_log = t.add(p + "A_log", {Di, N}, true);
   D_skip = t.add(p + "D", {Di}, true);

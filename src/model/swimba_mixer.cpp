@@ -55,8 +55,8 @@ void SwimbaMixer<Bk>::register_params(ParamTable& t, const std::string& p) {
   // Dense names and order; expert tensors carry a leading E dim.
   conv_w_ = t.add(p + "conv1d.weight", {Di, 1, Kc}, false);
   conv_b_ = t.add(p + "conv1d.bias", {Di}, true);
-  x_proj_ = t.add(p + "x_proj.weight", {E, R + 2 * N, Di}, false);
-  dt_w_ = expert_dt_proj ? t.add(p + "dt_proj.weight", {E, Di, R}, false)
+  x_proj_ = t.add_experts(p + "x_proj.weight", {E, R + 2 * N, Di}, false);  // grouped GEMMs only
+  dt_w_ = expert_dt_proj ? t.add_experts(p + "dt_proj.weight", {E, Di, R}, false)
                          : t.add(p + "dt_proj.weight", {Di, R}, false);
   dt_b_ = t.add(p + "dt_proj.bias", {Di}, true);
   A_log_ = t.add(p + "A_log", {Di, N}, true);

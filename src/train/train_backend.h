@@ -22,7 +22,8 @@ class TrainBackend {
   virtual ~TrainBackend() = default;
   virtual std::string name() const = 0;  // "cpu (f32)" or "cuda (<device>, bf16 ...)"
   virtual const ModelConfig& config() const = 0;
-  virtual const ParamTable& table() const = 0;
+  virtual const ParamTable& table() const = 0;  // the whole tensors (checkpoints' layout)
+  virtual size_t stored_parameters() const = 0;   // what this rank keeps (less with sharded experts)
   virtual MixerCounts counts() const = 0;
   virtual void init(uint64_t seed) = 0;  // fresh weights, zero moments
   virtual void prepare(idx_t B, idx_t T) = 0;
@@ -40,12 +41,15 @@ class TrainBackend {
   // step (bitwise the same weights as without). Collective; world size 1: nothing changes. Host
   // backends only (a device backend takes world size 1 and ignores it).
   virtual void shard_optimizer(dist::Communicator& comm) = 0;
-  // Collective, before a checkpoint when sharded: gathers the moments onto rank 0, whose next
-  // download() returns them whole. A no-op when not sharded.
-  virtual void gather_optimizer(dist::Communicator& comm) = 0;
-  // Expert parallelism (TrainOptions::expert_parallel): the grouped expert GEMMs of the routed
-  // layers run across `group` (dist/expert_exchange.h); nullptr: locally. Host backends only.
-  virtual void set_expert_group(dist::Communicator* group) = 0;
+  // Collective, before a download() when anything is sharded: gathers ZeRO-1's moments onto
+  // rank 0 of `comm`, or expert-sharded weights and moments onto rank 0 of the expert group,
+  // whose next download() returns them whole. A no-op when nothing is sharded.
+  virtual void gather_for_download(dist::Communicator& comm) = 0;
+  // Expert parallelism (TrainOptions::expert_parallel; a backend made with an ExpertShard of the
+  // group's size): the grouped expert GEMMs of the routed layers run across `group`
+  // (dist/expert_exchange.h), and the expert gradients are summed over `replicas` (the ranks
+  // holding the same experts in the other groups). nullptr: locally. Host backends only.
+  virtual void set_expert_parallel(dist::Communicator* group, dist::Communicator* replicas) = 0;
   virtual double grad_norm_squared() = 0;
   // One AdamW step with gradients scaled by grad_scale (accumulation and clipping), per-tensor
   // weight decay from the table (no_decay → 0).
@@ -58,7 +62,11 @@ class TrainBackend {
 
 // device: "cpu" or "cuda" (a clear error when this build has no CUDA backend; a model with a
 // layer the device cannot run is refused naming the layer and the missing op).
-std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg);
+// shard: expert parallelism's storage split (core/params.h; cpu only): the backend's model keeps
+// this rank's experts of every expert slab; table(), download() and upload() still speak of the
+// whole tensors.
+std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, const ModelConfig& cfg,
+                                                 ExpertShard shard = {});
 // What make_train_backend(device, cfg)->seq_idx_missing() would say, without building the model
 // (no allocation, no device work): "" when packed documents can be trained.
 std::string train_seq_idx_missing(const std::string& device, const ModelConfig& cfg);

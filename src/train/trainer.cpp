@@ -227,6 +227,8 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   const int G = int(o.expert_parallel);
   CHECK(W % G == 0, "train --expert-parallel ", G, ": the group size must divide the number of processes (", W,
         W == 1 ? "; start the run with mpirun -np N, N a multiple of the group size)" : ")");
+  CHECK(!(o.zero1 && G > 1), "--zero1 with --expert-parallel: not yet (the expert slabs are sharded already; "
+        "docs/distributed.md)");
   check_model_supported(cfg, o.device);  // before any work: names the layer, the device and the missing op
   TrainResult res;
   // A resumed run: the checkpoint, its state and the checks against it come before the run
@@ -327,24 +329,32 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     special = SpecialTokenIds{eot, eot, eot};
   }
 
-  std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg);
+  // Expert parallelism: groups of G consecutive ranks, each keeping its shard of the experts.
+  std::unique_ptr<dist::Communicator> experts = comm.split(G), replicas = comm.replicas(G);
+  std::unique_ptr<TrainBackend> backend = make_train_backend(o.device, cfg, ExpertShard{rank % G, G});
+  if (G > 1) backend->set_expert_parallel(experts.get(), replicas.get());
   DataLoader loader(train_shard, uint64_t(o.seed));
   DataLoader val_loader(val_shard, 0);
   int64_t step = 0;
   double elapsed_before = 0;
   const std::string metrics_path = path_join(o.out, "metrics.jsonl");
 
+  // The weights and moments every rank starts from, whole (table()'s layout): rank 0's, read
+  // from the checkpoint or freshly initialised, sent to the others below.
+  const size_t n_params = backend->table().total();
+  std::vector<float> params, m, v;
   if (!o.resume.empty()) {
-    const size_t n = backend->table().total();
-    std::vector<float> params(n), m(n), v(n);
-    if (lead) {  // the others receive rank 0's copy below
+    if (lead) {
+      params.resize(n_params);
+      m.resize(n_params);
+      v.resize(n_params);
       read_weights(path_join(ck, "model.safetensors"), backend->table(), params.data());
       SafetensorsFile f = SafetensorsFile::open(path_join(ck, "optimizer.safetensors"));
       backend->table().visit([&](const ParamInfo& p) {
         f.read_into<float>("exp_avg." + p.name, p.shape, m.data() + p.offset);
         f.read_into<float>("exp_avg_sq." + p.name, p.shape, v.data() + p.offset);
       });
-      backend->upload(params, m, v);
+      if (W == 1) backend->upload(params, m, v);
     }
     const std::string sp = path_join(ck, "trainer_state.json");
     step = st.at("step", sp).as_int(sp + ": step");
@@ -359,19 +369,21 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     }
   } else {
     backend->init(uint64_t(o.seed));
+    if (W > 1) {
+      backend->gather_for_download(comm);  // collective (expert shards onto rank 0)
+      if (lead) backend->download(params, m, v);
+    }
     if (lead) write_file_atomic(metrics_path, "");
   }
   if (W > 1) {  // every rank starts from rank 0's weights and moments (one process has them already)
-    std::vector<float> params, m, v;
-    backend->download(params, m, v);
-    for (std::vector<float>* x : {&params, &m, &v}) comm.broadcast(x->data(), x->size() * sizeof(float));
+    for (std::vector<float>* x : {&params, &m, &v}) {
+      x->resize(n_params);
+      comm.broadcast(x->data(), x->size() * sizeof(float));
+    }
     backend->upload(params, m, v);
     if (o.zero1) backend->shard_optimizer(comm);  // each rank keeps its 1/W of the moments from here on
   }
-  // The expert groups (collective): from here on the routed layers' grouped expert GEMMs of
-  // training steps run across the group. Validation stays local (every rank holds all weights).
-  std::unique_ptr<dist::Communicator> experts = comm.split(G);
-  if (G > 1) backend->set_expert_group(experts.get());
+  for (std::vector<float>* x : {&params, &m, &v}) std::vector<float>().swap(*x);
 
   res.unigram_entropy = unigram_entropy(val_shard->ids);
   const MixerCounts counts = backend->counts();
@@ -400,8 +412,10 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
       int routed = 0;
       for (const MixerSpec& l : cfg.layers) routed += l.type == "rom" || l.type == "swimba" || l.type == "moe_mlp";
       std::printf("expert parallel: %d groups of %d ranks; in each group rank i computes the i-th contiguous 1/%d of "
-                  "the experts of the %d layers with grouped expert GEMMs, on the tokens of the whole group%s\n",
-                  W / G, G, G, routed, routed ? "" : " (none here: --expert-parallel has no effect)");
+                  "the experts of the %d layers with grouped expert GEMMs, on the tokens of the whole group, and "
+                  "stores only those experts (rank 0: %llu of the %llu parameters)%s\n",
+                  W / G, G, G, routed, (unsigned long long)backend->stored_parameters(),
+                  (unsigned long long)backend->table().total(), routed ? "" : " (none here: --expert-parallel has no effect)");
     }
     std::fflush(stdout);
   }
@@ -427,18 +441,25 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   // counts are all-reduced, so every rank returns the loss over the same windows one process
   // with batch W·B evaluates.
   auto evaluate = [&]() {
-    backend->set_expert_group(nullptr);  // local: ranks may hold different numbers of rows here
     const int64_t nb = val_loader.val_batches(global_B, T);
     const int64_t limit = o.eval_tokens > 0 ? std::max<int64_t>(1, o.eval_tokens / (global_B * T)) : nb;
     double sums[2] = {0, 0};  // loss × tokens, tokens
     for (int64_t i = 0; i < std::min(nb, limit); ++i) {
-      if (val_loader.val_batch(i, inputs.data(), targets.data(), global_B, T, first_row, B) == 0) continue;
+      if (val_loader.val_batch(i, inputs.data(), targets.data(), global_B, T, first_row, B) == 0) {
+        if (G == 1) continue;
+        // Expert parallelism: the group's ranks exchange rows in every forward, so a rank with
+        // no rows of this batch still runs one (nothing scored) alongside the others.
+        std::fill(inputs.begin(), inputs.end(), 0);
+        std::fill(targets.begin(), targets.end(), -1);
+        targets[0] = 0;  // loss() wants one target; the result is dropped
+        backend->loss(inputs.data(), targets.data(), B, T, false, documents());
+        continue;
+      }
       LossResult r = backend->loss(inputs.data(), targets.data(), B, T, false, documents());
       sums[0] += r.ce * double(r.count);
       sums[1] += double(r.count);
     }
     comm.all_reduce_sum(sums, 2);
-    if (G > 1) backend->set_expert_group(experts.get());
     return sums[0] / sums[1];
   };
 
@@ -517,7 +538,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
     res.last_loss = loss;
     const bool halt = o.halt_after > 0 && steps_this_run >= o.halt_after && step < o.max_steps;
     if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.max_steps || halt) {
-      backend->gather_optimizer(comm);  // every rank: ZeRO-1's moment shards onto rank 0 (else nothing)
+      backend->gather_for_download(comm);  // every rank: ZeRO-1's or the experts' shards onto rank 0 (else nothing)
       if (lead) save_checkpoint(o.out, step, *backend, state_json(elapsed), tokenizer_json, special);
     }
     if (halt) {
