@@ -9,11 +9,13 @@
 //     accumulating and the missing input gradient included;
 //   - `moessm train --expert-parallel 2` on 2 ranks (and groups of 2 on 4 ranks: EP with DP)
 //     trains a RoM / Swimba / MoE-MLP stack like the plain data-parallel run within an error
-//     budget, never bitwise (the exchange must have run), and two runs are bitwise equal.
+//     budget, never bitwise (the exchange must have run), and two runs are bitwise equal;
+//   - a rank that dies ends the run within seconds, and the run resumes bitwise.
 // The mpirun cases are skipped only when this build has no MPI launcher.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -39,11 +41,14 @@ namespace {
 
 std::string mpiexec() { return MOESSM_MPIEXEC; }
 
-int run_mpi(int np, const std::vector<std::string>& program, std::string* out) {
+// `mpirun -np N [mpi_args] program...` without a shell; -2 after timeout_s.
+int run_mpi(int np, const std::vector<std::string>& program, std::string* out,
+            const std::vector<std::string>& mpi_args = {}, double timeout_s = 300) {
   std::vector<std::string> argv = {mpiexec(), "--oversubscribe", "-np", std::to_string(np), "-x", "OMP_NUM_THREADS=1"};
+  argv.insert(argv.end(), mpi_args.begin(), mpi_args.end());
   argv.insert(argv.end(), program.begin(), program.end());
   return run_argv(argv, {"OMP_NUM_THREADS=1", "OMP_WAIT_POLICY=passive", "OMPI_ALLOW_RUN_AS_ROOT=1",
-                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"}, 300, out);
+                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"}, timeout_s, out);
 }
 
 #define SKIP_WITHOUT_MPIRUN()                                                                   \
@@ -427,4 +432,39 @@ TEST(ExpertParallel, ValidationWithARankWithoutRowsRunsAndScoresEveryWindow) {
   ASSERT_EQ(a.size(), 3u);  // 2 steps, 1 evaluation
   ASSERT_EQ(b.size(), 3u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5) << "value " << i;
+}
+
+// Faults: a rank that dies mid-run (the trainer's test hook ends rank 1 at step 3 with status 137,
+// as a kill would) ends the whole run within seconds, mpirun naming the process, instead of
+// leaving rank 0 waiting in a collective; `train --resume` then continues from the newest complete
+// checkpoint (step 2) and ends bitwise where the uninterrupted run ends. Plain data parallelism
+// and expert parallelism.
+TEST(ExpertParallel, ARankThatDiesEndsTheRunAndItResumesFromTheLastCheckpoint) {
+  SKIP_WITHOUT_MPIRUN();
+  const std::string dir = temp_dir("ep_fault"), cfg = stack_cfg(dir), data = make_word_data("ep_fault_data", 6000);
+  for (const std::vector<std::string>& mode : {std::vector<std::string>{}, std::vector<std::string>{"--expert-parallel", "2"}}) {
+    const std::string tag = mode.empty() ? "/dp" : "/ep";
+    std::string out;
+    auto args = [&](const std::string& name) {
+      std::vector<std::string> a = {binary_dir() + "/moessm", "train", "--config", cfg, "--data", data, "--out",
+                                    dir + tag + name, "--batch-size", "2", "--checkpoint-every", "2"};
+      a.insert(a.end(), mode.begin(), mode.end());
+      return a;
+    };
+    ASSERT_EQ(run_mpi(2, args("_whole"), &out), 0) << out;
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = run_mpi(2, args("_cut"), &out, {"-x", "MOESSM_KILL_RANK_AT_STEP=1:3"}, 120);
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(rc, -2) << tag << ": the run outlived its dead rank by 120 s:\n" << out;
+    EXPECT_NE(rc, 0) << out;
+    EXPECT_LT(took, 60.0) << out;
+    EXPECT_NE(out.find("injected death of rank 1 at step 3"), std::string::npos) << out;
+    EXPECT_EQ(read_trainer_state(find_run_checkpoint(dir + tag + "_cut")).at("step").as_int(), 2);
+    ASSERT_EQ(run_mpi(2, {binary_dir() + "/moessm", "train", "--resume", dir + tag + "_cut"}, &out), 0) << out;
+    EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+    EXPECT_EQ(read_file(find_run_checkpoint(dir + tag + "_cut") + "/model.safetensors"),
+              read_file(find_run_checkpoint(dir + tag + "_whole") + "/model.safetensors"))
+        << tag;
+    EXPECT_EQ(loss_fields(dir + tag + "_cut/metrics.jsonl"), loss_fields(dir + tag + "_whole/metrics.jsonl")) << tag;
+  }
 }

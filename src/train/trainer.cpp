@@ -5,11 +5,14 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
+
+#include <unistd.h>
 
 #include "core/check.h"
 #include "data/loader.h"
@@ -30,6 +33,18 @@
 namespace moessm {
 
 namespace {
+
+// Test hook (fault tests, docs/distributed.md): MOESSM_KILL_RANK_AT_STEP="R:S" makes rank R end at
+// once (exit status 137, as if killed) when it starts step S. Malformed values are ignored.
+void maybe_die(int rank, int64_t step) {
+  static const char* spec = std::getenv("MOESSM_KILL_RANK_AT_STEP");
+  if (!spec) return;
+  long long r = -1, s = -1;
+  if (std::sscanf(spec, "%lld:%lld", &r, &s) != 2 || r != rank || s != step) return;
+  std::fprintf(stderr, "moessm: injected death of rank %d at step %lld\n", rank, (long long)step);
+  std::fflush(stderr);
+  ::_exit(137);
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -480,6 +495,7 @@ TrainResult train_model(const ModelConfig& cfg, const TrainOptions& o, dist::Com
   while (step < o.max_steps) {
     const auto t0 = Clock::now();
     ++step;
+    maybe_die(rank, step);
     backend->zero_grads();
     double sums[2] = {0, 0};  // cross-entropy, aux loss: summed over micro-batches, then ranks
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
